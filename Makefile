@@ -1,0 +1,48 @@
+# Two commands a new user needs (see README.md):
+#   make demo   - set up, then run the app on the bundled recording (headless: write results to out/)
+#   make test   - set up, then run the whole test suite
+# Both create or reuse the virtual environment in $(VENV) and install what is missing.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := libusb-1.0-0 libgl1 libegl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0
+REQ_STAMP := $(VENV)/.requirements-$(shell cksum requirements.txt | cut -d' ' -f1)
+
+.PHONY: demo test setup system-packages bench clean
+
+demo: setup
+	$(PY) main.py
+
+# pytest exits 5 when it collects no tests: that is a failure here too (any non-zero fails make).
+test: setup
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "No tests were collected." >&2; fi; exit $$rc
+
+bench: setup
+	$(PY) main.py bench-speed
+	$(PY) main.py bench-accuracy
+
+setup: system-packages $(REQ_STAMP)
+
+# Debian packages the Python wheels need at run time (RealSense: libusb; Qt: GL/EGL/xkbcommon/fontconfig).
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    (apt-get install -y -q $$missing >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)) \
+	      || { echo "Could not install$$missing with apt-get; install them and run make again." >&2; exit 1; }; \
+	  else \
+	    echo "Missing Debian packages:$$missing. Run: sudo apt-get install -y$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+$(REQ_STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@rm -f $(VENV)/.requirements-*; touch $@
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,1 @@
+"""Matting engine: background prior, Bayesian depth stages, networks, compositing, metrics."""

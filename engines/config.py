@@ -1,0 +1,35 @@
+"""Engine configuration as frozen dataclasses; defaults are the DART paper's values.
+
+`main.py` (and the GUI) build these and pass them down; nothing in `engines/` reads flags or files
+for configuration on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    """Parameters of DART's depth stages (sections II-B and II-D of the paper)."""
+
+    psi: float = 0.01  # eq. 4: std fallback ratio
+    d_max_m: float = 5.46  # eq. 4: maximum sensor range, metres (paper: 5460 mm)
+    zeta: float = 0.001  # eq. 7: keeps an unknown-depth pixel at exactly prior_fg
+    prior_fg: float = 0.5  # eq. 7: P_F; P_B = 1 - P_F
+    beta: float = 0.05  # eq. 10: weight of the depth residual in the fused error map
+    trimap_low: float = 0.25  # eq. 13: below -> background
+    trimap_high: float = 0.8  # eq. 13: above -> foreground
+    blur_sigma_px: float = 1.0  # post-processing blur of A_D at the working resolution
+    min_region_fraction: float = 0.002  # foreground blobs smaller than this share of the image are removed
+    work_scale: float = 0.25  # depth posterior runs at 1/4 of colour resolution, like the base network
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Which matting path runs and how (the GUI and `main.py process` build one)."""
+
+    mode: str = "depth"  # "depth" | "dart" | "rgb" | "rgb-subtract"
+    depth: DepthConfig = DepthConfig()
+    max_subject_distance_m: float | None = None  # depth gate: farther pixels are background
+    temporal_smoothing: float = 0.0  # 0 = none; alpha_t = (1 - s) * alpha + s * alpha_{t-1}

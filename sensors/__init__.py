@@ -1,0 +1,4 @@
+"""Frame sources: cameras, recordings and the threaded frame queue.
+
+Everything here returns `sensors.frame.Frame` objects and never imports Qt.
+"""
