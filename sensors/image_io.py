@@ -91,12 +91,13 @@ def _encode_to(path: Path, image: np.ndarray, params: list[int]) -> None:
 
 
 def write_color(path: str | Path, color: np.ndarray) -> None:
-    """Write uint8 HxWx3 RGB as PNG (lossless) or JPEG (quality 95), chosen by the file extension."""
+    """Write uint8 HxWx3 RGB (or HxWx4 RGBA, PNG only) as PNG (lossless) or JPEG (quality 95), by extension."""
     path = Path(path)
-    if color.dtype != np.uint8 or color.ndim != 3 or color.shape[2] != 3:
-        raise ValueError(f"color must be uint8 HxWx3, got {color.dtype} {color.shape}")
+    if color.dtype != np.uint8 or color.ndim != 3 or color.shape[2] not in (3, 4):
+        raise ValueError(f"color must be uint8 HxWx3 RGB or HxWx4 RGBA, got {color.dtype} {color.shape}")
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if path.suffix.lower() in (".jpg", ".jpeg") else []
-    _encode_to(path, cv2.cvtColor(color, cv2.COLOR_RGB2BGR), params)
+    to_bgr = cv2.COLOR_RGB2BGR if color.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+    _encode_to(path, cv2.cvtColor(color, to_bgr), params)
 
 
 def write_depth(path: str | Path, depth_raw: np.ndarray) -> None:

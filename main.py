@@ -1,0 +1,363 @@
+"""Command-line entry point: the demo, headless processing, evaluation, benchmarks and tools.
+
+    python main.py                      demo: the app on the bundled recording, or headless without a display
+    python main.py process REC --out DIR [--mode depth] [--save alpha,composite] [--replace blur]
+    python main.py eval REC --pred DIR  SAD/MSE/Grad/Conn against the recording's ground-truth alpha
+    python main.py synth OUT [--seed N] synthetic RGB-D recording with ground truth
+    python main.py bench-accuracy       accuracy table of every mode on fixed synthetic scenes
+    python main.py bench-speed          per-stage milliseconds at 640x480 (medians)
+    python main.py devices              connected RealSense / Orbbec cameras
+
+This is the only module that parses arguments; it builds the engine's dataclasses and passes them
+down. Errors the user can act on are `UserError`s, printed as one sentence with exit code 2 (usage)
+or 1 (runtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent
+DEMO_RECORDING = REPO_ROOT / "assets" / "demo_recording"
+DEFAULT_OUT = Path("out")
+
+log = logging.getLogger("main")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-sentence errors (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> None:  # noqa: D102
+        self.exit(2, f"error: {message} (see '{self.prog} --help').\n")
+
+
+class Progress:
+    """A one-line progress bar on stderr (redrawn in place on a terminal, every 10% otherwise)."""
+
+    def __init__(self, label: str, total: int | None, stream=sys.stderr) -> None:
+        self.label, self.total, self.stream = label, total, stream
+        self.tty = stream.isatty()
+        self._last_tenth = -1
+
+    def update(self, done: int) -> None:
+        if self.total:
+            tenth = int(10 * done / self.total)
+            if not self.tty and tenth == self._last_tenth:
+                return
+            self._last_tenth = tenth
+            filled = int(30 * done / self.total)
+            text = f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}"
+        else:
+            text = f"{self.label} {done}"
+        self.stream.write(("\r" + text) if self.tty else text + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def _engine_config(args: argparse.Namespace):
+    from engines.config import DepthConfig, EngineConfig
+
+    return EngineConfig(
+        mode=args.mode,
+        depth=DepthConfig(),
+        max_subject_distance_m=args.max_distance,
+        temporal_smoothing=args.smoothing,
+    )
+
+
+def _save_kinds(text: str) -> tuple[str, ...]:
+    from engines.batch import SAVE_KINDS
+
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in SAVE_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"unknown output '{','.join(unknown) or text}': choose from {','.join(SAVE_KINDS)}"
+        )
+    return kinds
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from engines.batch import ProcessOptions, process_recording
+
+    options = ProcessOptions(
+        save=args.save,
+        replace=args.replace,
+        background_frames=args.background_frames,
+        background_path=args.background,
+        prior_path=args.prior,
+        save_prior_path=args.save_prior,
+    )
+    out_dir = Path(args.out)
+    progress: dict[str, Progress] = {}
+
+    def on_progress(stage: str, done: int, total: int | None) -> None:
+        if stage not in progress:
+            progress[stage] = Progress(stage, total)
+        progress[stage].update(done)
+        if total is not None and done >= total:
+            progress[stage].finish()
+
+    summary = process_recording(args.input, out_dir, _engine_config(args), options, on_progress)
+    for warning in summary.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"Processed {summary.frames} frames of '{args.input}' in {summary.seconds:.1f} s "
+          f"(mode {args.mode}, background from {summary.background_description}).")
+    for kind in summary.saved:
+        print(f"  {kind:<11} {out_dir / kind}/")
+    print("Median milliseconds per frame by stage:")
+    for stage, ms in summary.stage_ms_median.items():
+        print(f"  {stage:<14} {ms:7.2f}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from engines.batch import evaluate_predictions
+
+    report = evaluate_predictions(args.input, Path(args.pred))
+    print(f"{report.frames} frames with ground truth (SAD/1000, MSE*1000, Grad/1000, Conn/1000, whole image):")
+    print("  " + "  ".join(f"{name:>8}" for name in report.metrics))
+    print("  " + "  ".join(f"{value:8.3f}" for value in report.metrics.values()))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from engines.synth import SceneConfig, write_scene
+
+    config = SceneConfig(
+        width=args.width, height=args.height, n_background=args.background_frames,
+        n_test=args.test_frames, seed=args.seed,
+    )
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise _usage(f"'{out}' already exists and is not empty: choose a new folder for the recording.")
+    write_scene(config, out)
+    print(f"Wrote a synthetic recording ({args.background_frames} background + {args.test_frames} test frames, "
+          f"{args.width}x{args.height}, seed {args.seed}) to {out}/")
+    return 0
+
+
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    from engines.benchmark import speed_benchmark
+
+    rows = speed_benchmark(width=args.width, height=args.height, frames=args.frames)
+    print(f"Median milliseconds per frame at {args.width}x{args.height} over {args.frames} frames "
+          f"({os.cpu_count()} CPU cores):")
+    for name, ms in rows.items():
+        print(f"  {name:<36} {ms:8.2f}")
+    return 0
+
+
+def cmd_bench_accuracy(args: argparse.Namespace) -> int:
+    from engines.benchmark import accuracy_benchmark, format_table
+
+    table = accuracy_benchmark(
+        modes=args.modes, scenes=args.scenes, width=args.width, height=args.height,
+        background_frames=args.background_frames, test_frames=args.test_frames, seed=args.seed,
+    )
+    print(format_table(table, title=f"{args.scenes} synthetic scenes x {args.test_frames} test frames, "
+                                    f"{args.width}x{args.height}, seed {args.seed}"))
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from sensors.devices import list_devices, sdk_status
+
+    for sdk, status in sdk_status().items():
+        print(f"{sdk}: {status}")
+    devices = list_devices()
+    if not devices:
+        print("No camera found: connect a RealSense or Orbbec camera to a USB 3 port, or give a recording path.")
+        return 0
+    for device in devices:
+        print(f"{device.sdk}://{device.serial}  {device.model}  firmware {device.firmware}  USB {device.usb}")
+        for mode in device.modes:
+            print(f"    {mode}")
+    return 0
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and \
+        os.environ.get("QT_QPA_PLATFORM") != "offscreen"
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    from app.launch import GuiOptions, run_gui
+
+    options = GuiOptions(
+        source=args.source,
+        background=args.background,
+        mode=args.mode,
+        snapshot=Path(args.snapshot) if args.snapshot else None,
+        quit_after_frames=args.quit_after,
+        virtual_camera=args.virtual_camera,
+    )
+    return run_gui(options)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """No arguments: the app on the bundled recording, or headless processing into out/ without a display."""
+    if not DEMO_RECORDING.is_dir():
+        raise _runtime(f"The bundled demo recording '{DEMO_RECORDING}' is missing: restore it with git checkout assets/.")
+    if _has_display():
+        gui = argparse.Namespace(source=str(DEMO_RECORDING), background=None, mode=None, snapshot=None,
+                                 quit_after=None, virtual_camera=False)
+        return cmd_gui(gui)
+    out = DEFAULT_OUT / "demo"
+    print(f"No display found: processing the bundled recording headless into {out}/")
+    demo = argparse.Namespace(
+        input=str(DEMO_RECORDING), out=str(out), mode="depth", save=("alpha", "composite", "foreground", "trimap"),
+        replace="blur", background=None, background_frames=None, prior=None, save_prior=None,
+        max_distance=None, smoothing=0.0,
+    )
+    return cmd_process(demo)
+
+
+# -- parser -------------------------------------------------------------------------------------------
+def _usage(message: str):
+    from sensors.errors import UserError
+
+    return UserError(message, 2)
+
+
+def _runtime(message: str):
+    from sensors.errors import UserError
+
+    return UserError(message, 1)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value} must be in [0, 1)")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from engines.pipeline import MODES
+
+    parser = _Parser(prog="main.py", description="Live background replacement with an RGB-D camera (DART).")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+    parser.set_defaults(run=cmd_demo)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
+
+    def engine_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--mode", choices=MODES, default="depth", help="matting engine (default: depth)")
+        p.add_argument("--max-distance", type=_positive_float, default=None, metavar="METRES",
+                       help="depth gate: pixels farther than this are background")
+        p.add_argument("--smoothing", type=_fraction, default=0.0, help="temporal smoothing in [0, 1)")
+
+    p = sub.add_parser("process", help="matte a recording headless and write the results")
+    p.add_argument("input", help="recording: rgbd-folder, TUM or Redwood folder, RealSense .bag/.db3")
+    p.add_argument("--out", required=True, help="output folder (created; existing files are overwritten)")
+    engine_options(p)
+    p.add_argument("--background", metavar="PATH", help="a recording of the empty scene to build the background from")
+    p.add_argument("--background-frames", type=_positive_int, metavar="N",
+                   help="the first N frames show the empty scene (default: the recording's meta)")
+    p.add_argument("--prior", metavar="FILE.npz", help="a saved background model instead of background frames")
+    p.add_argument("--save-prior", metavar="FILE.npz", help="also save the background model built here")
+    p.add_argument("--save", type=_save_kinds, default=("alpha",),
+                   help="comma-separated outputs: alpha,composite,foreground,trimap (default: alpha)")
+    p.add_argument("--replace", default="blur", metavar="IMAGE|blur|#RRGGBB",
+                   help="new background for composites (default: blur)")
+    p.set_defaults(run=cmd_process)
+
+    p = sub.add_parser("eval", help="score predicted alpha against a recording's ground truth")
+    p.add_argument("input", help="recording with an alpha/ folder")
+    p.add_argument("--pred", required=True, help="folder with predicted alpha PNGs (or its alpha/ subfolder)")
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("synth", help="write a synthetic RGB-D recording with ground-truth alpha")
+    p.add_argument("out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=_positive_int, default=640)
+    p.add_argument("--height", type=_positive_int, default=480)
+    p.add_argument("--background-frames", type=_positive_int, default=30)
+    p.add_argument("--test-frames", type=_positive_int, default=5)
+    p.set_defaults(run=cmd_synth)
+
+    p = sub.add_parser("bench-accuracy", help="accuracy of every mode on fixed synthetic scenes")
+    p.add_argument("--modes", type=lambda s: tuple(s.split(",")), default=MODES)
+    p.add_argument("--scenes", type=_positive_int, default=12)
+    p.add_argument("--width", type=_positive_int, default=640)
+    p.add_argument("--height", type=_positive_int, default=480)
+    p.add_argument("--background-frames", type=_positive_int, default=30)
+    p.add_argument("--test-frames", type=_positive_int, default=5)
+    p.add_argument("--seed", type=int, default=2024)
+    p.set_defaults(run=cmd_bench_accuracy)
+
+    p = sub.add_parser("bench-speed", help="per-stage median milliseconds")
+    p.add_argument("--width", type=_positive_int, default=640)
+    p.add_argument("--height", type=_positive_int, default=480)
+    p.add_argument("--frames", type=_positive_int, default=100)
+    p.set_defaults(run=cmd_bench_speed)
+
+    p = sub.add_parser("gui", help="open the desktop app (default when a display is available)")
+    p.add_argument("--source", help="camera URI (realsense://, orbbec://) or recording path")
+    p.add_argument("--background", metavar="IMAGE|blur|#RRGGBB|checker", help="replacement background")
+    p.add_argument("--mode", choices=MODES, default=None, help="matting engine (default: last used)")
+    p.add_argument("--snapshot", metavar="PNG", help="save a screenshot of the window after --quit-after frames")
+    p.add_argument("--quit-after", type=_positive_int, metavar="N", help="quit after N processed frames")
+    p.add_argument("--virtual-camera", action="store_true", help="start streaming to the virtual webcam")
+    p.set_defaults(run=cmd_gui)
+
+    p = sub.add_parser("devices", help="list connected RealSense and Orbbec cameras")
+    p.set_defaults(run=cmd_devices)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sensors.errors import UserError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("\nInterrupted; results written so far are kept.", file=sys.stderr)
+        return 130
+    except Exception as error:  # last resort: one sentence, never a traceback, unless --debug
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(error).__name__}: {error} (run again with --debug for details).", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
