@@ -19,7 +19,7 @@ import numpy as np
 from engines.background_prior import BackgroundPrior, BackgroundPriorBuilder, validate_capture
 from engines.compositing import make_background, composite, rgba_foreground
 from engines.config import DepthConfig, EngineConfig
-from engines.foreground import estimate_foreground
+from engines.foreground import ForegroundEstimator
 from engines.metrics import METRIC_NAMES, evaluate, mean_metrics
 from engines.pipeline import MattingPipeline
 from sensors.errors import UserError
@@ -169,6 +169,7 @@ class _OutputWriter:
         self.out_dir = out_dir
         self.save = options.save
         self.background = make_background(options.replace, width, height) if "composite" in self.save else None
+        self.foreground = ForegroundEstimator()  # keeps its buffers between frames
         for kind in self.save:
             (out_dir / kind).mkdir(parents=True, exist_ok=True)
 
@@ -181,7 +182,7 @@ class _OutputWriter:
             write_alpha_png(self.out_dir / "trimap" / name, result.trimap)
         if "composite" in self.save or "foreground" in self.save:
             image = frame.color.astype(np.float32) * np.float32(1.0 / 255.0)
-            foreground = estimate_foreground(image, alpha, prior.color_mean)
+            foreground = self.foreground(image, alpha, prior.color_mean)
             foreground_u8 = np.clip(foreground * 255.0 + 0.5, 0, 255).astype(np.uint8)
             if "foreground" in self.save:
                 write_color(self.out_dir / "foreground" / name, rgba_foreground(foreground_u8, alpha))
