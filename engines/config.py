@@ -15,7 +15,7 @@ class DepthConfig:
 
     psi: float = 0.01  # eq. 4: std fallback ratio
     d_max_m: float = 5.46  # eq. 4: maximum sensor range, metres (paper: 5460 mm)
-    zeta: float = 0.001  # eq. 7: keeps an unknown-depth pixel at exactly prior_fg
+    zeta: float = 0.001  # eq. 7, a density in 1/mm as in the paper: an unknown-depth pixel gets exactly prior_fg
     prior_fg: float = 0.5  # eq. 7: P_F; P_B = 1 - P_F
     beta: float = 0.05  # eq. 10: weight of the depth residual in the fused error map
     trimap_low: float = 0.25  # eq. 13: below -> background
@@ -23,6 +23,7 @@ class DepthConfig:
     blur_sigma_px: float = 1.0  # post-processing blur of A_D at the working resolution
     min_region_fraction: float = 0.002  # foreground blobs smaller than this share of the image are removed
     work_scale: float = 0.25  # depth posterior runs at 1/4 of colour resolution, like the base network
+    std_floor_ratio: float = 0.005  # eq. 4 extension: std >= ratio * mean (stable, quantised sensors report std 0)
 
 
 @dataclass(frozen=True)
