@@ -1,0 +1,159 @@
+"""The replacement background the app composites over: `engines.compositing` backgrounds plus video.
+
+`make_replacement(spec, blur_sigma_px)` checks the user's choice at once (UserError with one
+sentence) and returns an object with `render(color_rgb, depth_m, focus_m=None)` -> uint8 HxWx3 RGB
+at the frame's size. Specs: an image path, a video path (.mp4/.avi/.mov/.mkv/.webm/.m4v, looped),
+"#RRGGBB" or a colour name, "blur" (depth-aware blur of the real background, sigma in pixels),
+"checker". `subject_focus_m` estimates the distance the depth-aware blur keeps sharp.
+`Compositor` puts a matted frame over the chosen background (foreground colours by blur fusion).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engines.compositing import Background, composite, fit_background, parse_background_spec
+from engines.foreground import ForegroundEstimator
+from sensors.errors import UserError
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+BUILTIN_SPECS = ("blur", "checker")
+
+
+def is_video(spec: str) -> bool:
+    return Path(spec).suffix.lower() in VIDEO_EXTENSIONS
+
+
+class _LazyBackground:
+    """An `engines.compositing.Background` built at the first frame's size (static ones are cached)."""
+
+    def __init__(self, spec: str, blur_sigma_px: float) -> None:
+        self.spec = parse_background_spec(spec, blur_sigma_px=blur_sigma_px)  # raises UserError
+        self.uses_camera_image = self.spec.kind == "blur"
+        if self.spec.kind == "image":  # read the file now so a broken image is reported at once
+            self._background: Background | None = Background(self.spec, 64, 48)
+        else:
+            self._background = None
+
+    def render(self, color_rgb: np.ndarray, depth_m: np.ndarray | None = None,
+               focus_m: float | None = None) -> np.ndarray:
+        if self._background is None:
+            h, w = color_rgb.shape[:2]
+            self._background = Background(self.spec, w, h)
+        return self._background.render(color_rgb, depth_m, focus_m)
+
+
+class VideoBackground:
+    """A video file played one frame per rendered frame, looping at its end, fitted to the frame size."""
+
+    uses_camera_image = False
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path).expanduser()
+        if not self.path.is_file():
+            raise UserError(f"The background video '{path}' does not exist.", 2)
+        self._video = cv2.VideoCapture(str(self.path))
+        if not self._video.isOpened():
+            raise UserError(f"The background video '{path}' cannot be read: use an MP4 or AVI file.")
+        self._last: np.ndarray | None = None
+        if self._next_bgr() is None:
+            raise UserError(f"The background video '{path}' has no frames.")
+        self._video.set(cv2.CAP_PROP_POS_FRAMES, 0)  # the check read the first frame: play it first
+
+    def _next_bgr(self) -> np.ndarray | None:
+        ok, frame = self._video.read()
+        if not ok:  # end of the video: loop
+            self._video.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self._video.read()
+        if ok:
+            self._last = frame
+        return self._last
+
+    def render(self, color_rgb: np.ndarray, depth_m: np.ndarray | None = None,
+               focus_m: float | None = None) -> np.ndarray:
+        h, w = color_rgb.shape[:2]
+        frame = self._next_bgr()
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        return fit_background(rgb, w, h)
+
+    def close(self) -> None:
+        self._video.release()
+
+
+def make_replacement(spec: str, blur_sigma_px: float = 12.0):
+    """The background to composite over for a user's choice; UserError if it cannot be used."""
+    text = str(spec).strip()
+    if is_video(text):
+        return VideoBackground(text)
+    return _LazyBackground(text, blur_sigma_px)
+
+
+def subject_focus_m(depth_m: np.ndarray, alpha: np.ndarray, stride: int = 4) -> float | None:
+    """Median depth (metres) of the subject (alpha > 0.5, valid depth), sampled every `stride` pixels."""
+    d = depth_m[::stride, ::stride]
+    a = alpha[::stride, ::stride]
+    sample = d[(a > 0.5) & (d > 0)]
+    return float(np.median(sample)) if sample.size >= 16 else None
+
+
+class Compositor:
+    """Turns a matted frame into the output image over the chosen replacement background.
+
+    Engine-thread object: `set_background` (raises UserError for an unusable choice and keeps the
+    previous one), `set_plate` (the captured background's colour plate, used by foreground
+    estimation and to remove the subject before blurring the real background), `compose`.
+    """
+
+    def __init__(self) -> None:
+        self._background = make_replacement("checker")
+        self._plate: np.ndarray | None = None  # float32 HxWx3 RGB in [0, 1]
+        self._plate_u8: np.ndarray | None = None
+        self._foreground = ForegroundEstimator()
+
+    def set_background(self, spec: str, blur_sigma_px: float = 12.0) -> None:
+        background = make_replacement(spec, blur_sigma_px)
+        old, self._background = self._background, background
+        close = getattr(old, "close", None)
+        if callable(close):
+            close()
+
+    def set_plate(self, color_mean: np.ndarray) -> None:
+        """color_mean: the prior's float32 HxWx3 RGB plate in [0, 1]."""
+        self._plate = color_mean
+        self._plate_u8 = np.clip(color_mean * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+    def compose(self, color_rgb: np.ndarray, depth_m: np.ndarray, alpha: np.ndarray,
+                timings: dict[str, float] | None = None) -> np.ndarray:
+        """uint8 HxWx3 RGB: alpha * F + (1 - alpha) * new background (F by blur fusion against the plate).
+
+        color_rgb uint8 HxWx3 RGB, depth_m float32 HxW metres, alpha float32 HxW in [0, 1]; stage
+        milliseconds ("background", "composite") are added to `timings` when given.
+        """
+        start = time.perf_counter()
+        source = color_rgb
+        plate_fits = self._plate is not None and self._plate.shape == color_rgb.shape
+        if plate_fits and getattr(self._background, "uses_camera_image", False):
+            # Blur the real background without the subject: put the captured plate where the subject is,
+            # so the blur does not smear the subject's colours into a halo around it.
+            source = cv2.blendLinear(self._plate_u8, color_rgb, alpha, 1.0 - alpha)
+        background = self._background.render(source, depth_m, subject_focus_m(depth_m, alpha))
+        middle = time.perf_counter()
+        foreground = self._foreground(color_rgb, alpha, self._plate if plate_fits else None)
+        output = composite(color_rgb, alpha, background, foreground)
+        if timings is not None:
+            timings["background"] = (middle - start) * 1e3
+            timings["composite"] = (time.perf_counter() - middle) * 1e3
+        return output
+
+    def close(self) -> None:
+        close = getattr(self._background, "close", None)
+        if callable(close):
+            close()

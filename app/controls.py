@@ -1,0 +1,232 @@
+"""Side-panel controls: matting engine options, view mode and replacement background.
+
+Each panel edits the window's `AppSettings` in place and emits one signal saying what changed:
+`EngineControls.engine_changed` (mode, refiner, post-matting, depth gate, smoothing),
+`EngineControls.view_changed(view)`, `BackgroundControls.background_changed` (settings.background
+and settings.blur_sigma_px are the new choice). No engine or worker knowledge here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QColorDialog,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QWidget,
+)
+
+from app.backgrounds import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_video
+from app.settings import AppSettings, engine_field
+from app.views import VIEWS
+from engines.pipeline import MODES
+
+MAX_GATE_DM = 60  # depth gate slider: decimetres, 0 = off
+MAX_SMOOTHING_PERCENT = 90
+NOT_YET = "Not available in this version of the engine yet."
+
+
+def _slider(maximum: int, value: int) -> QSlider:
+    slider = QSlider(Qt.Orientation.Horizontal)
+    slider.setRange(0, maximum)
+    slider.setValue(value)
+    return slider
+
+
+def _with_value(slider: QSlider, label: QLabel) -> QWidget:
+    """The slider with its value label on its right."""
+    box = QWidget()
+    row = QHBoxLayout(box)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(slider, 1)
+    label.setMinimumWidth(44)
+    row.addWidget(label)
+    return box
+
+
+class EngineControls(QGroupBox):
+    engine_changed = Signal()
+    view_changed = Signal(str)
+
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
+        super().__init__("Matting", parent)
+        self.settings = settings
+        form = QFormLayout(self)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        self.mode = QComboBox()
+        for mode in MODES:
+            self.mode.addItem(mode, mode)
+        self.mode.setCurrentIndex(max(self.mode.findData(settings.mode), 0))
+        self.mode.setToolTip("Matting engine: 'depth' uses the depth prior only, 'rgb-subtract' colour only")
+        form.addRow("Mode", self.mode)
+
+        self.refiner = QCheckBox("Refiner")
+        self.post_matting = QCheckBox("Post-matting")
+        for box, switch in ((self.refiner, "refiner"), (self.post_matting, "post_matting")):
+            available = engine_field(switch) is not None
+            box.setChecked(bool(getattr(settings, switch)) and available)
+            box.setEnabled(available)
+            box.setToolTip("" if available else NOT_YET)
+        form.addRow(self.refiner)
+        form.addRow(self.post_matting)
+
+        self.gate = _slider(MAX_GATE_DM, int(round(settings.max_subject_distance_m * 10)))
+        self.gate.setToolTip("Pixels farther than this are always background (0 = off)")
+        self.gate_label = QLabel()
+        form.addRow("Max subject distance", _with_value(self.gate, self.gate_label))
+        self.smoothing = _slider(MAX_SMOOTHING_PERCENT, int(round(settings.temporal_smoothing * 100)))
+        self.smoothing.setToolTip("Blend each matte with the previous one (less flicker, more lag)")
+        self.smoothing_label = QLabel()
+        form.addRow("Temporal smoothing", _with_value(self.smoothing, self.smoothing_label))
+
+        self.view = QComboBox()
+        for key, label in VIEWS.items():
+            self.view.addItem(label, key)
+        self.view.setCurrentIndex(max(self.view.findData(settings.view), 0))
+        form.addRow("View", self.view)
+        self._update_labels()
+
+        self.mode.currentIndexChanged.connect(self._on_engine)
+        self.refiner.toggled.connect(self._on_engine)
+        self.post_matting.toggled.connect(self._on_engine)
+        self.gate.valueChanged.connect(self._on_engine)
+        self.smoothing.valueChanged.connect(self._on_engine)
+        self.view.currentIndexChanged.connect(self._on_view)
+
+    def _update_labels(self) -> None:
+        gate = self.gate.value()
+        self.gate_label.setText("off" if gate == 0 else f"{gate / 10:.1f} m")
+        self.smoothing_label.setText(f"{self.smoothing.value()} %")
+
+    def _on_engine(self, *_) -> None:
+        s = self.settings
+        s.mode = self.mode.currentData()
+        if self.refiner.isEnabled():
+            s.refiner = self.refiner.isChecked()
+        if self.post_matting.isEnabled():
+            s.post_matting = self.post_matting.isChecked()
+        s.max_subject_distance_m = self.gate.value() / 10.0
+        s.temporal_smoothing = self.smoothing.value() / 100.0
+        self._update_labels()
+        self.engine_changed.emit()
+
+    def _on_view(self, *_) -> None:
+        self.settings.view = self.view.currentData()
+        self.view_changed.emit(self.settings.view)
+
+    def set_view(self, view: str) -> None:
+        self.view.setCurrentIndex(max(self.view.findData(view), 0))
+
+
+class BackgroundControls(QGroupBox):
+    background_changed = Signal()
+
+    KINDS = ("blur", "color", "image", "video", "checker")
+
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
+        super().__init__("Background", parent)
+        self.settings = settings
+        grid = QGridLayout(self)
+        self.buttons: dict[str, QPushButton] = {}
+        group = QButtonGroup(self)
+        group.setExclusive(True)
+        labels = {"blur": "Blur", "color": "Colour…", "image": "Image…", "video": "Video…", "checker": "Checker"}
+        tips = {
+            "blur": "Blur the real background (more with distance)",
+            "color": "A solid colour",
+            "image": "An image file (or drop one on the window)",
+            "video": "A video file, looped",
+            "checker": "A checkerboard, to judge the edges of the matte",
+        }
+        for i, kind in enumerate(self.KINDS):
+            button = QPushButton(labels[kind])
+            button.setCheckable(True)
+            button.setToolTip(tips[kind])
+            group.addButton(button)
+            grid.addWidget(button, i // 3, i % 3)
+            self.buttons[kind] = button
+        self.buttons["blur"].clicked.connect(lambda: self.choose("blur"))
+        self.buttons["checker"].clicked.connect(lambda: self.choose("checker"))
+        self.buttons["color"].clicked.connect(self._pick_color)
+        self.buttons["image"].clicked.connect(self._pick_image)
+        self.buttons["video"].clicked.connect(self._pick_video)
+        self.blur = _slider(60, int(round(settings.blur_sigma_px)))
+        self.blur.setMinimum(2)
+        self.blur.setToolTip("Blur strength (Gaussian sigma in pixels at full strength)")
+        self.blur.valueChanged.connect(self._on_blur)
+        self.blur_label = QLabel("Blur strength")
+        grid.addWidget(self.blur_label, 2, 0)
+        grid.addWidget(self.blur, 2, 1, 1, 2)
+        self.detail = QLabel()
+        self.detail.setWordWrap(True)
+        grid.addWidget(self.detail, 3, 0, 1, 3)
+        self._show_choice()
+
+    @staticmethod
+    def kind_of(spec: str) -> str:
+        lower = spec.strip().lower()
+        if lower.startswith("blur"):
+            return "blur"
+        if lower.startswith("checker"):
+            return "checker"
+        if lower.startswith("#"):
+            return "color"
+        return "video" if is_video(spec) else "image"
+
+    def choose(self, spec: str) -> None:
+        """Use `spec` (image/video path, "#RRGGBB", "blur", "checker") and emit background_changed."""
+        self.settings.background = spec
+        self._show_choice()
+        self.background_changed.emit()
+
+    def _show_choice(self) -> None:
+        spec = self.settings.background
+        kind = self.kind_of(spec)
+        self.buttons[kind].setChecked(True)
+        self.blur.setVisible(kind == "blur")
+        self.blur_label.setVisible(kind == "blur")
+        if kind == "color":
+            self.detail.setText(f'<span style="background:{spec}">&nbsp;&nbsp;&nbsp;&nbsp;</span> {spec}')
+        else:
+            self.detail.setText(Path(spec).name if kind in ("image", "video") else "")
+        self.detail.setVisible(bool(self.detail.text()))
+
+    def _on_blur(self, value: int) -> None:
+        self.settings.blur_sigma_px = float(value)
+        if self.kind_of(self.settings.background) == "blur":
+            self.background_changed.emit()
+
+    def _pick_color(self) -> None:
+        spec = self.settings.background
+        initial = QColor(spec) if spec.startswith("#") else QColor(0, 177, 64)
+        color = QColorDialog.getColor(initial, self, "Background colour")
+        if color.isValid():
+            self.choose(color.name().upper())
+        else:
+            self._show_choice()
+
+    def _pick_file(self, title: str, extensions: tuple[str, ...]) -> None:
+        patterns = " ".join(f"*{e}" for e in extensions)
+        path, _ = QFileDialog.getOpenFileName(self, title, "", f"{title} ({patterns})")
+        if path:
+            self.choose(path)
+        else:
+            self._show_choice()
+
+    def _pick_image(self) -> None:
+        self._pick_file("Images", IMAGE_EXTENSIONS)
+
+    def _pick_video(self) -> None:
+        self._pick_file("Videos", VIDEO_EXTENSIONS)

@@ -1,0 +1,511 @@
+"""The engine thread: pulls frames, runs the matting pipeline, composites, feeds the outputs.
+
+`EngineWorker` is a plain `threading.Thread` owned by the window. It owns, and touches only from its
+own thread, the frame source (through `sensors.frame_queue.FrameQueue`, whose reader is the capture
+thread), the `MattingPipeline`, the replacement background, the background capture, the scene
+change monitor, and the virtual camera and recorder (`app.outputs.Outputs`).
+
+Talking to it (any thread, never blocking):
+- commands (`open_source`, `set_engine_config`, `set_background`, `start_capture`, ...) are queued
+  and run by the engine thread between frames;
+- `latest()` returns the newest `EngineSnapshot` (the GUI repaints from it on a timer);
+- `poll_events()` drains `EngineEvent`s (errors, capture results, virtual camera problems, ...).
+
+Recordings are played at their frame rate without dropping frames and loop at their end; when the
+recording says its first N frames show the empty scene, a background is captured from them
+automatically (unless one is stored for it) and they are skipped afterwards. Live cameras use
+latest-frame semantics (older frames are dropped when the engine is slower than the camera).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from app.backgrounds import Compositor
+from app.capture import BackgroundCapture, CaptureProgress
+from app.events import (
+    CAPTURE_DONE,
+    CAPTURE_FAILED,
+    ERROR,
+    FINISHED,
+    NEEDS_CAPTURE,
+    PRIOR_RESTORED,
+    PROBLEMS,
+    SCENE_CHANGED,
+    SOURCE_ERROR,
+    SOURCE_OPENED,
+    EngineEvent,
+    describe,
+)
+from app.outputs import Outputs
+from app.recorder import RecordOptions
+from app.scene_monitor import SceneChangeMonitor
+from app.scene_store import SceneStore
+from engines.background_prior import BackgroundPrior, CaptureReport
+from engines.config import EngineConfig
+from engines.pipeline import MattingPipeline, MattingResult
+from sensors.errors import UserError
+from sensors.frame import Frame
+from sensors.frame_queue import FrameQueue
+from sensors.source import SourceInfo, open_source
+
+log = logging.getLogger(__name__)
+
+FPS_WINDOW = 30  # frames in the running fps estimate
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """fps: frames the engine finished per second (running); timings_ms: the last frame's stages."""
+
+    fps: float = 0.0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    dropped: int = 0
+    latency_ms: float | None = None
+    matted: int = 0  # frames matted since the source was opened
+    shown: int = 0  # frames published since the source was opened
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """What the engine made of one frame; arrays are never modified after publishing.
+
+    output: uint8 HxWx3 RGB, the composite (the raw colour while no background is captured);
+    result: None while there is no background or during capture.
+    """
+
+    seq: int
+    frame: Frame
+    depth_m: np.ndarray
+    result: MattingResult | None
+    output: np.ndarray
+    stats: EngineStats
+    capture: CaptureProgress | None
+    has_prior: bool
+    info: SourceInfo
+    source_uri: str
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How the worker behaves beyond the engine configuration."""
+
+    scene_store: SceneStore | None = None  # None: priors are not saved or restored
+    capture_frames: int = 60
+    countdown_s: float = 3.0
+    vcam_backend: str | None = None  # pyvirtualcam backend name (None: any)
+    loop_recordings: bool = True
+    pace_recordings: bool = True  # play recordings at their frame rate (False: as fast as the engine runs)
+    stop_after_matted: int | None = None  # idle (and report FINISHED) after this many matted frames
+    scene_patience_frames: int = 90  # consecutive "different" frames before SCENE_CHANGED
+
+
+class EngineWorker:
+    """Engine thread; see the module docstring. Call `start()` once and `stop()` when done."""
+
+    def __init__(self, config: EngineConfig, background: str = "blur", blur_sigma_px: float = 12.0,
+                 options: WorkerOptions | None = None) -> None:
+        self.options = options or WorkerOptions()
+        self._events: deque[EngineEvent] = deque(maxlen=200)
+        self._config = config
+        self._pipeline: MattingPipeline | None = None  # built in the engine thread (models can take a while)
+        self._initial_background = (background, blur_sigma_px)
+        self._compositor = Compositor()
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._latest: EngineSnapshot | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="EngineWorker", daemon=True)
+        # engine-thread state
+        self._frames: FrameQueue | None = None
+        self._uri: str | None = None
+        self._info: SourceInfo | None = None
+        self._prior: BackgroundPrior | None = None
+        self._capture: BackgroundCapture | None = None
+        self._pending_prior: BackgroundPrior | None = None
+        self._skip_below = 0  # recording frames with a smaller index show the empty scene: skipped
+        self._monitor = SceneChangeMonitor(self.options.scene_patience_frames)
+        self._outputs = Outputs(self._push, self.options.vcam_backend)
+        self._finished = False
+        self._seq = 0
+        self._matted = 0
+        self._shown = 0
+        self._done_times: deque[float] = deque(maxlen=FPS_WINDOW)
+
+    # -- lifecycle (GUI thread) ------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop the engine and capture threads; True when both ended within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._commands.put(lambda: None)  # wake an idle engine
+        frames = self._frames
+        if frames is not None:
+            frames.close(timeout=max(0.05, 0.5 * timeout))
+        if self._thread.is_alive():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        alive = self._thread.is_alive() or (frames is not None and frames.stats().running)
+        if alive:
+            log.warning("the engine did not stop within %.1f s", timeout)
+        return not alive
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- reading (any thread) ----------------------------------------------------------------------
+    def latest(self) -> EngineSnapshot | None:
+        return self._latest
+
+    def poll_events(self) -> list[EngineEvent]:
+        events = []
+        while self._events:
+            events.append(self._events.popleft())
+        return events
+
+    # -- commands (any thread) -----------------------------------------------------------------------
+    def open_source(self, uri: str) -> None:
+        self._commands.put(lambda: self._open_source(uri))
+
+    def set_engine_config(self, config: EngineConfig) -> None:
+        self._commands.put(lambda: self._set_config(config))
+
+    def set_background(self, spec: str, blur_sigma_px: float = 12.0) -> None:
+        """spec: image or video path, "#RRGGBB", "blur" (depth-aware, sigma in pixels) or "checker"."""
+        self._commands.put(lambda: self._set_background(spec, blur_sigma_px))
+
+    def start_capture(self, frames: int | None = None, countdown_s: float | None = None) -> None:
+        self._commands.put(lambda: self._start_capture(frames, countdown_s))
+
+    def cancel_capture(self) -> None:
+        self._commands.put(self._cancel_capture)
+
+    def use_pending_prior(self) -> None:
+        """Accept the last capture although it did not validate."""
+        self._commands.put(self._accept_pending)
+
+    def set_virtual_camera(self, enabled: bool) -> None:
+        self._commands.put(lambda: self._outputs.set_virtual_camera(enabled))
+
+    def start_recording(self, options: RecordOptions) -> None:
+        self._commands.put(lambda: self._outputs.set_recording(options))
+
+    def stop_recording(self) -> None:
+        self._commands.put(self._outputs.stop_recording)
+
+    def call_soon(self, function: Callable[[], None]) -> None:
+        """Run `function` in the engine thread (tests, and future commands)."""
+        self._commands.put(function)
+
+    # -- engine thread -----------------------------------------------------------------------------
+    def _emit(self, kind: str, message: str, detail: str = "", report: CaptureReport | None = None) -> None:
+        self._push(EngineEvent(kind, message, detail, report))
+
+    def _push(self, event: EngineEvent) -> None:
+        log.log(logging.WARNING if event.kind in PROBLEMS else logging.INFO, "%s", event.message)
+        self._events.append(event)
+
+    def _run(self) -> None:
+        try:
+            self._set_config(self._config)
+            self._set_background(*self._initial_background)
+            while not self._stop.is_set():
+                self._run_commands()
+                if self._frames is None or self._finished:
+                    self._wait_for_command(0.1)
+                    continue
+                try:
+                    frame = self._frames.get(timeout=0.1)
+                except TimeoutError:
+                    continue
+                except Exception as exc:  # the source failed: UserError from a camera, or anything else
+                    self._source_failed(exc)
+                    continue
+                if frame is None:
+                    self._end_of_stream()
+                    continue
+                try:
+                    self._process(frame)
+                except Exception as exc:  # a bug or an engine failure must not kill the thread
+                    log.exception("processing frame %d failed", frame.index)
+                    self._emit(ERROR, f"Processing failed: {describe(exc)}")
+                    time.sleep(0.05)
+        finally:
+            self._shutdown()
+
+    def _run_commands(self) -> None:
+        while not self._stop.is_set():
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            self._guarded(command)
+
+    def _wait_for_command(self, timeout: float) -> None:
+        try:
+            command = self._commands.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if not self._stop.is_set():
+            self._guarded(command)
+
+    def _guarded(self, command: Callable[[], None]) -> None:
+        try:
+            command()
+        except Exception as exc:
+            log.exception("engine command failed")
+            self._emit(ERROR, describe(exc))
+
+    def _shutdown(self) -> None:
+        self._close_source()
+        self._outputs.close()
+        self._compositor.close()
+
+    # source ------------------------------------------------------------------------------------------
+    def _open_stream(self, uri: str) -> SourceInfo:
+        source = open_source(uri)
+        try:
+            info = source.open()
+            pace = not info.live and self.options.pace_recordings
+            frames = FrameQueue(source, maxsize=2, mode="latest" if info.live else "every", pace=pace)
+            frames.start()
+        except BaseException:
+            source.close()
+            raise
+        self._frames = frames
+        return info
+
+    def _close_source(self) -> None:
+        frames, self._frames = self._frames, None
+        if frames is not None:
+            frames.close(timeout=0.5)
+
+    def _open_source(self, uri: str) -> None:
+        self._close_source()
+        self._outputs.stop_recording()
+        self._uri, self._info = uri, None
+        self._capture = self._pending_prior = None
+        self._prior = None
+        self._finished = False
+        self._matted = self._shown = 0
+        self._skip_below = 0
+        self._done_times.clear()
+        self._latest = None
+        try:
+            info = self._open_stream(uri)
+        except Exception as exc:
+            self._emit(SOURCE_ERROR, f"Cannot open '{uri}': {describe(exc)}")
+            return
+        self._info = info
+        self._emit(SOURCE_OPENED, f"Opened {info.name} ({info.width}x{info.height}, {info.fps:g} fps)")
+        store = self.options.scene_store
+        prior = store.load(uri, (info.height, info.width)) if store is not None else None
+        if prior is not None:
+            self._use_prior(prior)
+            self._camera_auto(False)
+            self._skip_below = 0 if info.live else (info.background_frames or 0)
+            self._emit(PRIOR_RESTORED, "Using the background captured earlier for this source.")
+        elif not info.live and info.background_frames:
+            self._capture = BackgroundCapture(info.background_frames, 0.0, time.monotonic())
+            self._emit(NEEDS_CAPTURE, f"Capturing the background from the recording's first "
+                                      f"{info.background_frames} frames.", detail="automatic")
+        else:
+            self._emit(NEEDS_CAPTURE, "No background yet: step out of view and capture the background (B).")
+
+    def _source_failed(self, exc: BaseException) -> None:
+        self._close_source()
+        self._outputs.stop_recording()
+        self._emit(SOURCE_ERROR, describe(exc))
+
+    def _end_of_stream(self) -> None:
+        info = self._info
+        if info is not None and not info.live and self.options.loop_recordings and self._uri and self._shown:
+            self._close_source()
+            try:
+                self._open_stream(self._uri)
+                return
+            except Exception as exc:
+                self._source_failed(exc)
+                return
+        self._close_source()
+        self._emit(SOURCE_ERROR, "The source stopped sending frames." if info and info.live
+                   else "The recording ended.")
+
+    # engine and background ---------------------------------------------------------------------------
+    def _set_config(self, config: EngineConfig) -> None:
+        """A new pipeline for `config`, keeping the background; on failure keep the old one (or 'depth')."""
+        try:
+            pipeline = MattingPipeline(config)
+            if self._prior is not None:
+                pipeline.set_prior(self._prior)
+        except Exception as exc:  # e.g. a mode whose model files are missing
+            if self._pipeline is None:
+                self._emit(ERROR, f"Cannot start mode '{config.mode}': {describe(exc)}; using 'depth'.")
+                config = replace_config(config, mode="depth")
+                pipeline = MattingPipeline(config)
+            else:
+                self._emit(ERROR, f"Cannot switch to mode '{config.mode}': {describe(exc)}")
+                return
+        self._config, self._pipeline = config, pipeline
+
+    def _set_background(self, spec: str, blur_sigma_px: float) -> None:
+        try:
+            self._compositor.set_background(spec, blur_sigma_px)
+        except Exception as exc:  # the previous background stays
+            self._emit(ERROR, f"Cannot use that background: {describe(exc)}")
+
+    def _use_prior(self, prior: BackgroundPrior) -> None:
+        self._pipeline.set_prior(prior)
+        self._prior = prior
+        self._compositor.set_plate(prior.color_mean)
+        self._monitor.reset()
+
+    # capture ---------------------------------------------------------------------------------------------
+    def _start_capture(self, frames: int | None, countdown_s: float | None) -> None:
+        if self._uri is None:
+            self._emit(ERROR, "Open a camera or a recording before capturing the background.")
+            return
+        info = self._info
+        self._pending_prior = None
+        self._finished = False
+        if info is not None and not info.live and info.background_frames:
+            # A recording that starts with the empty scene: capture those frames again from the start.
+            self._close_source()
+            try:
+                self._open_stream(self._uri)
+            except Exception as exc:
+                self._source_failed(exc)
+                return
+            self._skip_below = 0
+            self._capture = BackgroundCapture(info.background_frames, 0.0, time.monotonic())
+            return
+        if self._frames is None:
+            self._open_source(self._uri)  # reopen after an error
+            if self._frames is None:
+                return
+        total = frames or self.options.capture_frames
+        countdown = self.options.countdown_s if countdown_s is None else countdown_s
+        self._camera_auto(True)  # let the camera adapt to the empty scene during the countdown
+        self._capture = BackgroundCapture(total, countdown, time.monotonic())
+
+    def _cancel_capture(self) -> None:
+        self._capture = None
+
+    def _finish_capture(self) -> None:
+        capture, self._capture = self._capture, None
+        prior, report = capture.finish(self._config.depth)
+        if report.ok:
+            self._accept(prior)
+            self._emit(CAPTURE_DONE, report.message, report=report)
+        else:
+            self._pending_prior = prior
+            self._emit(CAPTURE_FAILED, report.message, report=report)
+
+    def _accept_pending(self) -> None:
+        prior, self._pending_prior = self._pending_prior, None
+        if prior is not None:
+            self._accept(prior)
+            self._emit(CAPTURE_DONE, "Using the background although the capture was not clean.")
+
+    def _accept(self, prior: BackgroundPrior) -> None:
+        self._use_prior(prior)
+        info = self._info
+        if info is not None and not info.live and info.background_frames:
+            self._skip_below = info.background_frames
+        store = self.options.scene_store
+        if store is not None and self._uri is not None:
+            try:
+                store.save(self._uri, prior)
+            except UserError as exc:
+                self._emit(ERROR, str(exc))
+        self._camera_auto(False)
+
+    def _camera_auto(self, enabled: bool) -> None:
+        """Turn the camera's auto exposure / white balance on or off, where the source offers it.
+
+        Off while a background is in use keeps the colours of the scene those of the captured plate.
+        """
+        source = self._frames.source if self._frames is not None else None
+        name = "unlock_exposure_and_white_balance" if enabled else "lock_exposure_and_white_balance"
+        method = getattr(source, name, None)
+        if callable(method):
+            try:
+                method()
+            except Exception as exc:
+                action = "unlock" if enabled else "lock"
+                self._emit(ERROR, f"Could not {action} the camera's exposure and white balance: {describe(exc)}")
+
+    # frames --------------------------------------------------------------------------------------------
+    def _process(self, frame: Frame) -> None:
+        now = time.monotonic()
+        capture = self._capture
+        if capture is None and frame.index < self._skip_below:
+            return
+        depth_m = frame.depth_m()
+        capturing = capture is not None and capture.collecting(now)
+        if capture is not None and capture.step(frame.color, depth_m, now):
+            self._finish_capture()
+            capturing = True  # this frame was a background frame
+        result = None
+        output = frame.color
+        timings: dict[str, float] = {}
+        if self._prior is not None and not capturing:
+            try:
+                result = self._pipeline.process(frame.color, depth_m)
+            except UserError as exc:  # e.g. the camera changed resolution: this prior no longer fits
+                self._prior = None
+                self._emit(ERROR, str(exc))
+            if result is not None:
+                timings = dict(result.timings_ms)
+                output = self._compositor.compose(frame.color, depth_m, result.alpha, timings)
+                self._matted += 1
+                if self._monitor.update(self._prior, depth_m, result.alpha):
+                    self._emit(SCENE_CHANGED, "The background looks different from the captured one: "
+                                              "capture it again (B).")
+        self._shown += 1
+        done = time.perf_counter()
+        self._done_times.append(done)
+        queue_stats = self._frames.stats() if self._frames is not None else None
+        stats = EngineStats(
+            fps=_fps(self._done_times),
+            timings_ms=timings,
+            dropped=queue_stats.dropped if queue_stats else 0,
+            latency_ms=queue_stats.latency_ms_median if queue_stats else None,
+            matted=self._matted,
+            shown=self._shown,
+        )
+        self._seq += 1
+        self._latest = EngineSnapshot(
+            seq=self._seq, frame=frame, depth_m=depth_m, result=result, output=output, stats=stats,
+            capture=self._capture.progress(now) if self._capture is not None else None,
+            has_prior=self._prior is not None, info=self._info, source_uri=self._uri or "",
+        )
+        self._outputs.feed(frame, output, self._info.fps if self._info is not None and self._info.fps > 0 else 30.0)
+        limit = self.options.stop_after_matted
+        if limit is not None and self._matted >= limit and not self._finished:
+            self._finished = True
+            self._close_source()
+            self._emit(FINISHED, f"Processed {self._matted} frames.")
+
+
+def _fps(times: deque[float]) -> float:
+    if len(times) < 2:
+        return 0.0
+    span = times[-1] - times[0]
+    return (len(times) - 1) / span if span > 0 else 0.0
+
+
+def replace_config(config: EngineConfig, **changes) -> EngineConfig:
+    """`config` with the given fields changed, ignoring fields this EngineConfig does not have."""
+    known = {f.name for f in dataclasses.fields(config)}
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if k in known})

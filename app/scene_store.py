@@ -1,0 +1,73 @@
+"""Where captured background priors live: one .npz per camera or recording.
+
+`SceneStore(root)` keeps `root/<scene key>.npz`. The key of a camera URI ("realsense://123") is the
+sanitised URI; the key of a recording is its folder/file name plus a short hash of its absolute
+path, so two recordings called "take1" in different folders get different priors. No Qt here: the
+app passes the root (QStandardPaths AppDataLocation/scenes by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+from engines.background_prior import BackgroundPrior
+from sensors.errors import UserError
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def scene_key(source_uri: str) -> str:
+    """A file-name-safe, stable key for a source URI or recording path."""
+    if "://" in source_uri:
+        scheme, rest = source_uri.split("://", 1)
+        text = f"{scheme}_{rest}" if rest else scheme
+        return _UNSAFE.sub("_", text).strip("._") or "camera"
+    path = Path(source_uri).expanduser().resolve()
+    digest = hashlib.sha1(str(path).encode("utf-8")).hexdigest()[:8]
+    name = _UNSAFE.sub("_", path.name).strip("._") or "recording"
+    return f"{name}-{digest}"
+
+
+class SceneStore:
+    """Saves and restores the background prior of each source under `root`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, source_uri: str) -> Path:
+        return self.root / f"{scene_key(source_uri)}.npz"
+
+    def has(self, source_uri: str) -> bool:
+        return self.path_for(source_uri).is_file()
+
+    def save(self, source_uri: str, prior: BackgroundPrior) -> Path:
+        """Write the prior (atomic); raises UserError when the folder is not writable."""
+        path = self.path_for(source_uri)
+        prior.save(path)
+        log.info("saved the background of %s to %s", source_uri, path)
+        return path
+
+    def load(self, source_uri: str, shape: tuple[int, int] | None = None) -> BackgroundPrior | None:
+        """The stored prior for this source, or None when there is none, it is unreadable, or its
+        height x width differs from `shape` (the camera now streams another resolution)."""
+        path = self.path_for(source_uri)
+        if not path.is_file():
+            return None
+        try:
+            prior = BackgroundPrior.load(path)
+        except UserError as exc:
+            log.warning("ignoring the stored background: %s", exc)
+            return None
+        if shape is not None and prior.shape != tuple(shape):
+            log.info("stored background %s is %dx%d, the source %dx%d: ignoring it",
+                     path, prior.width, prior.height, shape[1], shape[0])
+            return None
+        return prior
+
+    def forget(self, source_uri: str) -> None:
+        self.path_for(source_uri).unlink(missing_ok=True)

@@ -1,0 +1,101 @@
+"""The virtual webcam output (pyvirtualcam), and the setup help shown when there is no device.
+
+`VirtualCamera(width, height, fps)` opens a pyvirtualcam camera taking RGB frames
+(uint8 HxWx3, RGB order) and `send`s them; any failure to open (no backend, no v4l2loopback
+device, OBS not installed) raises `VirtualCameraUnavailable`, whose `help` holds the exact steps
+for this operating system. Used from the engine thread, never the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CARD_LABEL = "RGB-D Matting"
+
+LINUX_HELP = f"""No virtual camera device was found. On Linux the virtual webcam needs the v4l2loopback kernel module:
+
+    sudo apt install v4l2loopback-dkms        # Debian/Ubuntu; Fedora: sudo dnf install v4l2loopback
+    sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label="{CARD_LABEL}"
+
+To load it automatically at every boot:
+
+    echo v4l2loopback | sudo tee /etc/modules-load.d/v4l2loopback.conf
+    echo 'options v4l2loopback devices=1 exclusive_caps=1 card_label="{CARD_LABEL}"' | sudo tee /etc/modprobe.d/v4l2loopback.conf
+
+Then turn the virtual webcam on again and pick "{CARD_LABEL}" as the camera in your video-call app."""
+
+WINDOWS_HELP = """No virtual camera device was found. On Windows the virtual webcam uses OBS Studio's virtual camera:
+
+    1. Install OBS Studio 28 or newer (https://obsproject.com).
+    2. Start OBS once and click "Start Virtual Camera", then stop it and close OBS.
+
+Then turn the virtual webcam on again and pick "OBS Virtual Camera" in your video-call app."""
+
+MACOS_HELP = """No virtual camera device was found. On macOS the virtual webcam uses OBS Studio's virtual camera:
+
+    1. Install OBS Studio 30 or newer (https://obsproject.com).
+    2. Start OBS, click "Start Virtual Camera" and allow its system extension in System Settings, then close OBS.
+
+Then turn the virtual webcam on again and pick "OBS Virtual Camera" in your video-call app."""
+
+
+def setup_help(platform: str | None = None) -> str:
+    """What the user must do to get a virtual camera device on `platform` (default: this one)."""
+    platform = platform or sys.platform
+    if platform.startswith("win"):
+        return WINDOWS_HELP
+    if platform == "darwin":
+        return MACOS_HELP
+    return LINUX_HELP
+
+
+class VirtualCameraUnavailable(Exception):
+    """No virtual camera could be opened. `reason`: the backend's words; `help`: what to do."""
+
+    def __init__(self, reason: str, help_text: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.help = help_text
+
+
+class VirtualCamera:
+    """One open virtual camera taking uint8 HxWx3 RGB frames of a fixed size."""
+
+    def __init__(self, width: int, height: int, fps: float, backend: str | None = None,
+                 device: str | None = None) -> None:
+        try:
+            import pyvirtualcam
+        except Exception as exc:  # ImportError, or a native module that fails to load
+            raise VirtualCameraUnavailable(f"pyvirtualcam cannot be loaded ({exc})", setup_help()) from exc
+        self.width, self.height = int(width), int(height)
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+        try:
+            self._camera = pyvirtualcam.Camera(
+                self.width, self.height, self.fps, fmt=pyvirtualcam.PixelFormat.RGB, backend=backend, device=device
+            )
+        except Exception as exc:  # RuntimeError listing every backend's complaint, KeyError for a bad name
+            reason = str(exc).strip() or type(exc).__name__
+            raise VirtualCameraUnavailable(reason, setup_help()) from exc
+        log.info("virtual camera %s (%s) open at %dx%d, %.1f fps", self.device, self._camera.backend,
+                 self.width, self.height, self.fps)
+
+    @property
+    def device(self) -> str:
+        return str(self._camera.device)
+
+    def send(self, rgb: np.ndarray) -> None:
+        """Send one frame: uint8 HxWx3 RGB of the size given at opening."""
+        self._camera.send(np.ascontiguousarray(rgb, dtype=np.uint8))
+
+    def close(self) -> None:
+        camera, self._camera = getattr(self, "_camera", None), None
+        if camera is not None:
+            try:
+                camera.close()
+            except Exception:
+                log.warning("closing the virtual camera failed", exc_info=True)
