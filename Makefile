@@ -42,6 +42,8 @@ $(REQ_STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	@echo "Compiling pymatting's numba kernels once (about a minute)..."
+	$(PY) -c "import pymatting"
 	@rm -f $(VENV)/.requirements-*; touch $@
 
 clean:

@@ -71,6 +71,9 @@ def _engine_config(args: argparse.Namespace):
         depth=DepthConfig(),
         max_subject_distance_m=args.max_distance,
         temporal_smoothing=args.smoothing,
+        post=args.post,
+        post_band_px=args.post_band,
+        vitmatte_dir=args.vitmatte,
     )
 
 
@@ -163,6 +166,7 @@ def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     table = accuracy_benchmark(
         modes=args.modes, scenes=args.scenes, width=args.width, height=args.height,
         background_frames=args.background_frames, test_frames=args.test_frames, seed=args.seed,
+        post=args.post_kinds, post_band_px=args.post_band, vitmatte_dir=args.vitmatte,
     )
     print(format_table(table, title=f"{args.scenes} synthetic scenes x {args.test_frames} test frames, "
                                     f"{args.width}x{args.height}, seed {args.seed}"))
@@ -217,7 +221,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     demo = argparse.Namespace(
         input=str(DEMO_RECORDING), out=str(out), mode="depth", save=("alpha", "composite", "foreground", "trimap"),
         replace="blur", background=None, background_frames=None, prior=None, save_prior=None,
-        max_distance=None, smoothing=0.0,
+        max_distance=None, smoothing=0.0, post="none", post_band=3, vitmatte=None,
     )
     return cmd_process(demo)
 
@@ -267,6 +271,7 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from engines.pipeline import MODES
+    from engines.post_matting import KINDS as POST_KINDS
 
     parser = _Parser(prog="main.py", description="Live background replacement with an RGB-D camera (DART).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
@@ -278,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-distance", type=_positive_float, default=None, metavar="METRES",
                        help="depth gate: pixels farther than this are background")
         p.add_argument("--smoothing", type=_fraction, default=0.0, help="temporal smoothing in [0, 1)")
+        post_options(p)
+
+    def post_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--post", choices=POST_KINDS, default="none",
+                       help="post-matting on a depth-derived trimap (default: none)")
+        p.add_argument("--post-band", type=int, default=3, metavar="PX", help="widen the unknown band (pixels)")
+        p.add_argument("--vitmatte", metavar="DIR", help="local ViTMatte weights for --post vitmatte")
 
     p = sub.add_parser("process", help="matte a recording headless and write the results")
     p.add_argument("input", help="recording: rgbd-folder, TUM or Redwood folder, RealSense .bag/.db3")
@@ -316,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background-frames", type=_positive_int, default=30)
     p.add_argument("--test-frames", type=_positive_int, default=5)
     p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--post", dest="post_kinds", type=lambda s: tuple(k for k in s.split(",") if k != "none"),
+                   default=("closed-form",), metavar="KINDS",
+                   help="post-matting backends to add as '<mode> + <post>' rows (default: closed-form; 'none': no rows)")
+    p.add_argument("--post-band", type=int, default=3, metavar="PX")
+    p.add_argument("--vitmatte", metavar="DIR", help="local ViTMatte weights, to add ViTMatte rows")
     p.set_defaults(run=cmd_bench_accuracy)
 
     p = sub.add_parser("bench-speed", help="per-stage median milliseconds")

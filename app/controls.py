@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.backgrounds import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_video
-from app.settings import AppSettings, engine_field
+from app.settings import AppSettings, switch_available
 from app.views import VIEWS
 from engines.pipeline import MODES
 
@@ -75,7 +75,7 @@ class EngineControls(QGroupBox):
         self.refiner = QCheckBox("Refiner")
         self.post_matting = QCheckBox("Post-matting")
         for box, switch in ((self.refiner, "refiner"), (self.post_matting, "post_matting")):
-            available = engine_field(switch) is not None
+            available = switch_available(switch)
             box.setChecked(bool(getattr(settings, switch)) and available)
             box.setEnabled(available)
             box.setToolTip("" if available else NOT_YET)

@@ -25,17 +25,16 @@ ORGANIZATION = "rgbd-matting"
 APPLICATION = "RGB-D Matting"
 SETTINGS_FILE = "settings.ini"
 
-# Engine switches the GUI offers once EngineConfig has a field of one of these names.
-OPTIONAL_SWITCHES = {
-    "refiner": ("use_refiner", "refine", "refiner"),
-    "post_matting": ("post_matting", "use_post_matting", "postprocess", "post_process"),
-}
+# The classical post-matting backend the GUI's switch runs (needs no weights; ~60-80 ms a frame).
+GUI_POST_MATTING = "closed-form"
+NETWORK_MODES = ("dart", "rgb")
 
 
-def engine_field(switch: str) -> str | None:
-    """The EngineConfig field behind an optional switch ("refiner", "post_matting"), or None."""
-    names = {f.name for f in dataclasses.fields(EngineConfig)}
-    return next((name for name in OPTIONAL_SWITCHES[switch] if name in names), None)
+def switch_available(switch: str) -> bool:
+    """Whether the engine offers an optional switch ("refiner" needs a network mode)."""
+    if switch == "refiner":
+        return any(mode in MODES for mode in NETWORK_MODES)
+    return switch == "post_matting"
 
 
 @dataclass
@@ -46,7 +45,7 @@ class AppSettings:
     max_subject_distance_m: float = 0.0  # 0 = no depth gate
     temporal_smoothing: float = 0.0
     refiner: bool = True
-    post_matting: bool = True
+    post_matting: bool = False
     background: str = "blur"  # image/video path, "#RRGGBB", "blur", "checker"
     blur_sigma_px: float = 12.0
     view: str = "composite"
@@ -59,16 +58,13 @@ class AppSettings:
 
     def engine_config(self) -> EngineConfig:
         mode = self.mode if self.mode in MODES else MODES[0]
-        changes = {
-            "mode": mode,
-            "max_subject_distance_m": self.max_subject_distance_m if self.max_subject_distance_m > 0 else None,
-            "temporal_smoothing": min(max(self.temporal_smoothing, 0.0), 0.95),
-        }
-        for switch in OPTIONAL_SWITCHES:
-            name = engine_field(switch)
-            if name is not None:
-                changes[name] = bool(getattr(self, switch))
-        return dataclasses.replace(EngineConfig(), **changes)
+        return EngineConfig(
+            mode=mode,
+            max_subject_distance_m=self.max_subject_distance_m if self.max_subject_distance_m > 0 else None,
+            temporal_smoothing=min(max(self.temporal_smoothing, 0.0), 0.95),
+            refiner=self.refiner,
+            post=GUI_POST_MATTING if self.post_matting else "none",
+        )
 
 
 def open_qsettings(data_dir: Path | None) -> QSettings:

@@ -39,11 +39,22 @@ def accuracy_benchmark(
     background_frames: int = 30,
     test_frames: int = 5,
     seed: int = 2024,
+    post: tuple[str, ...] = (),
+    post_band_px: int = 3,
+    vitmatte_dir: str | None = None,
 ) -> list[AccuracyRow]:
-    """Mean metrics per mode over `scenes` synthetic scenes (scene i uses seed + i)."""
-    per_mode: dict[str, list[dict[str, float]]] = {mode: [] for mode in (ALL_BACKGROUND, *modes)}
-    ms: dict[str, list[float]] = {mode: [] for mode in per_mode}
+    """Mean metrics per mode over `scenes` synthetic scenes (scene i uses seed + i).
+
+    Each post-matting kind in `post` adds a "<mode> + <kind>" row for every mode.
+    """
     depth_config = DepthConfig()
+    engines = {mode: EngineConfig(mode=mode, depth=depth_config) for mode in modes}
+    for kind in post:
+        for mode in modes:
+            engines[f"{mode} + {kind}"] = EngineConfig(mode=mode, depth=depth_config, post=kind,
+                                                       post_band_px=post_band_px, vitmatte_dir=vitmatte_dir)
+    per_mode: dict[str, list[dict[str, float]]] = {name: [] for name in (ALL_BACKGROUND, *engines)}
+    ms: dict[str, list[float]] = {name: [] for name in per_mode}
     for scene in range(scenes):
         config = SceneConfig(width=width, height=height, n_background=background_frames, n_test=test_frames,
                              seed=seed + scene)
@@ -53,8 +64,8 @@ def accuracy_benchmark(
         for frame in tests:
             per_mode[ALL_BACKGROUND].append(evaluate(np.zeros_like(frame.alpha), frame.alpha))
             ms[ALL_BACKGROUND].append(0.0)
-        for mode in modes:
-            pipeline = MattingPipeline(EngineConfig(mode=mode, depth=depth_config))
+        for mode, engine in engines.items():
+            pipeline = MattingPipeline(engine)
             pipeline.set_prior(prior)
             for frame in tests:
                 depth_m = frame.depth_m()

@@ -30,7 +30,11 @@ class DepthConfig:
 class EngineConfig:
     """Which matting path runs and how (the GUI and `main.py process` build one)."""
 
-    mode: str = "depth"  # "depth" | "dart" | "rgb" | "rgb-subtract"
+    mode: str = "depth"  # one of engines.pipeline.MODES
     depth: DepthConfig = DepthConfig()
     max_subject_distance_m: float | None = None  # depth gate: farther pixels are background
     temporal_smoothing: float = 0.0  # 0 = none; alpha_t = (1 - s) * alpha + s * alpha_{t-1}
+    refiner: bool = True  # network modes: run the patch refiner (off = upsampled coarse alpha)
+    post: str = "none"  # post-matting on a depth-derived trimap: "none" | "closed-form" | "vitmatte"
+    post_band_px: int = 3  # widen the trimap's unknown band by this many pixels
+    vitmatte_dir: str | None = None  # local ViTMatte weights (post == "vitmatte")

@@ -15,6 +15,7 @@ import numpy as np
 from engines.background_prior import BackgroundPrior
 from engines.config import EngineConfig
 from engines.depth_matting import DepthMatting
+from engines.post_matting import PostMattingStage, make_post_matting
 from engines.rgb_subtraction import rgb_subtraction_alpha
 from sensors.errors import UserError
 
@@ -82,11 +83,15 @@ def _make_backend(config: EngineConfig):
 
 
 class MattingPipeline:
-    """Background prior + matting backend + shared post-stages, for one stream of frames."""
+    """Background prior + matting backend + optional post-matting + shared post-stages, for one stream."""
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self._backend = _make_backend(config)
+        self._post = None
+        if config.post != "none":
+            backend = make_post_matting(config.post, config.vitmatte_dir)
+            self._post = PostMattingStage(backend, config.depth, band_px=config.post_band_px)
         self.prior: BackgroundPrior | None = None
         self._previous_alpha: np.ndarray | None = None
 
@@ -97,6 +102,8 @@ class MattingPipeline:
     def set_prior(self, prior: BackgroundPrior) -> None:
         self.prior = prior
         self._backend.set_prior(prior)
+        if self._post is not None:
+            self._post.set_prior(prior)
         self._previous_alpha = None
 
     def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> MattingResult:
@@ -110,6 +117,8 @@ class MattingPipeline:
                 f"({expected[1]}x{expected[0]}): capture the background again at this resolution."
             )
         result = self._backend.process(color_rgb, depth_m)
+        if self._post is not None:
+            self._post(result, color_rgb, depth_m)
         start = time.perf_counter()
         alpha = result.alpha
         gate = self.config.max_subject_distance_m

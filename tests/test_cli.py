@@ -158,3 +158,24 @@ def test_main_runs_as_a_script_without_traceback(tmp_path):
                              "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO_ROOT)
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_post_matting_closed_form_runs_from_the_command_line(recording, tmp_path):
+    out = tmp_path / "post"
+    assert run_main("process", recording, "--out", out, "--post", "closed-form", "--save", "alpha,trimap") == 0
+    assert len(list((out / "alpha").iterdir())) == TEST_FRAMES
+    trimap = read_alpha(out / "trimap" / f"{BACKGROUND_FRAMES:06d}.png")
+    assert set(np.unique(np.round(trimap * 2) / 2)) <= {0.0, 0.5, 1.0}
+
+
+def test_demo_without_display_processes_the_bundled_recording(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert run_main() == 0
+    stdout = capsys.readouterr().out
+    assert "out/demo" in stdout and "Median milliseconds" in stdout
+    meta = json.loads((main.DEMO_RECORDING / "meta.json").read_text())
+    expected = meta["frame_count"] - meta["background_frames"]
+    for kind in ("alpha", "composite", "foreground", "trimap"):
+        assert len(list((tmp_path / "out" / "demo" / kind).iterdir())) == expected
