@@ -1,0 +1,176 @@
+"""BGMv2's base network G_base / DART's Phi (DART eq. 1-2, BGMv2 sec. 4.1) and weight files.
+
+Owns `BaseNetConfig` (with `student_config()` / `teacher_config()`), `BaseNet` (backbone -> ASPP ->
+decoder -> the four coarse outputs), `foreground_from_residual`, and `save_weights` / `load_weights`
+(safetensors, strict, one-sentence `UserError` for a missing or unreadable file).
+
+Student vs teacher. DART distils a MobileNetV2 student from BGMv2's ResNet-50 base network. Here there
+are no ImageNet ResNet weights (torchvision is not available and nothing downloads at run time) and a
+ResNet-50 trained from scratch on a 2-core CPU would be worse than a pretrained small network, so the
+teacher is a MobileNetV2 width 1.0 (about 4x the backbone parameters of the student, 1.8 M vs 0.47 M) whose
+weights are the pretrained width-0.5 DeepLabV3 backbone widened function-preservingly (Net2WiderNet,
+`engines.nets.convert_deeplab.widen_state`), with BGMv2's full-size ASPP (256) and decoder
+(128-64-48). The student is the pretrained width-0.5 backbone, the same ASPP (initialised from DeepLab)
+and a decoder of 96-48-32, which runs a 160x120 input (640x480 frame, c = 4) in about 10 ms with
+onnxruntime on two CPU cores (the paper's 128-64-48 takes about 14 ms, 64-32-24 about 8 ms).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engines.nets.aspp import ASPP
+from engines.nets.decoder import Decoder
+from engines.nets.mobilenetv2 import MobileNetV2Backbone
+from sensors.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_CHANNELS = 3  # RGB of the image and of the background, each in [0, 1]
+
+
+@dataclass(frozen=True)
+class BaseNetConfig:
+    """Shape of a base network. Defaults are BGMv2's (appendix B.1) on a MobileNetV2 width 0.5.
+
+    in_channels: network input channels: image RGB (3) + background RGB (3) + `in_channels - 6`
+        auxiliary channels (e.g. normalised live depth and background depth for an RGB-D variant).
+    width_mult: MobileNetV2 width multiplier (0.5 = the pretrained DeepLabV3 model).
+    output_stride: backbone output stride (BGMv2: 16).
+    aspp_channels: channels of every ASPP branch (DeepLabV3/BGMv2: 256).
+    aspp_dilations: dilated ASPP branches (BGMv2: 3, 6, 9).
+    decoder_channels: the three CBR layers of the decoder (BGMv2: 128, 64, 48).
+    hidden_channels: hidden features H_c handed to the refiner (BGMv2: 32).
+    """
+
+    in_channels: int = 6
+    width_mult: float = 0.5
+    output_stride: int = 16
+    aspp_channels: int = 256
+    aspp_dilations: tuple[int, ...] = (3, 6, 9)
+    decoder_channels: tuple[int, int, int] = (128, 64, 48)
+    hidden_channels: int = 32
+
+    @property
+    def aux_channels(self) -> int:
+        """Auxiliary input channels beyond image + background."""
+        return self.in_channels - 2 * IMAGE_CHANNELS
+
+
+def student_config(in_channels: int = 6) -> BaseNetConfig:
+    """DART's real-time student Phi_m: MobileNetV2 width 0.5, DeepLab ASPP, decoder slimmed to 96-48-32."""
+    return BaseNetConfig(
+        in_channels=in_channels,
+        width_mult=0.5,
+        output_stride=16,
+        aspp_channels=256,
+        aspp_dilations=(3, 6, 9),
+        decoder_channels=(96, 48, 32),
+        hidden_channels=32,
+    )
+
+
+def teacher_config(in_channels: int = 6) -> BaseNetConfig:
+    """DART's teacher Phi_r: MobileNetV2 width 1.0 with BGMv2's full-size ASPP and decoder."""
+    return BaseNetConfig(in_channels=in_channels, width_mult=1.0)
+
+
+def foreground_from_residual(fgr_residual: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """Foreground F = clamp(F^R + I, 0, 1) (BGMv2 sec. 4). Both (N, 3, H, W); RGB in [0, 1]."""
+    return (fgr_residual + src).clamp(0.0, 1.0)
+
+
+class BaseNet(nn.Module):
+    """Base network: (I_c, B_c[, aux]) at 1/c resolution -> coarse alpha, foreground residual, error, hidden.
+
+    Input:
+        src: (N, 3, h, w) float32 image RGB in [0, 1] at 1/c of the full resolution.
+        bgr: (N, 3, h, w) float32 background RGB in [0, 1], same size.
+        aux: (N, in_channels - 6, h, w) float32 in [0, 1], required iff the config has aux channels.
+    Output (tuple, in this order):
+        pha: (N, 1, h, w) coarse alpha, clamped to [0, 1].
+        fgr_res: (N, 3, h, w) foreground residual F^R (F = clamp(F^R + I, 0, 1)), unbounded.
+        err: (N, 1, h, w) predicted error map, clamped to [0, 1].
+        hid: (N, hidden_channels, h, w) hidden features, ReLU-activated.
+    """
+
+    def __init__(self, config: BaseNetConfig = BaseNetConfig()):
+        super().__init__()
+        if config.in_channels < 2 * IMAGE_CHANNELS:
+            raise ValueError(f"in_channels must be at least 6 (image + background), got {config.in_channels}")
+        self.config = config
+        self.backbone = MobileNetV2Backbone(config.in_channels, config.width_mult, config.output_stride)
+        c_out, c8, c4, c2 = self.backbone.feature_channels
+        self.aspp = ASPP(c_out, config.aspp_channels, config.aspp_dilations)
+        self.decoder = Decoder(
+            config.aspp_channels,
+            (c8, c4, c2, config.in_channels),
+            config.decoder_channels,
+            out_channels=1 + 3 + 1 + config.hidden_channels,
+        )
+
+    def forward(
+        self, src: torch.Tensor, bgr: torch.Tensor, aux: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        parts = [src, bgr]
+        if not torch.jit.is_tracing() and (0 if aux is None else int(aux.shape[1])) != self.config.aux_channels:
+            raise ValueError(f"BaseNet expects aux with {self.config.aux_channels} channels")
+        if aux is not None:
+            parts.append(aux)
+        x0 = torch.cat(parts, dim=1)
+        x, x8, x4, x2 = self.backbone(x0)
+        x = self.aspp(x)
+        out = self.decoder(x, (x8, x4, x2, x0))
+        pha = out[:, 0:1].clamp(0.0, 1.0)
+        fgr_res = out[:, 1:4]
+        err = out[:, 4:5].clamp(0.0, 1.0)
+        hid = out[:, 5:].relu()
+        return pha, fgr_res, err, hid
+
+
+def save_weights(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write `module.state_dict()` as safetensors (tensors made contiguous; metadata values are strings)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(path), metadata=metadata)
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file into a CPU state dict; a missing or unreadable file raises `UserError`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Weight file {path} does not exist; check the path or reinstall the assets.")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers / sizes
+        raise UserError(f"Weight file {path} is corrupt or not a safetensors file; replace it.") from exc
+
+
+def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
+    """Load a safetensors state dict into `module` with strict=True; a mismatch raises `UserError`."""
+    state = read_weights(path)
+    expected = module.state_dict()
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    misshaped = {k for k in set(expected) & set(state) if expected[k].shape != state[k].shape}
+    if missing or unexpected or misshaped:
+        raise UserError(
+            f"Weight file {path} does not fit {type(module).__name__} ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected and {len(misshaped)} mis-shaped tensors)."
+        )
+    module.load_state_dict(state, strict=True)
+    log.info("loaded %d tensors from %s into %s", len(state), path, type(module).__name__)
+    return module
+
+
+def config_metadata(config: BaseNetConfig) -> dict[str, str]:
+    """The config as string metadata for a safetensors header."""
+    return {k: str(v) for k, v in asdict(config).items()}

@@ -1,0 +1,428 @@
+"""ONNX export and ONNX Runtime inference for the base network and the refiner.
+
+Owns: `export_base_net` / `export_refiner` (named inputs/outputs, dynamic sizes, legacy TorchScript
+exporter), `validate_export` (max abs difference to torch), `create_session` (provider preference
+TensorRT > CUDA > CPU, limited to those installed; logs each model's inputs and outputs; a missing or
+corrupt file raises `UserError`), the numpy mirror of the refiner's selection / crop / replace
+(vectorised, equal to `engines.nets.refiner`), and `OnnxMatting`, which runs both models on one frame.
+
+Model spec (float32; N, h, w, K dynamic):
+
+| model | inputs | outputs |
+|---|---|---|
+| base net (NCHW) | `src` (N,3,h,w) image RGB [0,1] at 1/c; `bgr` (N,3,h,w) background RGB [0,1]; `aux` (N,A,h,w) [0,1], only if the net has A aux channels | `pha` (N,1,h,w) [0,1]; `fgr_res` (N,3,h,w) foreground residual; `err` (N,1,h,w) [0,1]; `hid` (N,32,h,w) >= 0 |
+| refiner patches (NHWC) | `patch_coarse` (K,8,8,36): [alpha, fgr_res, hidden] at 1/2 res; `patch_half_img` (K,8,8,6+A): [I, B, aux] at 1/2 res; `patch_full` (K,8,8,6+A): [I, B, aux] at full res | `patch_out` (K,4,4,4): [alpha (unclamped), fgr_res] of the 4x4 core |
+
+The refiner model holds only the patch convolutions (`RefinerPatchNet`) and takes channels-last
+patches, which numpy gathers fastest; selection, cropping, coarse upsampling and patch replacement run
+in numpy around it (`OnnxMatting.refine`), because a data-dependent number of patches is awkward inside
+ONNX. Sessions are created with thread spinning off, since numpy work runs between model calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from engines.nets.base_net import BaseNet
+from engines.nets.refiner import CONTEXT_FULL, CONTEXT_HALF, PATCH, Refiner, RefinerPatchNet
+from sensors.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+BASE_INPUTS = ("src", "bgr", "aux")
+BASE_OUTPUTS = ("pha", "fgr_res", "err", "hid")
+REFINER_INPUTS = ("patch_coarse", "patch_half_img", "patch_full")
+REFINER_OUTPUTS = ("patch_out",)
+OPSET = 17
+
+
+class _ChannelsLastPatchNet(nn.Module):
+    """Export wrapper: NHWC patches in, NHWC refined patches out, around a `RefinerPatchNet`."""
+
+    def __init__(self, patch_net: RefinerPatchNet):
+        super().__init__()
+        self.patch_net = patch_net
+
+    def forward(
+        self, patch_coarse: torch.Tensor, patch_half_img: torch.Tensor, patch_full: torch.Tensor
+    ) -> torch.Tensor:
+        half = torch.cat([patch_coarse, patch_half_img], dim=3).permute(0, 3, 1, 2)
+        out = self.patch_net(half, patch_full.permute(0, 3, 1, 2))
+        return out.permute(0, 2, 3, 1)
+
+
+@contextmanager
+def _eval_mode(module: nn.Module):
+    """Put `module` in eval mode and restore every submodule's own training flag afterwards."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes, metadata) -> Path:
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _eval_mode(module):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter warns that it is legacy
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=False,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=dynamic_axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+            )
+    model = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save(model, str(path))
+    log.info("exported %s to %s", type(module).__name__, path)
+    return path
+
+
+def export_base_net(net: BaseNet, path: str | Path, size: tuple[int, int] = (120, 160)) -> Path:
+    """Export `net` (in eval mode) as the base-net model of the spec; `size` (h, w) is only the trace size."""
+    h, w = size
+    cfg = net.config
+    args: tuple = (torch.rand(1, 3, h, w), torch.rand(1, 3, h, w))
+    names = list(BASE_INPUTS[:2])
+    if cfg.aux_channels:
+        args = args + (torch.rand(1, cfg.aux_channels, h, w),)
+        names.append(BASE_INPUTS[2])
+    dynamic = {n: {0: "batch", 2: "height", 3: "width"} for n in names + list(BASE_OUTPUTS)}
+    metadata = {"model": "dart_base_net", **vars(cfg)}
+    return _export(net, args, Path(path), names, BASE_OUTPUTS, dynamic, metadata)
+
+
+def export_refiner(refiner: Refiner | RefinerPatchNet, path: str | Path) -> Path:
+    """Export the refiner's patch convolutions (in eval mode) as the channels-last patch model of the spec."""
+    patch_net = refiner.patch_net if isinstance(refiner, Refiner) else refiner
+    images = patch_net.full_channels
+    k = 5
+    args = (
+        torch.rand(k, 8, 8, patch_net.half_channels - images),
+        torch.rand(k, 8, 8, images),
+        torch.rand(k, 8, 8, images),
+    )
+    dynamic = {n: {0: "patches"} for n in REFINER_INPUTS + REFINER_OUTPUTS}
+    metadata = {"model": "dart_refiner_patches", "aux_channels": images - 6}
+    wrapper = _ChannelsLastPatchNet(patch_net)
+    return _export(wrapper, args, Path(path), REFINER_INPUTS, REFINER_OUTPUTS, dynamic, metadata)
+
+
+def available_providers(preference: tuple[str, ...] = PROVIDER_PREFERENCE) -> list[str]:
+    """The providers of `preference` that this onnxruntime build offers, in preference order (CPU fallback)."""
+    import onnxruntime as ort
+
+    have = set(ort.get_available_providers())
+    return [p for p in preference if p in have] or ["CPUExecutionProvider"]
+
+
+def describe_session(session) -> str:
+    """One line per model input and output: name, shape, element type."""
+    lines = [f"  in  {i.name} {i.shape} {i.type}" for i in session.get_inputs()]
+    lines += [f"  out {o.name} {o.shape} {o.type}" for o in session.get_outputs()]
+    return "\n".join(lines)
+
+
+def create_session(path: str | Path, providers: list[str] | None = None, intra_op_threads: int | None = None):
+    """An onnxruntime InferenceSession for `path` on the preferred available providers.
+
+    providers: explicit preference list (filtered to the available ones) or None for TensorRT > CUDA > CPU.
+    intra_op_threads: CPU threads per operator (None = onnxruntime's default). Thread spinning is off.
+    A missing or unreadable model raises `UserError`.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Model file {path} does not exist; check the path or export the model first.")
+    chosen = available_providers(tuple(providers) if providers else PROVIDER_PREFERENCE)
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = int(intra_op_threads)
+        options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), options, providers=chosen)
+    except Exception as exc:  # onnxruntime raises InvalidProtobuf / Fail / InvalidGraph for a bad file
+        raise UserError(f"Model file {path} is corrupt or not a valid ONNX model.") from exc
+    log.info("loaded %s on %s\n%s", path.name, session.get_providers(), describe_session(session))
+    return session
+
+
+def validate_export(module: nn.Module, path: str | Path, inputs: dict[str, np.ndarray]) -> float:
+    """Max abs difference between torch `module` (eval) and the ONNX model at `path` on `inputs` (CPU).
+
+    `module` is what was exported (a `BaseNet`, a `Refiner` / `RefinerPatchNet` for a refiner model).
+    """
+    session = create_session(path, ["CPUExecutionProvider"], intra_op_threads=2)
+    got = session.run(None, inputs)
+    if isinstance(module, Refiner):
+        module = module.patch_net
+    if isinstance(module, RefinerPatchNet):
+        module = _ChannelsLastPatchNet(module)
+    with _eval_mode(module), torch.no_grad():
+        expected = module(*[torch.from_numpy(inputs[i.name]) for i in session.get_inputs()])
+    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+    return max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
+
+
+# ---- numpy mirror of engines.nets.refiner, single frame, channels last ----
+
+
+def resize_linear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (H, W) or (H, W, C) float32 to `size` (h, w): half-pixel centres, edges
+    clamped, no antialiasing, i.e. torch's F.interpolate(mode="bilinear", align_corners=False)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim == 3 and x.shape[2] > 512:  # cv2's channel limit
+        return np.concatenate([resize_linear(x[..., i : i + 512], size) for i in range(0, x.shape[2], 512)], axis=2)
+    out = cv2.resize(x, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(size + x.shape[2:])
+
+
+def downsample_area(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area (box-average) resize of (H, W) or (H, W, C) float32 to `size` (h, w), for the base
+    network's 1/c inputs; equals torch's F.interpolate(mode="area") for integer factors."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = cv2.resize(x, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return out.reshape(size + x.shape[2:])
+
+
+def select_patches_np(
+    err_q: np.ndarray, mode: str = "topk", k: int = 300, threshold: float = 0.1, prevent_oversampling: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """`engines.nets.refiner.select_patches` for one (Hq, Wq) error map -> int64 (y, x) of the selected cells."""
+    hq, wq = err_q.shape
+    flat = err_q.reshape(-1)
+    if mode == "topk":
+        kk = max(0, min(int(k), flat.size))
+        if kk == flat.size:
+            idx = np.arange(flat.size)
+        else:
+            idx = np.argpartition(-flat, kk - 1)[:kk] if kk else np.zeros(0, dtype=np.int64)
+        if prevent_oversampling:
+            idx = idx[flat[idx] > 0]
+    elif mode == "threshold":
+        idx = np.flatnonzero(flat > threshold)
+    else:
+        raise ValueError(f"unknown refiner selection mode {mode!r}; use 'topk' or 'threshold'")
+    idx = idx.astype(np.int64)
+    return idx // wq, idx % wq
+
+
+def _window_indices(y: np.ndarray, xx: np.ndarray, size: int, padding: int, h: int, w: int) -> np.ndarray:
+    """Flat pixel indices (K * win * win,) of the windows around cells (y, xx), clamped to the frame."""
+    offsets = np.arange(size + 2 * padding) - padding
+    rows = np.clip(y[:, None] * size + offsets, 0, h - 1)
+    cols = np.clip(xx[:, None] * size + offsets, 0, w - 1)
+    return (rows[:, :, None] * w + cols[:, None, :]).reshape(-1)
+
+
+def crop_patches_hwc(
+    frames: np.ndarray | list[np.ndarray], y: np.ndarray, xx: np.ndarray, size: int, padding: int
+) -> np.ndarray:
+    """`engines.nets.refiner.crop_patches` for one frame -> (K, win, win, C), win = size + 2*padding.
+
+    frames: one (H, W, C) frame, or a list of (H, W[, C_i]) frames of one size whose patches are
+    concatenated along channels (cropping each and merging the small patches is much cheaper than
+    merging whole frames). Cell (y, xx) covers rows y*size..y*size+size-1; indices outside the frame
+    are clamped, which is edge replication, so no padded copy of the frame is made.
+    """
+    frames = frames if isinstance(frames, list) else [frames]
+    h, w = frames[0].shape[:2]
+    win = size + 2 * padding
+    flat = _window_indices(y, xx, size, padding, h, w)
+    pieces = []
+    for frame in frames:
+        c = frame.shape[2] if frame.ndim == 3 else 1
+        pieces.append(np.ascontiguousarray(frame, dtype=np.float32).reshape(h * w, c).take(flat, axis=0))
+    patches = pieces[0] if len(pieces) == 1 else cv2.merge([p.reshape(-1, 1, p.shape[1]) for p in pieces])
+    return patches.reshape(len(y), win, win, -1)
+
+
+def replace_patches_hwc(x: np.ndarray, patches: np.ndarray, y: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """`engines.nets.refiner.replace_patches` in place on one C-contiguous (H, W, C) frame; patches (K, p, p, C)."""
+    if not x.flags.c_contiguous:
+        raise ValueError("replace_patches_hwc writes in place and needs a C-contiguous frame")
+    h, w, c = x.shape
+    p = patches.shape[1]
+    cells = x.reshape(h // p, p, w // p, p, c).transpose(0, 2, 1, 3, 4)  # (H/p, W/p, p, p, C), a view
+    cells[y, xx] = patches
+    return x
+
+
+@dataclass
+class CoarseResult:
+    """Base network outputs for one frame at 1/c resolution (h, w), channels last.
+
+    stack: (h, w, 4 + hidden) float32 [alpha, fgr_res (3), hidden...], the refiner's channel order;
+    `pha` (h, w) in [0, 1], `fgr_res` (h, w, 3) and `hid` (h, w, hidden) >= 0 are views of it.
+    err: (h, w) predicted error map in [0, 1].
+    """
+
+    stack: np.ndarray
+    err: np.ndarray
+
+    @property
+    def pha(self) -> np.ndarray:
+        return self.stack[:, :, 0]
+
+    @property
+    def fgr_res(self) -> np.ndarray:
+        return self.stack[:, :, 1:4]
+
+    @property
+    def hid(self) -> np.ndarray:
+        return self.stack[:, :, 4:]
+
+
+@dataclass
+class RefineResult:
+    """Refined full-resolution outputs: alpha (H, W) in [0, 1], foreground residual (H, W, 3), and
+    the refined 4x4 patches as a (H/4, W/4) bool mask."""
+
+    pha: np.ndarray
+    fgr_res: np.ndarray
+    selected: np.ndarray
+
+
+class OnnxMatting:
+    """Base network + refiner on onnxruntime, one frame at a time, numpy channels-last arrays.
+
+    Args:
+        base_path: exported base network (model spec above).
+        refiner_path: exported refiner patch model, or None (coarse outputs are only upsampled).
+        mode, k, threshold, prevent_oversampling: patch selection as in `RefinerConfig`.
+        providers: onnxruntime providers (None = TensorRT > CUDA > CPU, the available ones).
+        intra_op_threads: CPU threads per operator (None = onnxruntime's default).
+    """
+
+    def __init__(
+        self,
+        base_path: str | Path,
+        refiner_path: str | Path | None = None,
+        mode: str = "topk",
+        k: int = 300,
+        threshold: float = 0.1,
+        prevent_oversampling: bool = True,
+        providers: list[str] | None = None,
+        intra_op_threads: int | None = None,
+    ):
+        self.base = create_session(base_path, providers, intra_op_threads)
+        self.refiner = create_session(refiner_path, providers, intra_op_threads) if refiner_path is not None else None
+        inputs = {i.name: i for i in self.base.get_inputs()}
+        self.base_aux = int(inputs["aux"].shape[1]) if "aux" in inputs else 0
+        self.refiner_aux = int(self.refiner.get_inputs()[2].shape[3]) - 6 if self.refiner is not None else 0
+        self.mode, self.k, self.threshold, self.prevent_oversampling = mode, k, threshold, prevent_oversampling
+
+    def run_base(self, src: np.ndarray, bgr: np.ndarray, aux: np.ndarray | None = None) -> CoarseResult:
+        """Base network on one frame at 1/c resolution.
+
+        src, bgr: (h, w, 3) float32 RGB in [0, 1]; aux: (h, w, A) float32 in [0, 1] iff the model has aux.
+        """
+        def nchw(a: np.ndarray) -> np.ndarray:
+            a = np.asarray(a, dtype=np.float32)
+            return np.ascontiguousarray((a[..., None] if a.ndim == 2 else a).transpose(2, 0, 1)[None])
+
+        if (0 if aux is None else (1 if aux.ndim == 2 else aux.shape[2])) != self.base_aux:
+            raise ValueError(f"this base network needs aux with {self.base_aux} channels")
+        feed = {"src": nchw(src), "bgr": nchw(bgr)}
+        if self.base_aux:
+            feed["aux"] = nchw(aux)
+        pha, fgr_res, err, hid = self.base.run(list(BASE_OUTPUTS), feed)
+        stack = np.concatenate([pha, fgr_res, hid], axis=1)[0].transpose(1, 2, 0)
+        return CoarseResult(np.ascontiguousarray(stack), err[0, 0])
+
+    def refine(
+        self,
+        src: np.ndarray,
+        bgr: np.ndarray,
+        coarse: CoarseResult,
+        err: np.ndarray | None = None,
+        aux: np.ndarray | None = None,
+    ) -> RefineResult:
+        """Refine one frame to full resolution; the numpy twin of `engines.nets.refiner.Refiner.forward`.
+
+        src, bgr: (H, W, 3) float32 RGB in [0, 1], H and W multiples of 4.
+        coarse: `run_base` output. err: (h', w') selection error map of any size (DART: the fused
+        E_RGBD), default `coarse.err`. aux: (H, W, A) float32 in [0, 1] iff the refiner has aux channels.
+        """
+        h_full, w_full = src.shape[:2]
+        if h_full % PATCH or w_full % PATCH:
+            raise ValueError(f"refiner needs full-resolution height and width divisible by 4, got {h_full}x{w_full}")
+        hq, wq = h_full // PATCH, w_full // PATCH
+        coarse4 = np.ascontiguousarray(coarse.stack[:, :, :4])
+        out = resize_linear(coarse4, (h_full, w_full))
+        selected = np.zeros((hq, wq), dtype=bool)
+        if self.refiner is not None:
+            if (0 if aux is None else aux.shape[2]) != self.refiner_aux:
+                raise ValueError(f"this refiner needs aux with {self.refiner_aux} channels")
+            err_q = resize_linear(coarse.err if err is None else err, (hq, wq))
+            y, x = select_patches_np(err_q, self.mode, self.k, self.threshold, self.prevent_oversampling)
+            if y.size:
+                images = [src, bgr] + ([aux] if aux is not None else [])
+                half = (h_full // 2, w_full // 2)
+                # exact 2x bilinear downsampling is the 2x2 average, as in torch; cv2 is fastest per <= 4 channels
+                half_images = [resize_linear(a, half) for a in images]
+                half_coarse = resize_linear(coarse.stack, half)
+                feed = {
+                    "patch_coarse": crop_patches_hwc(half_coarse, y, x, PATCH // 2, CONTEXT_HALF),
+                    "patch_half_img": crop_patches_hwc(half_images, y, x, PATCH // 2, CONTEXT_HALF),
+                    "patch_full": crop_patches_hwc(images, y, x, PATCH, CONTEXT_FULL),
+                }
+                (refined,) = self.refiner.run(list(REFINER_OUTPUTS), feed)
+                replace_patches_hwc(out, refined, y, x)
+                selected[y, x] = True
+        return RefineResult(np.clip(out[..., 0], 0.0, 1.0), out[..., 1:], selected)
+
+
+def benchmark(
+    matting: OnnxMatting, full_size: tuple[int, int] = (480, 640), downsample: int = 4, runs: int = 50
+) -> dict[str, float]:
+    """Milliseconds of `run_base` (at full_size / downsample) and `refine` (at full_size) on random frames:
+    medians ("base_ms", "refine_ms") and 10th percentiles ("base_p10_ms", "refine_p10_ms", closer to
+    the uncontended time on a shared machine). The selection error map is random, so every top-k
+    patch is refined (the worst case for that k)."""
+    rng = np.random.default_rng(0)
+    h, w = full_size
+    small = (h // downsample, w // downsample)
+    src, bgr = rng.random((h, w, 3), dtype=np.float32), rng.random((h, w, 3), dtype=np.float32)
+    src_s, bgr_s = downsample_area(src, small), downsample_area(bgr, small)
+    aux_s = rng.random(small + (matting.base_aux,), dtype=np.float32) if matting.base_aux else None
+    aux = rng.random((h, w, matting.refiner_aux), dtype=np.float32) if matting.refiner_aux else None
+    err = rng.random(small, dtype=np.float32)
+    times: dict[str, list[float]] = {"base_ms": [], "refine_ms": []}
+    for i in range(runs + 3):
+        t0 = time.perf_counter()
+        coarse = matting.run_base(src_s, bgr_s, aux_s)
+        t1 = time.perf_counter()
+        matting.refine(src, bgr, coarse, err, aux)
+        t2 = time.perf_counter()
+        if i >= 3:  # warm-up
+            times["base_ms"].append((t1 - t0) * 1e3)
+            times["refine_ms"].append((t2 - t1) * 1e3)
+    stats = {name: float(np.median(v)) for name, v in times.items()}
+    stats.update({name.replace("_ms", "_p10_ms"): float(np.percentile(v, 10)) for name, v in times.items()})
+    return stats

@@ -1,0 +1,312 @@
+"""Tests of engines.nets: backbone, base network, refiner (vectorised vs. reference loops) and losses."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engines.nets.base_net import BaseNet, BaseNetConfig, foreground_from_residual, student_config, teacher_config
+from engines.nets.losses import (
+    alpha_loss,
+    base_loss,
+    bernoulli_kl,
+    distillation_loss,
+    error_loss,
+    foreground_loss,
+    refine_loss,
+    sobel,
+)
+from engines.nets.mobilenetv2 import MobileNetV2Backbone, block_specs
+from engines.nets.refiner import Refiner, RefinerConfig, crop_patches, replace_patches, select_patches
+
+torch.set_num_threads(2)
+
+TINY = BaseNetConfig(aspp_channels=32, decoder_channels=(16, 12, 8), hidden_channels=32)
+
+
+def _randomise_batch_norm(module: torch.nn.Module, seed: int = 0) -> None:
+    """Give every BatchNorm non-trivial statistics so eval-mode tests exercise them."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+
+
+# ---- backbone and base network ----
+
+
+def test_block_specs_follow_tensorflow_output_stride_convention():
+    _, os8 = block_specs(0.5, 8)
+    assert [s.stride for s in os8[:6]] == [1, 2, 1, 2, 1, 1]
+    assert [(s.stride, s.dilation) for s in os8[6:]] == [(1, 1)] + [(1, 2)] * 7 + [(1, 4)] * 3
+    _, os16 = block_specs(0.5, 16)
+    assert os16[6].stride == 2 and os16[13].stride == 1
+    assert [s.dilation for s in os16[13:]] == [1, 2, 2, 2]
+    assert [s.out_channels for s in os16][-1] == 160
+    with pytest.raises(ValueError):
+        block_specs(0.5, 4)
+
+
+@pytest.mark.parametrize("output_stride,out_hw", [(16, (8, 10)), (8, (15, 20))])
+def test_backbone_feature_shapes_at_odd_size(output_stride, out_hw):
+    bb = MobileNetV2Backbone(6, 0.5, output_stride).eval()
+    with torch.no_grad():
+        x, x8, x4, x2 = bb(torch.rand(1, 6, 120, 160))
+    assert bb.feature_channels == (160, 16, 12, 8)
+    assert x.shape == (1, 160, *out_hw)
+    assert x8.shape == (1, 16, 15, 20) and x4.shape == (1, 12, 30, 40) and x2.shape == (1, 8, 60, 80)
+
+
+def test_base_net_output_shapes_and_ranges():
+    torch.manual_seed(0)
+    net = BaseNet(TINY).eval()
+    with torch.no_grad():
+        net.decoder.final.weight.mul_(50.0)  # push raw outputs far outside [0, 1] so the clamps matter
+        src, bgr = torch.rand(2, 3, 60, 84), torch.rand(2, 3, 60, 84)
+        pha, fgr, err, hid = net(src, bgr)
+        raw = net.decoder(net.aspp(net.backbone(torch.cat([src, bgr], 1))[0]), _skips(net, src, bgr))
+    assert pha.shape == (2, 1, 60, 84) and fgr.shape == (2, 3, 60, 84)
+    assert err.shape == (2, 1, 60, 84) and hid.shape == (2, 32, 60, 84)
+    assert (raw[:, 0] < 0).any() and (raw[:, 0] > 1).any() and (raw[:, 5:] < 0).any()
+    assert pha.min() >= 0 and pha.max() <= 1 and err.min() >= 0 and err.max() <= 1 and hid.min() >= 0
+    assert torch.equal(pha, raw[:, :1].clamp(0, 1)) and torch.equal(fgr, raw[:, 1:4])
+
+
+def _skips(net, src, bgr):
+    x0 = torch.cat([src, bgr], 1)
+    _, x8, x4, x2 = net.backbone(x0)
+    return (x8, x4, x2, x0)
+
+
+def test_student_and_teacher_configs_run_at_student_resolution():
+    for config in (student_config(), teacher_config()):
+        net = BaseNet(config).eval()
+        with torch.no_grad():
+            outs = net(torch.rand(1, 3, 120, 160), torch.rand(1, 3, 120, 160))
+        assert [o.shape[1] for o in outs] == [1, 3, 1, 32]
+        assert all(o.shape[2:] == (120, 160) for o in outs)
+    assert student_config().width_mult == 0.5 and teacher_config().width_mult == 1.0
+
+
+def test_base_net_aux_channels_are_checked_and_used():
+    torch.manual_seed(0)
+    net = BaseNet(BaseNetConfig(in_channels=8, aspp_channels=32, decoder_channels=(16, 12, 8))).eval()
+    src, bgr = torch.rand(1, 3, 48, 64), torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        a = net(src, bgr, torch.zeros(1, 2, 48, 64))[1]
+        b = net(src, bgr, torch.ones(1, 2, 48, 64))[1]
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError):
+        net(src, bgr)
+    with pytest.raises(ValueError):
+        BaseNet(TINY)(src, bgr, torch.zeros(1, 2, 48, 64))
+
+
+def test_foreground_from_residual_clamps():
+    src = torch.tensor([0.2, 0.9, 0.5]).view(1, 3, 1, 1)
+    res = torch.tensor([-0.5, 0.3, 0.1]).view(1, 3, 1, 1)
+    assert torch.allclose(foreground_from_residual(res, src).flatten(), torch.tensor([0.0, 1.0, 0.6]))
+
+
+# ---- refiner: selection, crop, replace ----
+
+
+def test_select_patches_topk_threshold_and_oversampling():
+    err = torch.zeros(2, 1, 3, 4)
+    err[0, 0, 1, 2] = 0.9
+    err[0, 0, 2, 3] = 0.5
+    err[0, 0, 0, 0] = 0.2
+    err[1, 0, 2, 1] = 0.3
+    b, y, x = select_patches(err, "topk", k=2, prevent_oversampling=True)
+    assert sorted(zip(b.tolist(), y.tolist(), x.tolist())) == [(0, 1, 2), (0, 2, 3), (1, 2, 1)]
+    b, y, x = select_patches(err, "topk", k=2, prevent_oversampling=False)
+    assert len(b) == 4 and (b == 0).sum() == 2
+    b, y, x = select_patches(err, "threshold", threshold=0.25)
+    assert sorted(zip(b.tolist(), y.tolist(), x.tolist())) == [(0, 1, 2), (0, 2, 3), (1, 2, 1)]
+    assert len(select_patches(err, "topk", k=100)[0]) == 4  # k above the cell count, zeros skipped
+    with pytest.raises(ValueError):
+        select_patches(err, "random")
+
+
+def _crop_loop(x, b, y, xx, size, padding):
+    padded = F.pad(x, (padding,) * 4, mode="replicate")
+    win = size + 2 * padding
+    return torch.stack(
+        [padded[bi, :, yi * size : yi * size + win, xi * size : xi * size + win] for bi, yi, xi in zip(b, y, xx)]
+    )
+
+
+def test_crop_patches_equals_loop_reference():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 5, 24, 32, generator=g)
+    b = torch.tensor([0, 1, 1, 0, 1])
+    y = torch.tensor([0, 5, 2, 5, 0])
+    xx = torch.tensor([0, 7, 3, 0, 7])
+    for size, padding in [(4, 2), (2, 3)]:
+        grid_x = x if size == 4 else F.avg_pool2d(x, 2)
+        got = crop_patches(grid_x, b, y, xx, size, padding)
+        assert got.shape == (5, 5, size + 2 * padding, size + 2 * padding)
+        assert torch.equal(got, _crop_loop(grid_x, b.tolist(), y.tolist(), xx.tolist(), size, padding))
+
+
+def test_replace_patches_equals_loop_reference_and_is_out_of_place():
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 3, 16, 20, generator=g)
+    patches = torch.rand(3, 3, 4, 4, generator=g)
+    b, y, xx = torch.tensor([0, 1, 1]), torch.tensor([0, 3, 1]), torch.tensor([4, 0, 2])
+    expected = x.clone()
+    for i, (bi, yi, xi) in enumerate(zip(b.tolist(), y.tolist(), xx.tolist())):
+        expected[bi, :, yi * 4 : yi * 4 + 4, xi * 4 : xi * 4 + 4] = patches[i]
+    before = x.clone()
+    got = replace_patches(x, patches, b, y, xx)
+    assert torch.equal(got, expected) and torch.equal(x, before)
+
+
+def _refine_loop_reference(refiner, src, bgr, pha, fgr, hid, err, aux):
+    """Slow BGMv2 refinement: one patch at a time with explicit padding and slicing."""
+    n, _, h, w = src.shape
+    images = torch.cat([src, bgr] + ([aux] if aux is not None else []), 1)
+    coarse = torch.cat([pha, fgr], 1)
+    out = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    half = torch.cat(
+        [F.interpolate(torch.cat([coarse, hid], 1), size=(h // 2, w // 2), mode="bilinear", align_corners=False),
+         F.interpolate(images, size=(h // 2, w // 2), mode="bilinear", align_corners=False)], 1)
+    half_p = F.pad(half, (3, 3, 3, 3), mode="replicate")
+    full_p = F.pad(images, (2, 2, 2, 2), mode="replicate")
+    err_q = F.interpolate(err, size=(h // 4, w // 4), mode="bilinear", align_corners=False)
+    b, y, x = select_patches(err_q, refiner.config.mode, refiner.config.k, refiner.config.threshold)
+    for bi, yi, xi in zip(b.tolist(), y.tolist(), x.tolist()):
+        ph = half_p[bi : bi + 1, :, 2 * yi : 2 * yi + 8, 2 * xi : 2 * xi + 8]
+        pf = full_p[bi : bi + 1, :, 4 * yi : 4 * yi + 8, 4 * xi : 4 * xi + 8]
+        out[bi, :, 4 * yi : 4 * yi + 4, 4 * xi : 4 * xi + 4] = refiner.patch_net(ph, pf)[0]
+    return out[:, :1].clamp(0, 1), out[:, 1:], (b, y, x)
+
+
+@pytest.mark.parametrize("aux_channels", [0, 2])
+def test_refiner_equals_slow_loop_and_only_touches_selected_patches(aux_channels):
+    torch.manual_seed(3)
+    refiner = Refiner(RefinerConfig(k=40, aux_channels=aux_channels)).eval()
+    _randomise_batch_norm(refiner)
+    n, h, w = 2, 64, 96
+    src, bgr = torch.rand(n, 3, h, w), torch.rand(n, 3, h, w)
+    aux = torch.rand(n, aux_channels, h, w) if aux_channels else None
+    pha, fgr, hid = torch.rand(n, 1, 16, 24), torch.rand(n, 3, 16, 24) - 0.5, torch.rand(n, 32, 16, 24)
+    err = torch.rand(n, 1, 16, 24)
+    with torch.no_grad():
+        got_pha, got_fgr, selected = refiner(src, bgr, pha, fgr, hid, err, aux)
+        ref_pha, ref_fgr, (b, y, x) = _refine_loop_reference(refiner, src, bgr, pha, fgr, hid, err, aux)
+    assert got_pha.shape == (n, 1, h, w) and got_fgr.shape == (n, 3, h, w) and selected.shape == (n, 1, h // 4, w // 4)
+    assert got_pha.min() >= 0 and got_pha.max() <= 1
+    assert int(selected.sum()) == 2 * 40 and bool(selected[b, 0, y, x].all())
+    assert torch.allclose(got_pha, ref_pha, atol=1e-6) and torch.allclose(got_fgr, ref_fgr, atol=1e-6)
+
+    coarse_up = F.interpolate(torch.cat([pha, fgr], 1), size=(h, w), mode="bilinear", align_corners=False)
+    got = torch.cat([got_pha, got_fgr], 1)
+    refined_px = selected.repeat_interleave(4, 2).repeat_interleave(4, 3).expand_as(got)
+    assert torch.equal(got[~refined_px], torch.cat([coarse_up[:, :1].clamp(0, 1), coarse_up[:, 1:]], 1)[~refined_px])
+    changed = (got != coarse_up).view(n, 4, h // 4, 4, w // 4, 4).any(5).any(3).any(1)
+    assert bool(changed[selected[:, 0]].all())  # every selected patch was actually rewritten
+
+
+def test_refiner_rgbd_patches_use_depth_at_both_stages():
+    refiner = Refiner(RefinerConfig(k=10, aux_channels=2)).eval()
+    assert refiner.patch_net.stage1[0].in_channels == 1 + 3 + 32 + 6 + 2
+    assert refiner.patch_net.stage2[0].in_channels == 16 + 6 + 2
+    torch.manual_seed(4)
+    args = [torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32), torch.rand(1, 1, 8, 8), torch.rand(1, 3, 8, 8),
+            torch.rand(1, 32, 8, 8), torch.rand(1, 1, 8, 8)]
+    with torch.no_grad():
+        a = refiner(*args, torch.zeros(1, 2, 32, 32))[0]
+        b = refiner(*args, torch.ones(1, 2, 32, 32))[0]
+    assert not torch.equal(a, b)
+    with pytest.raises(ValueError):
+        refiner(*args)
+    with pytest.raises(ValueError):
+        refiner(torch.rand(1, 3, 30, 32), torch.rand(1, 3, 30, 32), *args[2:], torch.zeros(1, 2, 30, 32))
+
+
+def test_refiner_threshold_mode_and_gradients():
+    torch.manual_seed(5)
+    refiner = Refiner(RefinerConfig(mode="threshold", threshold=0.5)).train()
+    err = torch.zeros(1, 1, 8, 8)
+    err[0, 0, 2, 3] = 0.9
+    err[0, 0, 5, 5] = 0.7
+    hid = torch.rand(1, 32, 8, 8, requires_grad=True)
+    pha, fgr, sel = refiner(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32), torch.rand(1, 1, 8, 8),
+                            torch.rand(1, 3, 8, 8), hid, err)
+    assert sel.sum() == 2 and sel[0, 0, 2, 3] and sel[0, 0, 5, 5]
+    (pha.sum() + fgr.sum()).backward()
+    assert hid.grad is not None and hid.grad.abs().sum() > 0
+    assert refiner.patch_net.stage1[0].weight.grad.abs().sum() > 0
+
+
+# ---- losses ----
+
+
+def test_sobel_of_ramp():
+    ramp = torch.arange(6, dtype=torch.float32).mul(0.1).view(1, 1, 1, 6).expand(1, 1, 4, 6)
+    gx, gy = sobel(ramp)
+    assert torch.allclose(gx[..., 1:-1], torch.full_like(gx[..., 1:-1], 0.1))
+    assert torch.allclose(gx[..., 0], torch.full_like(gx[..., 0], 0.05))  # replicated border
+    assert gy.abs().max() < 1e-7
+
+
+def test_alpha_loss_hand_computed():
+    gt = torch.tensor([0.0, 0.1, 0.2, 0.3]).view(1, 1, 1, 4).expand(1, 1, 2, 4).contiguous()
+    pred = torch.zeros_like(gt)
+    # L1: mean(0, .1, .2, .3) = .15; Sobel x of gt (replicated border): .05 .1 .1 .05 -> mean .075; y: 0
+    assert alpha_loss(pred, gt).item() == pytest.approx(0.225, abs=1e-6)
+    assert alpha_loss(gt, gt).item() == 0.0
+
+
+def test_foreground_loss_counts_only_alpha_positive_pixels():
+    pha_gt = torch.tensor([0.0, 0.5, 1.0, 0.0]).view(1, 1, 2, 2)
+    fgr = torch.zeros(1, 3, 2, 2)
+    fgr_gt = torch.ones(1, 3, 2, 2)
+    assert foreground_loss(fgr, fgr_gt, pha_gt).item() == pytest.approx(0.5)  # 6 of 12 elements differ by 1
+
+
+def test_error_loss_targets_detached_alpha_error():
+    pha = torch.full((1, 1, 2, 2), 0.5, requires_grad=True)
+    err = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    loss = error_loss(err, pha, torch.zeros(1, 1, 2, 2))
+    assert loss.item() == pytest.approx(0.25)
+    loss.backward()
+    assert pha.grad is None and err.grad.abs().sum() > 0
+
+
+def test_bernoulli_kl_hand_computed():
+    t = torch.tensor([0.5, 0.0, 1.0, 0.3])
+    s = torch.tensor([0.25, 0.5, 1.0, 0.3])
+    expected = [0.5 * math.log(2) + 0.5 * math.log(0.5 / 0.75), math.log(2), 0.0, 0.0]
+    per = [bernoulli_kl(t[i].view(1, 1, 1, 1), s[i].view(1, 1, 1, 1)).item() for i in range(4)]
+    assert per == pytest.approx(expected, abs=1e-5)
+    assert bernoulli_kl(t.view(1, 1, 2, 2), s.view(1, 1, 2, 2)).item() == pytest.approx(sum(expected) / 4, abs=1e-5)
+    teacher = torch.tensor([0.7], requires_grad=True)
+    student = torch.tensor([0.2], requires_grad=True)
+    bernoulli_kl(teacher, student).backward()
+    assert teacher.grad is None and student.grad.item() < 0  # pushes the student towards the teacher
+
+
+def test_distillation_and_bgmv2_losses_sum_their_terms():
+    pha = torch.tensor([0.2, 0.8]).view(1, 1, 1, 2)
+    err = torch.tensor([0.1, 0.0]).view(1, 1, 1, 2)
+    teacher = torch.tensor([0.2, 0.8]).view(1, 1, 1, 2)
+    gt = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2)
+    terms = distillation_loss(pha, err, teacher, gt)
+    assert terms["kl"].item() == pytest.approx(0.0, abs=1e-6)
+    assert terms["alpha_l1"].item() == pytest.approx(0.2)
+    assert terms["err_l2"].item() == pytest.approx(((0.1 - 0.2) ** 2 + 0.2**2) / 2)
+    parts = terms["kl"].item() + terms["alpha_l1"].item() + terms["err_l2"].item()
+    assert terms["total"].item() == pytest.approx(parts)
+    assert distillation_loss(pha, err, teacher, gt, err_gt=err)["err_l2"].item() == 0.0
+
+    fgr = torch.rand(1, 3, 1, 2)
+    base = base_loss(pha, fgr, err, gt, fgr)
+    assert base["fgr"].item() == 0.0
+    assert base["total"].item() == pytest.approx(alpha_loss(pha, gt).item() + error_loss(err, pha, gt).item())
+    assert refine_loss(gt, fgr, gt, fgr)["total"].item() == 0.0

@@ -1,0 +1,186 @@
+"""Tests of engines.nets.onnx_runtime: export round trips, the numpy refiner against torch, sessions."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from engines.nets import onnx_runtime as rt
+from engines.nets.base_net import BaseNet, BaseNetConfig
+from engines.nets.refiner import Refiner, RefinerConfig, crop_patches, replace_patches, select_patches
+from sensors.errors import UserError
+
+torch.set_num_threads(2)
+
+TINY = BaseNetConfig(aspp_channels=32, decoder_channels=(16, 12, 8))
+
+
+def _randomise_batch_norm(module: torch.nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+
+
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t[0].permute(1, 2, 0).numpy())
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny RGB-D base net and refiner (random weights, non-trivial batch norm) and their ONNX files."""
+    tmp_path = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(0)
+    net = BaseNet(TINY).eval()
+    refiner = Refiner(RefinerConfig(k=30, aux_channels=2)).eval()
+    _randomise_batch_norm(net, 1)
+    _randomise_batch_norm(refiner, 2)
+    base_path = rt.export_base_net(net, tmp_path / "base.onnx", size=(40, 56))
+    refiner_path = rt.export_refiner(refiner, tmp_path / "refiner.onnx")
+    return net, refiner, base_path, refiner_path
+
+
+def test_base_net_export_round_trip_with_dynamic_size(exported):
+    net, _, base_path, _ = exported
+    for h, w in [(40, 56), (33, 47)]:
+        feed = {n: np.random.rand(1, 3, h, w).astype(np.float32) for n in ("src", "bgr")}
+        assert rt.validate_export(net, base_path, feed) < 1e-4
+    session = rt.create_session(base_path, ["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["src", "bgr"]
+    assert [o.name for o in session.get_outputs()] == ["pha", "fgr_res", "err", "hid"]
+    assert net.training is False and all(not m.training for m in net.modules())
+
+
+def test_aux_base_net_export_has_aux_input(tmp_path):
+    net = BaseNet(BaseNetConfig(in_channels=8, aspp_channels=16, decoder_channels=(8, 8, 8))).train()
+    path = rt.export_base_net(net, tmp_path / "base_rgbd.onnx", size=(32, 32))
+    assert net.training and net.decoder.training  # export restores every submodule's mode
+    feed = {n: np.random.rand(1, c, 24, 40).astype(np.float32) for n, c in [("src", 3), ("bgr", 3), ("aux", 2)]}
+    assert rt.validate_export(net, path, feed) < 1e-4
+
+
+def test_refiner_export_round_trip(exported):
+    _, refiner, _, refiner_path = exported
+    feed = {
+        "patch_coarse": np.random.rand(7, 8, 8, 36).astype(np.float32),
+        "patch_half_img": np.random.rand(7, 8, 8, 8).astype(np.float32),
+        "patch_full": np.random.rand(7, 8, 8, 8).astype(np.float32),
+    }
+    assert rt.validate_export(refiner, refiner_path, feed) < 1e-4
+
+
+def test_onnx_matting_equals_torch_base_and_refiner(exported):
+    net, refiner, base_path, refiner_path = exported
+    matting = rt.OnnxMatting(base_path, refiner_path, k=30, intra_op_threads=2)
+    torch.manual_seed(5)
+    h, w = 96, 128
+    src, bgr, aux = torch.rand(1, 3, h, w), torch.rand(1, 3, h, w), torch.rand(1, 2, h, w)
+    src_s = torch.nn.functional.interpolate(src, size=(24, 32), mode="area")
+    bgr_s = torch.nn.functional.interpolate(bgr, size=(24, 32), mode="area")
+    with torch.no_grad():
+        pha, fgr, err, hid = net(src_s, bgr_s)
+        fused_err = torch.rand_like(err)  # stands in for DART's E_RGBD
+        ref_pha, ref_fgr, ref_sel = refiner(src, bgr, pha, fgr, hid, fused_err, aux)
+
+    small = (24, 32)
+    assert np.abs(rt.downsample_area(_hwc(src), small) - _hwc(src_s)).max() < 1e-6
+    coarse = matting.run_base(rt.downsample_area(_hwc(src), small), rt.downsample_area(_hwc(bgr), small))
+    assert np.abs(coarse.pha - pha[0, 0].numpy()).max() < 1e-4
+    assert np.abs(coarse.hid - _hwc(hid)).max() < 1e-4 and np.abs(coarse.err - err[0, 0].numpy()).max() < 1e-4
+
+    result = matting.refine(_hwc(src), _hwc(bgr), coarse, fused_err[0, 0].numpy(), _hwc(aux))
+    assert result.pha.shape == (h, w) and result.fgr_res.shape == (h, w, 3)
+    assert result.selected.shape == (h // 4, w // 4)
+    assert np.array_equal(result.selected, ref_sel[0, 0].numpy()) and result.selected.sum() == 30
+    assert np.abs(result.pha - ref_pha[0, 0].numpy()).max() < 1e-4
+    assert np.abs(result.fgr_res - _hwc(ref_fgr)).max() < 1e-4
+
+    with pytest.raises(ValueError):
+        matting.refine(_hwc(src), _hwc(bgr), coarse, None, None)  # this refiner needs depth
+    with pytest.raises(ValueError):
+        matting.refine(_hwc(src)[:94], _hwc(bgr)[:94], coarse, None, _hwc(aux)[:94])
+
+
+def test_onnx_matting_without_refiner_only_upsamples(exported):
+    _, _, base_path, _ = exported
+    matting = rt.OnnxMatting(base_path, None)
+    rng = np.random.default_rng(0)
+    coarse = matting.run_base(rng.random((12, 16, 3), dtype=np.float32), rng.random((12, 16, 3), dtype=np.float32))
+    full_src, full_bgr = rng.random((48, 64, 3), dtype=np.float32), rng.random((48, 64, 3), dtype=np.float32)
+    result = matting.refine(full_src, full_bgr, coarse)
+    up = torch.nn.functional.interpolate(torch.from_numpy(coarse.pha)[None, None], size=(48, 64), mode="bilinear")
+    assert np.abs(result.pha - up[0, 0].clamp(0, 1).numpy()).max() < 1e-5 and not result.selected.any()
+
+
+def test_numpy_selection_crop_and_replace_equal_torch():
+    rng = np.random.default_rng(3)
+    err = rng.random((12, 16), dtype=np.float32)
+    err[0, :5] = 0
+    for mode, k in [("topk", 25), ("topk", 1000), ("threshold", 0)]:
+        y, x = rt.select_patches_np(err, mode, k, threshold=0.8)
+        b_t, y_t, x_t = select_patches(torch.from_numpy(err)[None, None], mode, k, threshold=0.8)
+        assert sorted(zip(y.tolist(), x.tolist())) == sorted(zip(y_t.tolist(), x_t.tolist()))
+    assert len(rt.select_patches_np(err, "topk", 1000)[0]) == 12 * 16 - 5  # zero-error cells skipped
+
+    frame = rng.random((48, 64, 5), dtype=np.float32)
+    y, x = np.array([0, 11, 3, 11]), np.array([15, 0, 7, 15])
+    t = torch.from_numpy(frame).permute(2, 0, 1)[None]
+    zeros = torch.zeros(4, dtype=torch.long)
+    for size, padding in [(4, 2), (2, 3)]:
+        expected = crop_patches(t, zeros, torch.from_numpy(y), torch.from_numpy(x), size, padding).permute(0, 2, 3, 1)
+        assert np.array_equal(rt.crop_patches_hwc(frame, y, x, size, padding), expected.numpy())
+        split = [frame[..., :3], frame[..., 3], frame[..., 4:]]  # a list is cropped as its channel concatenation
+        assert np.array_equal(rt.crop_patches_hwc(split, y, x, size, padding), expected.numpy())
+
+    patches = rng.random((4, 4, 4, 5), dtype=np.float32)
+    patches_t = torch.from_numpy(patches).permute(0, 3, 1, 2)
+    expected = replace_patches(t, patches_t, zeros, torch.from_numpy(y), torch.from_numpy(x))
+    got = rt.replace_patches_hwc(frame.copy(), patches, y, x)
+    assert np.array_equal(got, expected[0].permute(1, 2, 0).numpy())
+
+
+def test_resize_linear_matches_torch_bilinear():
+    x = np.random.default_rng(4).random((30, 40, 7), dtype=np.float32)
+    t = torch.from_numpy(x).permute(2, 0, 1)[None]
+    for size in [(60, 80), (120, 160), (15, 20)]:
+        expected = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
+        assert np.abs(rt.resize_linear(x, size) - expected[0].permute(1, 2, 0).numpy()).max() < 1e-5
+
+
+def test_create_session_errors_and_logging(tmp_path, exported, caplog):
+    with pytest.raises(UserError, match="does not exist"):
+        rt.create_session(tmp_path / "missing.onnx")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(UserError, match="corrupt"):
+        rt.create_session(corrupt)
+    providers = rt.available_providers()
+    assert providers[-1] == "CPUExecutionProvider" or "CPUExecutionProvider" in providers
+    assert rt.available_providers(("NoSuchExecutionProvider",)) == ["CPUExecutionProvider"]
+    _, _, base_path, _ = exported
+    with caplog.at_level(logging.INFO, logger="engines.nets.onnx_runtime"):
+        session = rt.create_session(base_path, intra_op_threads=1)
+    assert "in  src" in caplog.text and "out hid" in caplog.text
+    assert session.get_providers()[-1] == "CPUExecutionProvider"
+
+
+def test_weight_files_round_trip_and_errors(tmp_path):
+    from engines.nets.base_net import load_weights, save_weights
+
+    torch.manual_seed(0)
+    net = BaseNet(TINY)
+    save_weights(net, tmp_path / "w.safetensors")
+    other = BaseNet(TINY)
+    load_weights(other, tmp_path / "w.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))
+    with pytest.raises(UserError, match="does not fit"):
+        load_weights(BaseNet(BaseNetConfig(aspp_channels=16, decoder_channels=(16, 12, 8))), tmp_path / "w.safetensors")
+    with pytest.raises(UserError, match="does not exist"):
+        load_weights(net, tmp_path / "nope.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"{}" * 10)
+    with pytest.raises(UserError, match="corrupt"):
+        load_weights(net, tmp_path / "bad.safetensors")
