@@ -42,6 +42,8 @@ $(REQ_STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	@# Orbbec SDK without its dependencies (they would pull open3d, numpy<2 and a non-headless OpenCV).
+	$(PY) -m pip install -q --no-deps pyorbbecsdk2==2.1.2
 	@echo "Compiling pymatting's numba kernels once (about a minute)..."
 	$(PY) -c "import pymatting"
 	@rm -f $(VENV)/.requirements-*; touch $@
