@@ -211,7 +211,7 @@ class MainWindow(QMainWindow):
         self.capture_panel.show_progress(capture, snapshot.has_prior)
         stats = snapshot.stats
         self.fps_label.setText(f"{stats.fps:5.1f} fps")
-        stages = {k: v for k, v in stats.timings_ms.items() if k != "total"}
+        stages = dict(stats.timings_ms)
         self.stages_label.setText("  ".join(f"{k} {v:.1f}" for k, v in stages.items()) + (" ms" if stages else ""))
         latency = "–" if stats.latency_ms is None else f"{stats.latency_ms:.0f} ms"
         self.queue_label.setText(f"dropped {stats.dropped}  latency {latency}")

@@ -70,7 +70,7 @@ class DepthMattingResult:
     posterior: float32 h x w, A_D of eq. 8 at the working resolution (raw, before cleaning).
     evidence: float32 h x w in [0, 1], the cleaned foreground evidence (steps 3-4).
     trimap: float32 HxW with values {0, 0.5, 1} (eq. 13's thresholds applied to `alpha`).
-    timings_ms: stage name -> milliseconds for this frame ("total" included).
+    timings_ms: stage name -> milliseconds for this frame.
     """
 
     alpha: np.ndarray
@@ -220,7 +220,6 @@ class DepthMatting:
         timings["clean"] = (t3 - t2) * 1e3
         timings["upsample"] = (t4 - t3) * 1e3
         timings["trimap"] = (t5 - t4) * 1e3
-        timings["total"] = (t5 - t0) * 1e3
         return DepthMattingResult(alpha=alpha, posterior=posterior, evidence=e, trimap=trimap, timings_ms=timings)
 
     def _require_state(self) -> _PriorState:

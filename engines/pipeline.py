@@ -129,5 +129,5 @@ class MattingPipeline:
             alpha = (1.0 - smoothing) * alpha + smoothing * self._previous_alpha
         self._previous_alpha = alpha
         result.alpha = alpha.astype(np.float32, copy=False)
-        result.timings_ms["post"] = (time.perf_counter() - start) * 1e3
+        result.timings_ms["gate_smooth"] = (time.perf_counter() - start) * 1e3
         return result
