@@ -21,6 +21,7 @@ from engines.pipeline import MattingPipeline
 from engines.synth import SceneConfig, generate_scene
 
 ALL_BACKGROUND = "all-background"
+DEPTH_MODES = ("depth", "dart")
 
 
 @dataclass
@@ -45,12 +46,13 @@ def accuracy_benchmark(
 ) -> list[AccuracyRow]:
     """Mean metrics per mode over `scenes` synthetic scenes (scene i uses seed + i).
 
-    Each post-matting kind in `post` adds a "<mode> + <kind>" row for every mode.
+    Each post-matting kind in `post` adds a "<mode> + <kind>" row for every mode that uses depth (the
+    post-matting trimap is depth-derived, eq. 12-13).
     """
     depth_config = DepthConfig()
     engines = {mode: EngineConfig(mode=mode, depth=depth_config) for mode in modes}
     for kind in post:
-        for mode in modes:
+        for mode in (m for m in modes if m in DEPTH_MODES):
             engines[f"{mode} + {kind}"] = EngineConfig(mode=mode, depth=depth_config, post=kind,
                                                        post_band_px=post_band_px, vitmatte_dir=vitmatte_dir)
     per_mode: dict[str, list[dict[str, float]]] = {name: [] for name in (ALL_BACKGROUND, *engines)}
