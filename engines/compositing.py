@@ -66,7 +66,7 @@ def _check_rgb8(image: np.ndarray, name: str) -> np.ndarray:
     return img
 
 
-def _alpha_f32(alpha: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def alpha_f32(alpha: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """alpha as float32 HxW clipped to [0, 1] (uint8 0..255 accepted)."""
     a = np.asarray(alpha)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -109,7 +109,7 @@ def composite(
     background = _check_rgb8(background_rgb, "background_rgb")
     if background.shape != image.shape:
         raise ValueError(f"background_rgb must match the image shape {image.shape}, got {background.shape}")
-    a = _alpha_f32(alpha, image.shape[:2])
+    a = alpha_f32(alpha, image.shape[:2])
     fg = image
     if foreground is not None:
         fg = _rgb8(foreground, "foreground")
@@ -125,7 +125,7 @@ def rgba_foreground(foreground_rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray
     foreground_rgb: uint8 HxWx3 RGB, or float in [0, 1]. alpha: float HxW in [0, 1] (or uint8).
     """
     fg = _rgb8(foreground_rgb, "foreground_rgb")
-    a = _alpha_f32(alpha, fg.shape[:2])
+    a = alpha_f32(alpha, fg.shape[:2])
     a8 = cv2.convertScaleAbs(a, alpha=255.0)
     return cv2.merge((fg[:, :, 0], fg[:, :, 1], fg[:, :, 2], a8))
 

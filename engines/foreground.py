@@ -33,6 +33,8 @@ import logging
 import cv2
 import numpy as np
 
+from engines.compositing import alpha_f32
+
 log = logging.getLogger(__name__)
 
 LARGE_KSIZE = 91  # box size of the first pass, pixels (the paper uses 90; odd keeps the box centred)
@@ -48,17 +50,6 @@ def _as_rgb_float(image: np.ndarray, name: str) -> np.ndarray:
     if img.dtype == np.uint8:
         return img.astype(np.float32) * np.float32(1.0 / 255.0)
     return img.astype(np.float32, copy=False)
-
-
-def _as_alpha(alpha: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    a = np.asarray(alpha)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.shape != hw:
-        raise ValueError(f"alpha must be HxW matching the image {hw}, got {a.shape}")
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) * np.float32(1.0 / 255.0)
-    return np.clip(a, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 class _Buffers:
@@ -241,7 +232,7 @@ class ForegroundEstimator:
         out: optional float32 HxWx3 array to write F into (returned); else a new array.
         """
         image = _as_rgb_float(image_rgb, "image_rgb")
-        a = _as_alpha(alpha, image.shape[:2])
+        a = alpha_f32(alpha, image.shape[:2])
         plate = None
         if background_rgb is not None:
             plate = _as_rgb_float(background_rgb, "background_rgb")
