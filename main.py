@@ -74,6 +74,10 @@ def _engine_config(args: argparse.Namespace):
         post=args.post,
         post_band_px=args.post_band,
         vitmatte_dir=args.vitmatte,
+        refiner=not args.no_refiner,
+        error_map_correction=not args.no_error_map_correction,
+        depth_refiner=not args.no_depth_refiner,
+        **({"model_dir": args.models} if args.models else {}),
     )
 
 
@@ -222,6 +226,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         input=str(DEMO_RECORDING), out=str(out), mode="depth", save=("alpha", "composite", "foreground", "trimap"),
         replace="blur", background=None, background_frames=None, prior=None, save_prior=None,
         max_distance=None, smoothing=0.0, post="none", post_band=3, vitmatte=None,
+        models=None, no_refiner=False, no_error_map_correction=False, no_depth_refiner=False,
     )
     return cmd_process(demo)
 
@@ -282,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-distance", type=_positive_float, default=None, metavar="METRES",
                        help="depth gate: pixels farther than this are background")
         p.add_argument("--smoothing", type=_fraction, default=0.0, help="temporal smoothing in [0, 1)")
+        p.add_argument("--models", metavar="DIR", help="network weights folder (default: assets/models)")
+        p.add_argument("--no-refiner", action="store_true", help="dart/rgb: upsample the coarse alpha instead")
+        p.add_argument("--no-error-map-correction", action="store_true",
+                       help="dart ablation: select refined patches by the network's E_RGB, not E_RGBD")
+        p.add_argument("--no-depth-refiner", action="store_true",
+                       help="dart ablation: refine RGB patches (no depth in the refiner)")
         post_options(p)
 
     def post_options(p: argparse.ArgumentParser) -> None:

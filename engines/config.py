@@ -7,6 +7,10 @@ for configuration on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+# The networks the project trains and ships (`main.py train` writes them here).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,10 @@ class EngineConfig:
     max_subject_distance_m: float | None = None  # depth gate: farther pixels are background
     temporal_smoothing: float = 0.0  # 0 = none; alpha_t = (1 - s) * alpha + s * alpha_{t-1}
     refiner: bool = True  # network modes: run the patch refiner (off = upsampled coarse alpha)
+    error_map_correction: bool = True  # dart: select refined patches by E_RGBD (eq. 10), else by E_RGB
+    depth_refiner: bool = True  # dart: RGB-D patches in the refiner (eq. 11), else the RGB refiner
+    model_dir: str = str(DEFAULT_MODEL_DIR)  # student / refiner ONNX files for the network modes
+    refine_patches: int = 300  # k: 4x4 patches refined per frame
     post: str = "none"  # post-matting on a depth-derived trimap: "none" | "closed-form" | "vitmatte"
     post_band_px: int = 3  # widen the trimap's unknown band by this many pixels
     vitmatte_dir: str | None = None  # local ViTMatte weights (post == "vitmatte")

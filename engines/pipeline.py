@@ -19,7 +19,7 @@ from engines.post_matting import PostMattingStage, make_post_matting
 from engines.rgb_subtraction import rgb_subtraction_alpha
 from sensors.errors import UserError
 
-MODES = ("depth", "rgb-subtract")
+MODES = ("dart", "depth", "rgb", "rgb-subtract")
 
 
 @dataclass
@@ -74,7 +74,38 @@ class _DepthBackend:
         )
 
 
+class _NetworkBackend:
+    """Adapter for the network modes: DART (student + Bayesian fusion + RGB-D refiner) and BGMv2 RGB."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        from engines.dart_matting import NetworkMatting
+
+        self._matting = NetworkMatting(
+            config.model_dir,
+            variant=config.mode,
+            config=config.depth,
+            use_error_map_correction=config.error_map_correction,
+            use_depth_refiner=config.depth_refiner,
+            refiner=config.refiner,
+            k=config.refine_patches,
+        )
+
+    def set_prior(self, prior: BackgroundPrior) -> None:
+        self._matting.set_prior(prior)
+
+    def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> MattingResult:
+        result = self._matting.process(color_rgb, depth_m)
+        return MattingResult(
+            alpha=result.alpha,
+            depth_posterior=result.depth_posterior,
+            error_map=result.error_map,
+            timings_ms=dict(result.timings_ms),
+        )
+
+
 def _make_backend(config: EngineConfig):
+    if config.mode in ("dart", "rgb"):
+        return _NetworkBackend(config)
     if config.mode == "depth":
         return _DepthBackend(config)
     if config.mode == "rgb-subtract":
