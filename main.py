@@ -177,6 +177,26 @@ def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_photo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from engines.benchmark import real_photo_check
+    from sensors.image_io import write_color
+
+    for path in (args.image, args.plate):
+        if not Path(path).is_file():
+            raise _usage(f"'{path}' does not exist: give a photo and a photo of the same scene without the subject.")
+    try:
+        views = real_photo_check(args.image, args.plate, _engine_config(args), width=args.width)
+    except ValueError as error:
+        raise _runtime(f"Could not align the plate to the photo ({error}): take the plate from the same spot.") from None
+    alpha_rgb = np.repeat(views["alpha"][..., None], 3, axis=2)
+    sheet = np.vstack([np.hstack([views["image"], views["plate"]]), np.hstack([alpha_rgb, views["composite"]])])
+    write_color(args.out, sheet)
+    print(f"Wrote {args.out}: photo | aligned plate (top), alpha | composite over green (bottom), mode {args.mode}.")
+    return 0
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     from sensors.devices import list_devices, sdk_status
 
@@ -344,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--post-band", type=int, default=3, metavar="PX")
     p.add_argument("--vitmatte", metavar="DIR", help="local ViTMatte weights, to add ViTMatte rows")
     p.set_defaults(run=cmd_bench_accuracy)
+
+    p = sub.add_parser("photo", help="matte a photo against a hand-held plate of the empty scene (no depth)")
+    p.add_argument("image")
+    p.add_argument("plate")
+    p.add_argument("--out", required=True, metavar="PNG", help="contact sheet to write")
+    p.add_argument("--width", type=_positive_int, default=960)
+    engine_options(p)
+    p.set_defaults(run=cmd_photo, mode="rgb")
 
     p = sub.add_parser("bench-speed", help="per-stage median milliseconds")
     p.add_argument("--width", type=_positive_int, default=640)

@@ -131,3 +131,59 @@ def speed_benchmark(width: int = 640, height: int = 480, frames: int = 100) -> d
     plate = background.render(frame.color, depth_m)
     rows["composite"] = _median_ms(lambda: composite(frame.color, alpha, plate), frames)
     return rows
+
+
+def align_plate(image_rgb: np.ndarray, plate_rgb: np.ndarray) -> np.ndarray:
+    """The hand-held background plate warped onto the image (ORB features + RANSAC homography).
+
+    Both uint8 HxWx3 RGB of the same size; pixels the warped plate does not cover take the image's own
+    colour (treated as background). Raises ValueError when too few features match.
+    """
+    import cv2
+
+    gray = [cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (image_rgb, plate_rgb)]
+    orb = cv2.ORB_create(nfeatures=5000)
+    (kp_i, des_i), (kp_p, des_p) = (orb.detectAndCompute(g, None) for g in gray)
+    if des_i is None or des_p is None:
+        raise ValueError("no features found to align the background plate")
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(des_p, des_i)
+    if len(matches) < 12:
+        raise ValueError(f"only {len(matches)} feature matches between plate and image")
+    src = np.float32([kp_p[m.queryIdx].pt for m in matches])
+    dst = np.float32([kp_i[m.trainIdx].pt for m in matches])
+    homography, _ = cv2.findHomography(src, dst, cv2.RANSAC, 3.0)
+    h, w = image_rgb.shape[:2]
+    warped = cv2.warpPerspective(plate_rgb, homography, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+    covered = cv2.warpPerspective(np.full((h, w), 255, np.uint8), homography, (w, h)) > 0
+    return np.where(covered[..., None], warped, image_rgb)
+
+
+def real_photo_check(image_path: str, plate_path: str, engine: EngineConfig, width: int = 960) -> dict[str, np.ndarray]:
+    """Matte a real photo against its (aligned) hand-held plate; no depth, so an RGB-only mode.
+
+    Returns {"image", "plate", "alpha", "composite"} as uint8 RGB/grey images at `width` (height kept
+    in proportion, rounded to a multiple of 8).
+    """
+    import cv2
+
+    from engines.background_prior import BackgroundPriorBuilder
+    from engines.compositing import composite, solid_background
+    from sensors.image_io import read_color
+
+    image, plate = read_color(image_path), read_color(plate_path)
+    height = int(round(image.shape[0] * width / image.shape[1] / 8)) * 8
+    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    plate = align_plate(image, cv2.resize(plate, (width, height), interpolation=cv2.INTER_AREA))
+    no_depth = np.zeros((height, width), np.float32)
+    builder = BackgroundPriorBuilder(height, width)
+    builder.add(plate, no_depth)
+    pipeline = MattingPipeline(engine)
+    pipeline.set_prior(builder.build(engine.depth))
+    alpha = pipeline.process(image, no_depth).alpha
+    green = solid_background((0, 177, 64), width, height)
+    return {
+        "image": image,
+        "plate": plate,
+        "alpha": np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8),
+        "composite": composite(image, alpha, green),
+    }
