@@ -80,6 +80,19 @@ def teacher_config(in_channels: int = 6) -> BaseNetConfig:
     return BaseNetConfig(in_channels=in_channels, width_mult=1.0)
 
 
+def clamp_unit(x: torch.Tensor) -> torch.Tensor:
+    """x clamped to [0, 1]; while training, gradients pass straight through the clamp.
+
+    A plain clamp has zero gradient outside [0, 1], so an output that starts (or drifts) below 0
+    everywhere never recovers: the alpha head of a freshly initialised network did exactly that.
+    The forward value is the same clamp in training and inference (and in exported ONNX).
+    """
+    clamped = x.clamp(0.0, 1.0)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x + (clamped - x).detach()
+    return clamped
+
+
 def foreground_from_residual(fgr_residual: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     """Foreground F = clamp(F^R + I, 0, 1) (BGMv2 sec. 4). Both (N, 3, H, W); RGB in [0, 1]."""
     return (fgr_residual + src).clamp(0.0, 1.0)
@@ -126,9 +139,9 @@ class BaseNet(nn.Module):
         x, x8, x4, x2 = self.backbone(x0)
         x = self.aspp(x)
         out = self.decoder(x, (x8, x4, x2, x0))
-        pha = out[:, 0:1].clamp(0.0, 1.0)
+        pha = clamp_unit(out[:, 0:1])
         fgr_res = out[:, 1:4]
-        err = out[:, 4:5].clamp(0.0, 1.0)
+        err = clamp_unit(out[:, 4:5])
         hid = out[:, 5:].relu()
         return pha, fgr_res, err, hid
 

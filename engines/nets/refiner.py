@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engines.nets.base_net import clamp_unit
+
 PATCH = 4  # refined patch size at full resolution (one 1/4-resolution pixel)
 CONTEXT_HALF = 3  # context around the 2x2 core at 1/2 resolution -> 8x8 crop
 CONTEXT_FULL = 2  # context around the 4x4 core at full resolution -> 8x8 crop
@@ -215,4 +217,4 @@ class Refiner(nn.Module):
             out = replace_patches(out, refined, b, y, x)
         selected = torch.zeros(n, 1, h_full // PATCH, w_full // PATCH, dtype=torch.bool, device=src.device)
         selected[b, 0, y, x] = True
-        return out[:, :1].clamp(0.0, 1.0), out[:, 1:], selected
+        return clamp_unit(out[:, :1]), out[:, 1:], selected
