@@ -310,3 +310,15 @@ def test_distillation_and_bgmv2_losses_sum_their_terms():
     assert base["fgr"].item() == 0.0
     assert base["total"].item() == pytest.approx(alpha_loss(pha, gt).item() + error_loss(err, pha, gt).item())
     assert refine_loss(gt, fgr, gt, fgr)["total"].item() == 0.0
+
+
+def test_clamp_unit_passes_gradients_outside_the_range_while_training():
+    from engines.nets.base_net import clamp_unit
+
+    x = torch.tensor([-2.0, 0.5, 3.0], requires_grad=True)
+    y = clamp_unit(x)
+    assert torch.equal(y.detach(), torch.tensor([0.0, 0.5, 1.0]))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones(3))  # a plain clamp would give [0, 1, 0]: a dead output stays dead
+    with torch.no_grad():
+        assert torch.equal(clamp_unit(x), torch.tensor([0.0, 0.5, 1.0]))
