@@ -1,0 +1,277 @@
+"""Network matting backends: DART (student + Bayesian error-map correction + RGB-D refiner) and the
+BGMv2 RGB baseline, on onnxruntime.
+
+Owns `NetworkMatting` (per-prior constants in `set_prior`, one `process` per frame), `DartResult`,
+`model_paths` (which files a configuration needs) and `measure_network_ms` (speed benchmark).
+
+Per frame (colour H x W, base resolution h x w = H/c x W/c, c = `downsample`, default 4):
+1. "prepare": colour to float RGB [0, 1], area-downsampled to h x w; depth nearest-resized to h x w;
+2. "student": the distilled MobileNetV2 student (student.onnx) on (I_c, B_c) -> A_raw, F^R, E_RGB, H_c;
+3. "posterior": A_D, DART eqs. 7-8, against the prior's depth statistics at h x w (`depth_bayes`);
+4. "fusion": E_D = |A_D - A_raw| (eq. 9), E_RGBD = beta E_D + (1 - beta) E_RGB (eq. 10);
+5. "refiner": top-k 4x4 patches of the selection map refined at full resolution (eq. 11), the rest
+   bilinearly upsampled (`engines.nets.onnx_runtime.OnnxMatting.refine`).
+
+Variants and ablations (DART's table of ablations):
+- variant="dart": selection by E_RGBD, RGB-D refiner (refiner_dart.onnx, aux = live depth / d_max and
+  background depth / d_max); `use_error_map_correction=False` selects by E_RGB (still the RGB-D
+  refiner); `use_depth_refiner=False` uses the RGB refiner (refiner_rgb.onnx) with E_RGBD selection.
+- variant="rgb" (BGMv2 baseline): the same distilled student and the RGB refiner with E_RGB selection;
+  depth is not used (both flags are ignored).
+- refiner=False: the coarse alpha bilinearly upsampled (no refiner file needed).
+Both variants share the student; the project trains one student (distilled from the teacher) and the
+two refiners on top of it (`engines.training.stages.train_all`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engines.background_prior import BackgroundPrior
+from engines.config import DepthConfig
+from engines.depth_bayes import LikelihoodTables, depth_posterior, depth_residual, fuse_error_maps, resize_depth
+from sensors.errors import UserError
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("dart", "rgb")
+STUDENT_FILE = "student.onnx"
+REFINER_FILES = {"dart": "refiner_dart.onnx", "rgb": "refiner_rgb.onnx"}
+REGENERATE_HINT = "run `python main.py train --out {dir}` to train and export the models"
+
+
+@dataclass
+class DartResult:
+    """One frame's network matte.
+
+    alpha: float32 H x W in [0, 1] at colour resolution (refined, or the upsampled coarse alpha).
+    error_map: float32 h x w in [0, 1]: the map the refiner selected patches from (E_RGBD of eq. 10;
+        E_RGB when error-map correction is off or for the RGB variant).
+    depth_posterior: float32 h x w in [0, 1], A_D of eq. 8 (None for the RGB variant).
+    raw_alpha: float32 h x w in [0, 1], the student's coarse alpha A_raw.
+    error_rgb: float32 h x w in [0, 1], the student's own error map E_RGB.
+    selected: bool H/4 x W/4, the refined 4x4 patches (all False without a refiner).
+    timings_ms: stage name -> milliseconds ("prepare", "student", "posterior", "fusion", "refiner", "total").
+    """
+
+    alpha: np.ndarray
+    error_map: np.ndarray
+    depth_posterior: np.ndarray | None
+    raw_alpha: np.ndarray
+    error_rgb: np.ndarray
+    selected: np.ndarray
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one configuration runs: refiner file (or None), selection by E_RGBD, whether A_D is computed
+    (always for "dart", also when it only goes into the result)."""
+
+    refiner_file: str | None
+    select_fused: bool
+    uses_depth: bool
+
+
+def _plan(variant: str, use_error_map_correction: bool, use_depth_refiner: bool, refiner: bool) -> _Plan:
+    if variant not in VARIANTS:
+        raise UserError(f"Unknown network variant '{variant}': choose one of {', '.join(VARIANTS)}.", 2)
+    if variant == "rgb":
+        return _Plan(REFINER_FILES["rgb"] if refiner else None, False, False)
+    refiner_file = (REFINER_FILES["dart"] if use_depth_refiner else REFINER_FILES["rgb"]) if refiner else None
+    return _Plan(refiner_file, bool(use_error_map_correction), True)
+
+
+def model_paths(model_dir: str | Path, variant: str = "dart", use_error_map_correction: bool = True,
+                use_depth_refiner: bool = True, refiner: bool = True) -> list[Path]:
+    """The ONNX files a configuration needs, student first."""
+    plan = _plan(variant, use_error_map_correction, use_depth_refiner, refiner)
+    files = [STUDENT_FILE] + ([plan.refiner_file] if plan.refiner_file else [])
+    return [Path(model_dir) / f for f in files]
+
+
+def _check_model_file(path: Path) -> None:
+    """A missing, empty or non-ONNX file raises `UserError` naming it and how to regenerate it."""
+    hint = REGENERATE_HINT.format(dir=path.parent)
+    if not path.is_file():
+        raise UserError(f"Model file {path} is missing; {hint}.")
+    try:
+        import onnx
+
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # onnx raises DecodeError / ValidationError for a corrupt or truncated file
+        raise UserError(f"Model file {path} is corrupt; {hint}.") from exc
+
+
+@dataclass(frozen=True, eq=False)
+class _PriorState:
+    full_shape: tuple[int, int]  # (H, W)
+    base_shape: tuple[int, int]  # (h, w)
+    plate_small: np.ndarray  # float32 h x w x 3 background RGB [0, 1]
+    plate_full: np.ndarray  # float32 H x W x 3
+    tables: LikelihoodTables | None  # depth prior at h x w
+    background_aux: np.ndarray | None  # float32 H x W: background depth / d_max, 0 = unknown
+
+
+class NetworkMatting:
+    """DART / BGMv2 network matting of one stream against a captured background.
+
+    model_dir: folder with student.onnx, refiner_dart.onnx, refiner_rgb.onnx (`main.py train`).
+    variant: "dart" or "rgb" (module docstring). config: DART's depth parameters (beta, d_max, ...).
+    use_error_map_correction, use_depth_refiner, refiner: the ablations (module docstring).
+    k: refined patches per frame (top-k of the selection map). providers: onnxruntime providers
+    (None = TensorRT > CUDA > CPU, those installed). intra_op_threads: CPU threads per operator.
+    downsample: c, the base network's downsampling (full size must be a multiple of 4 and of c).
+    Missing or corrupt model files raise `UserError` naming the file.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        variant: str = "dart",
+        config: DepthConfig = DepthConfig(),
+        use_error_map_correction: bool = True,
+        use_depth_refiner: bool = True,
+        refiner: bool = True,
+        k: int = 300,
+        providers: list[str] | None = None,
+        intra_op_threads: int | None = 2,
+        downsample: int = 4,
+    ) -> None:
+        from engines.nets.onnx_runtime import OnnxMatting
+
+        self.config = config
+        self.variant = variant
+        self.downsample = int(downsample)
+        self._plan = _plan(variant, use_error_map_correction, use_depth_refiner, refiner)
+        files = model_paths(model_dir, variant, use_error_map_correction, use_depth_refiner, refiner)
+        for path in files:
+            _check_model_file(path)
+        try:
+            self._onnx = OnnxMatting(files[0], files[1] if len(files) > 1 else None, mode="topk", k=k,
+                                     providers=providers, intra_op_threads=intra_op_threads)
+        except UserError as exc:
+            raise UserError(f"{exc} ({REGENERATE_HINT.format(dir=Path(model_dir))})") from exc
+        if self._onnx.base_aux:
+            raise UserError(f"Model file {files[0]} expects auxiliary inputs; {REGENERATE_HINT.format(dir=model_dir)}.")
+        self._state: _PriorState | None = None
+        log.info("network matting: variant %s, refiner %s, selection by %s", variant, self._plan.refiner_file,
+                 "E_RGBD" if self._plan.select_fused else "E_RGB")
+
+    @property
+    def has_prior(self) -> bool:
+        return self._state is not None
+
+    @property
+    def refiner_aux(self) -> int:
+        """Auxiliary channels of the loaded refiner (2 = RGB-D, 0 = RGB or no refiner)."""
+        return self._onnx.refiner_aux
+
+    def set_prior(self, prior: BackgroundPrior) -> None:
+        """Precompute the background plate at base resolution, the depth prior tables at base resolution
+        and the normalised background depth for the RGB-D refiner."""
+        from engines.nets.onnx_runtime import downsample_area
+
+        h_full, w_full = prior.shape
+        c = self.downsample
+        if h_full % 4 or w_full % 4 or h_full % c or w_full % c:
+            raise UserError(f"Network matting needs a frame size divisible by 4 and by {c}; got {w_full}x{h_full}.")
+        h, w = h_full // c, w_full // c
+        plate_full = np.ascontiguousarray(prior.color_mean, dtype=np.float32)
+        tables = LikelihoodTables.from_prior(prior.resized(w, h)) if self._plan.uses_depth else None
+        background_aux = None
+        if self.refiner_aux:
+            d = np.where(prior.valid_count > 0, prior.depth_mean_m, 0.0).astype(np.float32)
+            background_aux = np.clip(d / np.float32(self.config.d_max_m), 0.0, 1.0)
+        self._state = _PriorState((h_full, w_full), (h, w), downsample_area(plate_full, (h, w)), plate_full, tables,
+                                  background_aux)
+
+    def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> DartResult:
+        """Matte one frame: colour uint8 H x W x 3 RGB, depth float32 H x W metres (0 = unknown)."""
+        from engines.nets.onnx_runtime import downsample_area
+
+        s = self._state
+        if s is None:
+            raise UserError("No background has been captured yet: capture the empty scene first.")
+        if color_rgb.dtype != np.uint8 or color_rgb.ndim != 3 or color_rgb.shape[2] != 3:
+            raise ValueError(f"colour must be uint8 HxWx3 RGB, got {color_rgb.dtype} {color_rgb.shape}")
+        if color_rgb.shape[:2] != s.full_shape or depth_m.shape != s.full_shape:
+            raise UserError(
+                f"Frame size {color_rgb.shape[1]}x{color_rgb.shape[0]} does not match the captured background "
+                f"({s.full_shape[1]}x{s.full_shape[0]}): capture the background again at this resolution."
+            )
+        h, w = s.base_shape
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        src = color_rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+        src_small = downsample_area(src, (h, w))
+        t1 = time.perf_counter()
+        coarse = self._onnx.run_base(src_small, s.plate_small)
+        t2 = time.perf_counter()
+        error_rgb = coarse.err
+        posterior = None
+        selection = error_rgb
+        if self._plan.uses_depth:
+            posterior = depth_posterior(resize_depth(depth_m, w, h), s.tables, self.config)
+        t3 = time.perf_counter()
+        if self._plan.select_fused:
+            selection = fuse_error_maps(depth_residual(posterior, coarse.pha), error_rgb, self.config.beta)
+        t4 = time.perf_counter()
+        if self._plan.refiner_file is not None:
+            aux = None
+            if self.refiner_aux:
+                live = np.nan_to_num(np.asarray(depth_m, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+                live = np.clip(live * np.float32(1.0 / self.config.d_max_m), 0.0, 1.0)
+                aux = np.stack([live, s.background_aux], axis=2)
+            refined = self._onnx.refine(src, s.plate_full, coarse, selection, aux)
+            alpha, selected = refined.pha, refined.selected
+        else:
+            from engines.nets.onnx_runtime import resize_linear
+
+            alpha = np.clip(resize_linear(coarse.pha, s.full_shape), 0.0, 1.0)
+            selected = np.zeros((s.full_shape[0] // 4, s.full_shape[1] // 4), bool)
+        t5 = time.perf_counter()
+        timings["prepare"] = (t1 - t0) * 1e3
+        timings["student"] = (t2 - t1) * 1e3
+        timings["posterior"] = (t3 - t2) * 1e3
+        timings["fusion"] = (t4 - t3) * 1e3
+        timings["refiner"] = (t5 - t4) * 1e3
+        timings["total"] = (t5 - t0) * 1e3
+        return DartResult(
+            alpha=np.ascontiguousarray(alpha, dtype=np.float32),
+            error_map=np.ascontiguousarray(selection, dtype=np.float32),
+            depth_posterior=posterior,
+            raw_alpha=np.ascontiguousarray(coarse.pha, dtype=np.float32),
+            error_rgb=np.ascontiguousarray(error_rgb, dtype=np.float32),
+            selected=selected,
+            timings_ms=timings,
+        )
+
+
+def measure_network_ms(model_dir: str | Path, width: int = 640, height: int = 480, n: int = 50, seed: int = 0,
+                       **kwargs) -> dict[str, float]:
+    """Median milliseconds per stage of `NetworkMatting.process` on a synthetic RGB-D frame (`engines.synth`,
+    background prior from its empty-scene captures); kwargs go to `NetworkMatting`."""
+    from engines.background_prior import BackgroundPriorBuilder
+    from engines.synth import SceneConfig, generate_scene
+
+    frames = list(generate_scene(SceneConfig(width=width, height=height, n_background=10, n_test=3, seed=seed)))
+    builder = BackgroundPriorBuilder(height, width)
+    for frame in frames[:10]:
+        builder.add(frame.color, frame.depth_m())
+    matting = NetworkMatting(model_dir, **kwargs)
+    matting.set_prior(builder.build(matting.config))
+    test = frames[-1]
+    color, depth = test.color, test.depth_m()
+    times: dict[str, list[float]] = {}
+    for i in range(n + 3):
+        result = matting.process(color, depth)
+        if i >= 3:
+            for key, value in result.timings_ms.items():
+                times.setdefault(key, []).append(value)
+    return {key: float(np.median(v)) for key, v in times.items()}

@@ -1,0 +1,159 @@
+"""Tests of engines.dart_matting.NetworkMatting on tiny random-init exported models (and, when present,
+on the shipped trained models in assets/models)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engines.background_prior import BackgroundPriorBuilder
+from engines.config import DepthConfig
+from engines.dart_matting import NetworkMatting, model_paths
+from engines.depth_bayes import depth_residual, fuse_error_maps
+from engines.nets.base_net import BaseNet, student_config
+from engines.nets.onnx_runtime import export_base_net, export_refiner, resize_linear, select_patches_np
+from engines.nets.refiner import Refiner, RefinerConfig
+from engines.synth import SceneConfig, generate_scene
+from sensors.errors import UserError
+
+torch.set_num_threads(1)
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "models"
+
+
+def _randomise(module: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    student = BaseNet(student_config())
+    _randomise(student, 1)
+    export_base_net(student.eval(), folder / "student.onnx", (12, 16))
+    for variant, aux in (("dart", 2), ("rgb", 0)):
+        refiner = Refiner(RefinerConfig(aux_channels=aux))
+        _randomise(refiner, 2 + aux)
+        export_refiner(refiner.eval(), folder / f"refiner_{variant}.onnx")
+    return folder
+
+
+def _scene(width: int, height: int, seed: int):
+    frames = list(generate_scene(SceneConfig(width=width, height=height, n_background=6, n_test=2, seed=seed)))
+    builder = BackgroundPriorBuilder(height, width)
+    for f in frames[:6]:
+        builder.add(f.color, f.depth_m())
+    return builder.build(DepthConfig()), frames[-1]
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return _scene(64, 48, 4)
+
+
+def _run(model_dir, scene, **kw):
+    prior, frame = scene
+    matting = NetworkMatting(model_dir, **kw)
+    matting.set_prior(prior)
+    return matting, matting.process(frame.color, frame.depth_m())
+
+
+def _check_selection(result, k):
+    """The refined patches are exactly the top-k of the reported selection map (at 1/4 resolution)."""
+    hq, wq = result.selected.shape
+    y, x = select_patches_np(resize_linear(result.error_map, (hq, wq)), "topk", k)
+    expected = np.zeros((hq, wq), bool)
+    expected[y, x] = True
+    np.testing.assert_array_equal(result.selected, expected)
+
+
+def test_dart_shapes_ranges_and_fused_selection(model_dir, scene):
+    matting, r = _run(model_dir, scene, k=20)
+    assert matting.refiner_aux == 2
+    assert r.alpha.shape == (48, 64) and r.alpha.dtype == np.float32
+    assert 0.0 <= r.alpha.min() and r.alpha.max() <= 1.0
+    for m in (r.error_map, r.depth_posterior, r.raw_alpha, r.error_rgb):
+        assert m.shape == (12, 16) and m.dtype == np.float32
+    assert 0.0 <= r.depth_posterior.min() and r.depth_posterior.max() <= 1.0
+    expected = fuse_error_maps(depth_residual(r.depth_posterior, r.raw_alpha), r.error_rgb, DepthConfig().beta)
+    np.testing.assert_allclose(r.error_map, expected, atol=1e-6)
+    assert 0 < r.selected.sum() <= 20
+    _check_selection(r, 20)
+    assert {"student", "posterior", "fusion", "refiner", "total"} <= set(r.timings_ms)
+
+
+def test_refiner_off_is_upsampled_coarse_alpha(model_dir, scene):
+    _, r = _run(model_dir, scene, refiner=False)
+    np.testing.assert_allclose(r.alpha, np.clip(resize_linear(r.raw_alpha, (48, 64)), 0, 1), atol=1e-6)
+    assert not r.selected.any()
+    _, refined = _run(model_dir, scene, k=20)
+    assert not np.allclose(refined.alpha, r.alpha)  # the refiner changed the selected patches
+
+
+def test_no_error_map_correction_selects_by_rgb_error(model_dir, scene):
+    matting, r = _run(model_dir, scene, use_error_map_correction=False, k=20)
+    assert matting.refiner_aux == 2  # still the RGB-D refiner
+    np.testing.assert_array_equal(r.error_map, r.error_rgb)
+    _check_selection(r, 20)
+
+
+def test_no_depth_refiner_uses_rgb_refiner_with_fused_selection(model_dir, scene):
+    matting, r = _run(model_dir, scene, use_depth_refiner=False, k=20)
+    assert matting.refiner_aux == 0
+    assert not np.array_equal(r.error_map, r.error_rgb)
+    _check_selection(r, 20)
+    matting2, both_off = _run(model_dir, scene, use_depth_refiner=False, use_error_map_correction=False, k=20)
+    assert matting2.refiner_aux == 0
+    np.testing.assert_array_equal(both_off.error_map, both_off.error_rgb)
+
+
+def test_rgb_variant_ignores_depth(model_dir, scene):
+    prior, frame = scene
+    matting = NetworkMatting(model_dir, variant="rgb", k=20)
+    matting.set_prior(prior)
+    a = matting.process(frame.color, frame.depth_m())
+    b = matting.process(frame.color, np.zeros_like(frame.depth_m()))
+    assert a.depth_posterior is None and matting.refiner_aux == 0
+    np.testing.assert_array_equal(a.alpha, b.alpha)
+
+
+def test_missing_and_corrupt_models_raise_user_error(model_dir, tmp_path):
+    with pytest.raises(UserError, match="student.onnx.*main.py train"):
+        NetworkMatting(tmp_path)
+    (tmp_path / "student.onnx").write_bytes((model_dir / "student.onnx").read_bytes())
+    with pytest.raises(UserError, match="refiner_dart.onnx"):
+        NetworkMatting(tmp_path)
+    NetworkMatting(tmp_path, refiner=False)  # the student alone is enough without a refiner
+    (tmp_path / "refiner_dart.onnx").write_bytes(b"not a model")
+    with pytest.raises(UserError, match="refiner_dart.onnx is corrupt"):
+        NetworkMatting(tmp_path)
+    assert [p.name for p in model_paths(tmp_path, "rgb")] == ["student.onnx", "refiner_rgb.onnx"]
+
+
+def test_frame_size_mismatch_and_no_prior(model_dir, scene):
+    matting = NetworkMatting(model_dir, k=20)
+    prior, frame = scene
+    with pytest.raises(UserError):
+        matting.process(frame.color, frame.depth_m())
+    matting.set_prior(prior)
+    with pytest.raises(UserError):
+        matting.process(frame.color[:40], frame.depth_m()[:40])
+
+
+@pytest.mark.skipif(not (SHIPPED / "student.onnx").is_file() or not (SHIPPED / "refiner_dart.onnx").is_file(),
+                    reason="no shipped models in assets/models")
+def test_shipped_dart_models_beat_all_background_answer():
+    prior, frame = _scene(320, 240, 11)
+    matting = NetworkMatting(SHIPPED)
+    matting.set_prior(prior)
+    r = matting.process(frame.color, frame.depth_m())
+    gt = frame.alpha
+    assert gt.sum() > 500  # the subject is in view
+    sad = np.abs(r.alpha - gt).sum()
+    sad_background = gt.sum()  # alpha = 0 everywhere
+    assert sad < 0.35 * sad_background

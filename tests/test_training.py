@@ -1,0 +1,178 @@
+"""Tests of engines.training: data pool and augmentation, stages (2-step runs at 64x48), checkpoints,
+resume, distillation, refiner stages, ONNX export of trained files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engines.config import DepthConfig
+from engines.nets.base_net import BaseNet, load_weights, save_weights, student_config, teacher_config
+from engines.nets.refiner import Refiner, RefinerConfig
+from engines.training.checkpoint import load_stage_log, paths
+from engines.training.data import (
+    AugmentConfig,
+    SamplePool,
+    augment_sample,
+    build_pool,
+    depth_posterior_batch,
+    make_batch,
+    sample_rng,
+)
+from engines.training.stages import StageConfig, export_models, train_refiner, train_student, train_teacher
+
+torch.set_num_threads(1)
+H, W = 48, 64
+
+
+@pytest.fixture(scope="module")
+def pool() -> SamplePool:
+    return build_pool(6, H, W, seed=3)
+
+
+def _cfg(**kw) -> StageConfig:
+    base = dict(budget_s=120.0, max_steps=2, batch_size=2, log_every=1, checkpoint_every_s=1e9, seed=1)
+    base.update(kw)
+    return StageConfig(**base)
+
+
+def test_pool_dtypes_and_roundtrip(pool, tmp_path):
+    assert len(pool) == 6 and pool.size == (H, W)
+    assert pool.image.dtype == np.uint8 and pool.depth_mm.dtype == np.uint16 and pool.alpha.dtype == np.uint8
+    assert pool.alpha.max() > 200  # a subject is in every sample
+    path = pool.save(tmp_path / "p.npz")
+    again = SamplePool.load(path)
+    np.testing.assert_array_equal(again.depth_mm, pool.depth_mm)
+    s = pool.sample(0)
+    assert s["depth_m"].dtype == np.float32 and 0.3 < np.median(s["depth_m"][s["depth_m"] > 0]) < 10.0
+
+
+def test_augment_identity_and_ranges(pool):
+    s = pool.sample(1)
+    same = augment_sample(s, np.random.default_rng(0), AugmentConfig.none())
+    for k in s:
+        np.testing.assert_array_equal(same[k], s[k])
+    strong = AugmentConfig(flip_p=1.0, zoom_p=1.0, misalign_p=1.0, shadow_p=1.0, jitter_p=1.0, noise_p=1.0)
+    for seed in range(3):
+        a = augment_sample(s, np.random.default_rng(seed), strong)
+        for k in ("image", "background", "foreground", "alpha"):
+            assert a[k].shape == s[k].shape and a[k].dtype == np.float32
+            assert a[k].min() >= 0.0 and a[k].max() <= 1.0
+        assert np.all(a["foreground"][a["alpha"] == 0] == 0)
+        assert not np.array_equal(a["image"], s["image"])
+    flipped = augment_sample(s, np.random.default_rng(0), AugmentConfig(flip_p=1.0, zoom_p=0, misalign_p=0, shadow_p=0,
+                                                                        jitter_p=0, noise_p=0))
+    np.testing.assert_array_equal(flipped["alpha"], s["alpha"][:, ::-1])
+
+
+def test_batch_shapes_and_determinism(pool):
+    b1 = make_batch(pool, sample_rng(0, 5), 3, 4, AugmentConfig())
+    b2 = make_batch(pool, sample_rng(0, 5), 3, 4, AugmentConfig())
+    assert b1.full["image"].shape == (3, 3, H, W) and b1.small["alpha"].shape == (3, 1, H // 4, W // 4)
+    np.testing.assert_array_equal(b1.full["image"], b2.full["image"])
+    b3 = make_batch(pool, sample_rng(0, 6), 3, 4, AugmentConfig())
+    assert not np.array_equal(b1.full["image"], b3.full["image"])
+
+
+def test_depth_posterior_batch_separates_subject_from_background():
+    bg = np.full((1, 1, 8, 8), 3.0, np.float32)
+    live = bg.copy()
+    live[0, 0, :4] = 1.5  # subject in front of the wall
+    a_d = depth_posterior_batch(live, bg, DepthConfig())
+    assert a_d.shape == live.shape
+    assert a_d[0, 0, :4].min() > 0.55 and a_d[0, 0, 4:].max() < 0.2
+
+
+def test_stage_writes_loadable_checkpoint_and_log(pool, tmp_path):
+    events = []
+    weights = train_student(pool, tmp_path, _cfg(), None, on_log=events.append)
+    assert weights == paths(tmp_path, "student_plain")[0] and weights.is_file()
+    net = load_weights(BaseNet(student_config()), weights)
+    assert isinstance(net, BaseNet)
+    stage_log = json.loads(paths(tmp_path, "student_plain")[2].read_text())
+    assert stage_log["step"] == 2 and stage_log["done"] is True
+    assert [h["step"] for h in stage_log["history"]] == [1, 2]
+    assert all(np.isfinite(h["total"]) for h in stage_log["history"])
+    assert any(e.get("event") == "done" for e in events)
+    # a finished stage is not run again
+    before = weights.stat().st_mtime_ns
+    train_student(pool, tmp_path, _cfg(max_steps=5), None)
+    assert load_stage_log(tmp_path, "student_plain").step == 2 and weights.stat().st_mtime_ns == before
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(pool, tmp_path):
+    cfg = _cfg(max_steps=4, checkpoint_every_s=0.0)
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    train_student(pool, full_dir, cfg, None)
+
+    def stop_at_3(event):
+        if event.get("step") == 3 and "total" in event:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_student(pool, cut_dir, cfg, None, on_log=stop_at_3)
+    assert load_stage_log(cut_dir, "student_plain").step == 2  # the checkpoint after step 2 survived
+    train_student(pool, cut_dir, cfg, None)
+    assert load_stage_log(cut_dir, "student_plain").step == 4
+    a = load_weights(BaseNet(student_config()), paths(full_dir, "student_plain")[0]).state_dict()
+    b = load_weights(BaseNet(student_config()), paths(cut_dir, "student_plain")[0]).state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_distillation_stage_is_finite_and_learns(pool, tmp_path):
+    teacher = BaseNet(teacher_config())
+    teacher_path = tmp_path / "teacher_random.safetensors"
+    save_weights(teacher, teacher_path)
+    one = pool.subset(np.array([0]))  # the same un-augmented batch every step: the loss must go down
+    train_student(one, tmp_path, _cfg(max_steps=6, lr=(1e-3, 1e-3, 1e-3)), teacher_path, augment=AugmentConfig.none())
+    history = load_stage_log(tmp_path, "student").history
+    assert set(history[0]) >= {"kl", "alpha_l1", "err_l2", "total"}
+    totals = [h["total"] for h in history]
+    assert all(np.isfinite(totals))
+    assert np.mean(totals[-2:]) < np.mean(totals[:2])
+
+
+def test_teacher_and_refiner_stages_and_export(pool, tmp_path):
+    teacher = train_teacher(pool, tmp_path, _cfg(max_steps=1))
+    load_weights(BaseNet(teacher_config()), teacher)
+    student = train_student(pool, tmp_path, _cfg(max_steps=1), teacher)
+    refiners = {}
+    for variant, aux in (("dart", 2), ("rgb", 0)):
+        refiners[variant] = train_refiner(pool, tmp_path, _cfg(k_train=20), student, variant)
+        load_weights(Refiner(RefinerConfig(aux_channels=aux)), refiners[variant])
+        assert load_stage_log(tmp_path, f"refiner_{variant}").step == 2
+    diffs = export_models(tmp_path, student, refiners, trace_size=(12, 16))
+    assert set(diffs) == {"student.onnx", "refiner_dart.onnx", "refiner_rgb.onnx"}
+    assert max(diffs.values()) < 1e-3
+
+
+def test_finetune_on_scene_writes_scene_model_and_measures(tmp_path):
+    from engines.nets.onnx_runtime import export_base_net, export_refiner
+    from engines.synth import SceneConfig, write_scene
+    from engines.training.scene import finetune_on_scene, read_recording
+
+    recording = write_scene(SceneConfig(width=W, height=H, n_background=3, n_test=2, seed=2), tmp_path / "rec")
+    rec = read_recording(recording)
+    assert rec.background_color.shape == (3, H, W, 3) and rec.test_alpha.shape == (2, H, W)
+    models = tmp_path / "models"
+    models.mkdir()
+    student = BaseNet(student_config()).eval()
+    save_weights(student, models / "student.safetensors")
+    export_base_net(student, models / "student.onnx", (12, 16))
+    export_refiner(Refiner(RefinerConfig(aux_channels=2)).eval(), models / "refiner_dart.onnx")
+    summary = finetune_on_scene(recording, models / "student.safetensors", budget_s=60, max_steps=2, n_samples=4,
+                                n_subjects=2, height=H, width=W, batch_size=2)
+    out = models / f"scene_{recording.name}"
+    assert (out / "student.onnx").is_file() and (out / "refiner_dart.onnx").is_file()
+    load_weights(BaseNet(student_config()), out / "student.safetensors")
+    assert load_stage_log(out, "student").step == 2
+    for label in ("before", "after"):
+        assert set(summary[label]) == {"coarse", "dart"}
+        assert np.isfinite(summary[label]["dart"]["SAD"])
+    assert summary["onnx_max_abs_diff"] < 1e-3
