@@ -197,6 +197,27 @@ def cmd_photo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    def on_log(event: dict) -> None:
+        print(json.dumps(event), flush=True)
+
+    if args.scene:
+        from engines.training.scene import finetune_on_scene
+
+        student = Path(args.models) / "student.safetensors"
+        result = finetune_on_scene(args.scene, student, budget_s=args.budget_minutes * 60, out_dir=args.out,
+                                   device=args.device, on_log=on_log)
+    else:
+        from engines.training.stages import TrainConfig, train_all
+
+        config = TrainConfig.with_budget_minutes(args.budget_minutes, device=args.device)
+        result = train_all(config, args.out, on_log)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     from sensors.devices import list_devices, sdk_status
 
@@ -387,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quit-after", type=_positive_int, metavar="N", help="quit after N processed frames")
     p.add_argument("--virtual-camera", action="store_true", help="start streaming to the virtual webcam")
     p.set_defaults(run=cmd_gui)
+
+    p = sub.add_parser("train", help="train the networks (see assets/MODEL_CARD.md), or fine-tune on a scene")
+    p.add_argument("--out", required=True, help="output folder for checkpoints, logs and ONNX files")
+    p.add_argument("--budget-minutes", type=_positive_float, default=68.0, help="total time for all stages")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    p.add_argument("--scene", metavar="RECORDING", help="fine-tune the shipped student on this recording's background")
+    p.add_argument("--models", default=str(REPO_ROOT / "assets" / "models"), help="student to fine-tune from")
+    p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("devices", help="list connected RealSense and Orbbec cameras")
     p.set_defaults(run=cmd_devices)
