@@ -68,7 +68,8 @@ def _engine_config(args: argparse.Namespace):
 
     return EngineConfig(
         mode=args.mode,
-        depth=DepthConfig(),
+        depth=_depth_config(args),
+        refine_patches=args.patches,
         max_subject_distance_m=args.max_distance,
         temporal_smoothing=args.smoothing,
         post=args.post,
@@ -79,6 +80,23 @@ def _engine_config(args: argparse.Namespace):
         depth_refiner=not args.no_depth_refiner,
         **({"model_dir": args.models} if args.models else {}),
     )
+
+
+def _depth_config(args: argparse.Namespace):
+    from engines.config import DepthConfig
+
+    return DepthConfig() if args.beta is None else DepthConfig(beta=args.beta)
+
+
+def _network_options(p: argparse.ArgumentParser) -> None:
+    from engines.config import DepthConfig, EngineConfig
+
+    p.add_argument("--models", metavar="DIR", help="network weights folder (default: assets/models)")
+    p.add_argument("--patches", type=_positive_int, default=EngineConfig.refine_patches, metavar="K",
+                   help=f"dart/rgb: 4x4 patches the refiner recomputes per frame (default: "
+                        f"{EngineConfig.refine_patches}; more = finer, slower)")
+    p.add_argument("--beta", type=_unit, default=None,
+                   help=f"dart: weight of the depth residual in the error map, eq. 10 (default: {DepthConfig.beta})")
 
 
 def _save_kinds(text: str) -> tuple[str, ...]:
@@ -165,12 +183,14 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_accuracy(args: argparse.Namespace) -> int:
-    from engines.benchmark import accuracy_benchmark, format_table
+    from engines.benchmark import accuracy_benchmark, benchmark_variants, format_table
 
+    variants = benchmark_variants(args.modes, post=args.post_kinds, ablations=not args.no_ablations,
+                                  post_band_px=args.post_band, vitmatte_dir=args.vitmatte, model_dir=args.models,
+                                  refine_patches=args.patches, depth=_depth_config(args))
     table = accuracy_benchmark(
-        modes=args.modes, scenes=args.scenes, width=args.width, height=args.height,
+        variants, scenes=args.scenes, width=args.width, height=args.height,
         background_frames=args.background_frames, test_frames=args.test_frames, seed=args.seed,
-        post=args.post_kinds, post_band_px=args.post_band, vitmatte_dir=args.vitmatte,
     )
     print(format_table(table, title=f"{args.scenes} synthetic scenes x {args.test_frames} test frames, "
                                     f"{args.width}x{args.height}, seed {args.seed}"))
@@ -263,12 +283,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return cmd_gui(gui)
     out = DEFAULT_OUT / "demo"
     print(f"No display found: processing the bundled recording headless into {out}/")
-    demo = argparse.Namespace(
-        input=str(DEMO_RECORDING), out=str(out), mode="depth", save=("alpha", "composite", "foreground", "trimap"),
-        replace="blur", background=None, background_frames=None, prior=None, save_prior=None,
-        max_distance=None, smoothing=0.0, post="none", post_band=3, vitmatte=None,
-        models=None, no_refiner=False, no_error_map_correction=False, no_depth_refiner=False,
-    )
+    demo = build_parser().parse_args(["process", str(DEMO_RECORDING), "--out", str(out),
+                                      "--save", "alpha,composite,foreground,trimap"])
     return cmd_process(demo)
 
 
@@ -311,6 +327,7 @@ def _float_where(accept, requirement: str):
 
 
 _fraction = _float_where(lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+_unit = _float_where(lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
 _positive_float = _float_where(lambda v: v > 0.0, "positive")
 
 
@@ -328,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-distance", type=_positive_float, default=None, metavar="METRES",
                        help="depth gate: pixels farther than this are background")
         p.add_argument("--smoothing", type=_fraction, default=0.0, help="temporal smoothing in [0, 1)")
-        p.add_argument("--models", metavar="DIR", help="network weights folder (default: assets/models)")
+        _network_options(p)
         p.add_argument("--no-refiner", action="store_true", help="dart/rgb: upsample the coarse alpha instead")
         p.add_argument("--no-error-map-correction", action="store_true",
                        help="dart ablation: select refined patches by the network's E_RGB, not E_RGBD")
@@ -384,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="post-matting backends to add as '<mode> + <post>' rows (default: closed-form; 'none': no rows)")
     p.add_argument("--post-band", type=int, default=3, metavar="PX")
     p.add_argument("--vitmatte", metavar="DIR", help="local ViTMatte weights, to add ViTMatte rows")
+    p.add_argument("--no-ablations", action="store_true", help="leave out DART's ablation and distillation rows")
+    _network_options(p)
     p.set_defaults(run=cmd_bench_accuracy)
 
     p = sub.add_parser("photo", help="matte a photo against a hand-held plate of the empty scene (no depth)")

@@ -10,18 +10,26 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from engines.batch import build_prior
 from engines.config import DepthConfig, EngineConfig
+from engines.dart_matting import DISTILLED_STUDENT_FILE
 from engines.metrics import METRIC_NAMES, evaluate, mean_metrics
 from engines.pipeline import MattingPipeline
 from engines.synth import SceneConfig, generate_scene
 
 ALL_BACKGROUND = "all-background"
 DEPTH_MODES = ("depth", "dart")
+DART_ABLATIONS = (
+    "dart, no error-map correction",
+    "dart, no RGB-D refiner",
+    "dart, neither",
+    "dart, eq. 9 on raw A_D",
+    "dart, distilled student",
+)
 
 
 @dataclass
@@ -32,31 +40,60 @@ class AccuracyRow:
     frames: int
 
 
-def accuracy_benchmark(
+def benchmark_variants(
     modes: tuple[str, ...],
+    post: tuple[str, ...] = (),
+    ablations: bool = True,
+    post_band_px: int = 3,
+    vitmatte_dir: str | None = None,
+    model_dir: str | None = None,
+    refine_patches: int | None = None,
+    depth: DepthConfig | None = None,
+) -> dict[str, EngineConfig]:
+    """The named engine configurations of the accuracy table.
+
+    One row per mode; with `ablations` and "dart" among the modes, DART's ablations (the paper's Table
+    II: without error-map correction, without the RGB-D refiner, without both), eq. 9 on the raw A_D as
+    printed, and DART with the student distilled from the teacher (eq. 3) instead of the shipped one;
+    each post-matting kind in `post` adds "<mode> + <kind>" for the modes that use depth (the
+    post-matting trimap is depth-derived, eqs. 12-13).
+    """
+    base = EngineConfig()
+    if model_dir is not None:
+        base = replace(base, model_dir=model_dir)
+    if refine_patches is not None:
+        base = replace(base, refine_patches=refine_patches)
+    if depth is not None:
+        base = replace(base, depth=depth)
+    variants = {mode: replace(base, mode=mode) for mode in modes}
+    if ablations and "dart" in modes:
+        dart = variants["dart"]
+        variants[DART_ABLATIONS[0]] = replace(dart, error_map_correction=False)
+        variants[DART_ABLATIONS[1]] = replace(dart, depth_refiner=False)
+        variants[DART_ABLATIONS[2]] = replace(dart, error_map_correction=False, depth_refiner=False)
+        variants[DART_ABLATIONS[3]] = replace(dart, depth=replace(dart.depth, calibrated_residual=False))
+        variants[DART_ABLATIONS[4]] = replace(dart, student_file=DISTILLED_STUDENT_FILE)
+    for kind in post:
+        for mode in (m for m in modes if m in DEPTH_MODES):
+            variants[f"{mode} + {kind}"] = replace(variants[mode], post=kind, post_band_px=post_band_px,
+                                                   vitmatte_dir=vitmatte_dir)
+    return variants
+
+
+def accuracy_benchmark(
+    variants: dict[str, EngineConfig],
     scenes: int = 12,
     width: int = 640,
     height: int = 480,
     background_frames: int = 30,
     test_frames: int = 5,
     seed: int = 2024,
-    post: tuple[str, ...] = (),
-    post_band_px: int = 3,
-    vitmatte_dir: str | None = None,
 ) -> list[AccuracyRow]:
-    """Mean metrics per mode over `scenes` synthetic scenes (scene i uses seed + i).
-
-    Each post-matting kind in `post` adds a "<mode> + <kind>" row for every mode that uses depth (the
-    post-matting trimap is depth-derived, eq. 12-13).
-    """
+    """Mean metrics per named engine configuration over `scenes` synthetic scenes (scene i uses seed + i),
+    plus the all-background answer as the first row. The prior is built with the default DepthConfig."""
     depth_config = DepthConfig()
-    engines = {mode: EngineConfig(mode=mode, depth=depth_config) for mode in modes}
-    for kind in post:
-        for mode in (m for m in modes if m in DEPTH_MODES):
-            engines[f"{mode} + {kind}"] = EngineConfig(mode=mode, depth=depth_config, post=kind,
-                                                       post_band_px=post_band_px, vitmatte_dir=vitmatte_dir)
-    per_mode: dict[str, list[dict[str, float]]] = {name: [] for name in (ALL_BACKGROUND, *engines)}
-    ms: dict[str, list[float]] = {name: [] for name in per_mode}
+    per_variant: dict[str, list[dict[str, float]]] = {name: [] for name in (ALL_BACKGROUND, *variants)}
+    ms: dict[str, list[float]] = {name: [] for name in per_variant}
     for scene in range(scenes):
         config = SceneConfig(width=width, height=height, n_background=background_frames, n_test=test_frames,
                              seed=seed + scene)
@@ -64,21 +101,21 @@ def accuracy_benchmark(
         prior, _ = build_prior(frames[:background_frames], background_frames, depth_config)
         tests = frames[background_frames:]
         for frame in tests:
-            per_mode[ALL_BACKGROUND].append(evaluate(np.zeros_like(frame.alpha), frame.alpha))
+            per_variant[ALL_BACKGROUND].append(evaluate(np.zeros_like(frame.alpha), frame.alpha))
             ms[ALL_BACKGROUND].append(0.0)
-        for mode, engine in engines.items():
+        for name, engine in variants.items():
             pipeline = MattingPipeline(engine)
             pipeline.set_prior(prior)
             for frame in tests:
                 depth_m = frame.depth_m()
                 start = time.perf_counter()
                 result = pipeline.process(frame.color, depth_m)
-                ms[mode].append((time.perf_counter() - start) * 1e3)
-                per_mode[mode].append(evaluate(result.alpha, frame.alpha))
+                ms[name].append((time.perf_counter() - start) * 1e3)
+                per_variant[name].append(evaluate(result.alpha, frame.alpha))
     return [
-        AccuracyRow(mode=mode, metrics=mean_metrics(results), ms_per_frame=statistics.median(ms[mode]),
+        AccuracyRow(mode=name, metrics=mean_metrics(results), ms_per_frame=statistics.median(ms[name]),
                     frames=len(results))
-        for mode, results in per_mode.items()
+        for name, results in per_variant.items()
     ]
 
 

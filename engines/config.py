@@ -21,12 +21,15 @@ class DepthConfig:
     d_max_m: float = 5.46  # eq. 4: maximum sensor range, metres (paper: 5460 mm)
     zeta: float = 0.001  # eq. 7, a density in 1/mm as in the paper: an unknown-depth pixel gets exactly prior_fg
     prior_fg: float = 0.5  # eq. 7: P_F; P_B = 1 - P_F
-    beta: float = 0.05  # eq. 10: weight of the depth residual in the fused error map
+    # eq. 10: weight of the depth residual in the fused error map. The paper's 0.05 goes with its raw A_D;
+    # with the calibrated residual 0.3 did best on held-out scenes (seeds 5000-5005, README "Choosing k and beta").
+    beta: float = 0.3
     trimap_low: float = 0.25  # eq. 13: below -> background
     trimap_high: float = 0.8  # eq. 13: above -> foreground
     blur_sigma_px: float = 1.0  # post-processing blur of A_D at the working resolution
     min_region_fraction: float = 0.002  # foreground blobs smaller than this share of the image are removed
     work_scale: float = 0.25  # depth posterior runs at 1/4 of colour resolution, like the base network
+    calibrated_residual: bool = True  # eq. 9 against the calibrated evidence (engines.depth_evidence), not raw A_D
     std_floor_ratio: float = 0.005  # eq. 4 extension: std >= ratio * mean (stable, quantised sensors report std 0)
 
 
@@ -42,7 +45,8 @@ class EngineConfig:
     error_map_correction: bool = True  # dart: select refined patches by E_RGBD (eq. 10), else by E_RGB
     depth_refiner: bool = True  # dart: RGB-D patches in the refiner (eq. 11), else the RGB refiner
     model_dir: str = str(DEFAULT_MODEL_DIR)  # student / refiner ONNX files for the network modes
-    refine_patches: int = 300  # k: 4x4 patches refined per frame
+    student_file: str = "student.onnx"  # base network file in model_dir (engines.dart_matting)
+    refine_patches: int = 700  # k: 4x4 patches refined per frame (~30 fps on 2 CPU cores at 640x480, README)
     post: str = "none"  # post-matting on a depth-derived trimap: "none" | "closed-form" | "vitmatte"
     post_band_px: int = 3  # widen the trimap's unknown band by this many pixels
     vitmatte_dir: str | None = None  # local ViTMatte weights (post == "vitmatte")

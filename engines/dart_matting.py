@@ -8,7 +8,10 @@ Per frame (colour H x W, base resolution h x w = H/c x W/c, c = `downsample`, de
 1. "prepare": colour to float RGB [0, 1], area-downsampled to h x w; depth nearest-resized to h x w;
 2. "student": the distilled MobileNetV2 student (student.onnx) on (I_c, B_c) -> A_raw, F^R, E_RGB, H_c;
 3. "posterior": A_D, DART eqs. 7-8, against the prior's depth statistics at h x w (`depth_bayes`);
-4. "fusion": E_D = |A_D - A_raw| (eq. 9), E_RGBD = beta E_D + (1 - beta) E_RGB (eq. 10);
+4. "fusion": E_D = |A_D - A_raw| (eq. 9), E_RGBD = beta E_D + (1 - beta) E_RGB (eq. 10). By default
+   (`DepthConfig.calibrated_residual`) eq. 9 compares A_raw with A_D calibrated per pixel to [0, 1]
+   (`engines.depth_evidence`): the paper's A_D tops out near 0.6, so |A_D - A_raw| is ~0.4 on every
+   correctly matted subject pixel and the top-k selection wastes patches there;
 5. "refiner": top-k 4x4 patches of the selection map refined at full resolution (eq. 11), the rest
    bilinearly upsampled (`engines.nets.onnx_runtime.OnnxMatting.refine`).
 
@@ -34,13 +37,15 @@ import numpy as np
 
 from engines.background_prior import BackgroundPrior
 from engines.config import DepthConfig
-from engines.depth_bayes import LikelihoodTables, depth_posterior, depth_residual, fuse_error_maps, resize_depth
+from engines.depth_bayes import depth_posterior, depth_residual, fuse_error_maps, resize_depth
+from engines.depth_evidence import DepthEvidence
 from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
 
 VARIANTS = ("dart", "rgb")
 STUDENT_FILE = "student.onnx"
+DISTILLED_STUDENT_FILE = "student_distilled.onnx"  # DART eq. 3 student, for the distillation comparison
 REFINER_FILES = {"dart": "refiner_dart.onnx", "rgb": "refiner_rgb.onnx"}
 REGENERATE_HINT = "run `python main.py train --out {dir}` to train and export the models"
 
@@ -53,6 +58,8 @@ class DartResult:
     error_map: float32 h x w in [0, 1]: the map the refiner selected patches from (E_RGBD of eq. 10;
         E_RGB when error-map correction is off or for the RGB variant).
     depth_posterior: float32 h x w in [0, 1], A_D of eq. 8 (None for the RGB variant).
+    depth_evidence: float32 h x w in [0, 1], A_D calibrated (`engines.depth_evidence`), the map eq. 9
+        compared with A_raw (None unless E_RGBD was computed with `calibrated_residual`).
     raw_alpha: float32 h x w in [0, 1], the student's coarse alpha A_raw.
     error_rgb: float32 h x w in [0, 1], the student's own error map E_RGB.
     selected: bool H/4 x W/4, the refined 4x4 patches (all False without a refiner).
@@ -62,6 +69,7 @@ class DartResult:
     alpha: np.ndarray
     error_map: np.ndarray
     depth_posterior: np.ndarray | None
+    depth_evidence: np.ndarray | None
     raw_alpha: np.ndarray
     error_rgb: np.ndarray
     selected: np.ndarray
@@ -88,10 +96,10 @@ def _plan(variant: str, use_error_map_correction: bool, use_depth_refiner: bool,
 
 
 def model_paths(model_dir: str | Path, variant: str = "dart", use_error_map_correction: bool = True,
-                use_depth_refiner: bool = True, refiner: bool = True) -> list[Path]:
+                use_depth_refiner: bool = True, refiner: bool = True, student_file: str = STUDENT_FILE) -> list[Path]:
     """The ONNX files a configuration needs, student first."""
     plan = _plan(variant, use_error_map_correction, use_depth_refiner, refiner)
-    files = [STUDENT_FILE] + ([plan.refiner_file] if plan.refiner_file else [])
+    files = [student_file] + ([plan.refiner_file] if plan.refiner_file else [])
     return [Path(model_dir) / f for f in files]
 
 
@@ -114,7 +122,8 @@ class _PriorState:
     base_shape: tuple[int, int]  # (h, w)
     plate_small: np.ndarray  # float32 h x w x 3 background RGB [0, 1]
     plate_full: np.ndarray  # float32 H x W x 3
-    tables: LikelihoodTables | None  # depth prior at h x w
+    plate_half: np.ndarray  # float32 H/2 x W/2 x 3 (the refiner's half-resolution input)
+    evidence: DepthEvidence | None  # depth prior at h x w (likelihood tables, calibration)
     background_aux: np.ndarray | None  # float32 H x W: background depth / d_max, 0 = unknown
 
 
@@ -127,6 +136,7 @@ class NetworkMatting:
     k: refined patches per frame (top-k of the selection map). providers: onnxruntime providers
     (None = TensorRT > CUDA > CPU, those installed). intra_op_threads: CPU threads per operator.
     downsample: c, the base network's downsampling (full size must be a multiple of 4 and of c).
+    student_file: the base network's file name in model_dir (`DISTILLED_STUDENT_FILE` for the eq. 3 student).
     Missing or corrupt model files raise `UserError` naming the file.
     """
 
@@ -138,10 +148,11 @@ class NetworkMatting:
         use_error_map_correction: bool = True,
         use_depth_refiner: bool = True,
         refiner: bool = True,
-        k: int = 300,
+        k: int = 700,
         providers: list[str] | None = None,
         intra_op_threads: int | None = 2,
         downsample: int = 4,
+        student_file: str = STUDENT_FILE,
     ) -> None:
         from engines.nets.onnx_runtime import OnnxMatting
 
@@ -149,7 +160,7 @@ class NetworkMatting:
         self.variant = variant
         self.downsample = int(downsample)
         self._plan = _plan(variant, use_error_map_correction, use_depth_refiner, refiner)
-        files = model_paths(model_dir, variant, use_error_map_correction, use_depth_refiner, refiner)
+        files = model_paths(model_dir, variant, use_error_map_correction, use_depth_refiner, refiner, student_file)
         for path in files:
             _check_model_file(path)
         try:
@@ -182,14 +193,16 @@ class NetworkMatting:
         if h_full % 4 or w_full % 4 or h_full % c or w_full % c:
             raise UserError(f"Network matting needs a frame size divisible by 4 and by {c}; got {w_full}x{h_full}.")
         h, w = h_full // c, w_full // c
+        from engines.nets.onnx_runtime import resize_linear
+
         plate_full = np.ascontiguousarray(prior.color_mean, dtype=np.float32)
-        tables = LikelihoodTables.from_prior(prior.resized(w, h)) if self._plan.uses_depth else None
+        evidence = DepthEvidence.from_prior(prior.resized(w, h), self.config) if self._plan.uses_depth else None
         background_aux = None
         if self.refiner_aux:
             d = np.where(prior.valid_count > 0, prior.depth_mean_m, 0.0).astype(np.float32)
             background_aux = np.clip(d / np.float32(self.config.d_max_m), 0.0, 1.0)
-        self._state = _PriorState((h_full, w_full), (h, w), downsample_area(plate_full, (h, w)), plate_full, tables,
-                                  background_aux)
+        self._state = _PriorState((h_full, w_full), (h, w), downsample_area(plate_full, (h, w)), plate_full,
+                                  resize_linear(plate_full, (h_full // 2, w_full // 2)), evidence, background_aux)
 
     def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> DartResult:
         """Matte one frame: colour uint8 H x W x 3 RGB, depth float32 H x W metres (0 = unknown)."""
@@ -214,21 +227,27 @@ class NetworkMatting:
         coarse = self._onnx.run_base(src_small, s.plate_small)
         t2 = time.perf_counter()
         error_rgb = coarse.err
-        posterior = None
+        posterior = evidence = None
         selection = error_rgb
         if self._plan.uses_depth:
-            posterior = depth_posterior(resize_depth(depth_m, w, h), s.tables, self.config)
+            depth_small = resize_depth(depth_m, w, h)
+            posterior = depth_posterior(depth_small, s.evidence.tables, self.config)
         t3 = time.perf_counter()
         if self._plan.select_fused:
-            selection = fuse_error_maps(depth_residual(posterior, coarse.pha), error_rgb, self.config.beta)
+            if self.config.calibrated_residual:
+                evidence = s.evidence(depth_small, posterior, src_small)
+            foreground = posterior if evidence is None else evidence
+            selection = fuse_error_maps(depth_residual(foreground, coarse.pha), error_rgb, self.config.beta)
         t4 = time.perf_counter()
         if self._plan.refiner_file is not None:
             aux = None
             if self.refiner_aux:
-                live = np.nan_to_num(np.asarray(depth_m, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-                live = np.clip(live * np.float32(1.0 / self.config.d_max_m), 0.0, 1.0)
-                aux = np.stack([live, s.background_aux], axis=2)
-            refined = self._onnx.refine(src, s.plate_full, coarse, selection, aux)
+                live = np.asarray(depth_m, np.float32) * np.float32(1.0 / self.config.d_max_m)
+                np.fmax(live, 0.0, out=live)  # fmax / fmin also map NaN to the bound
+                np.fmin(live, 1.0, out=live)
+                aux = [live, s.background_aux]
+            refined = self._onnx.refine(src, s.plate_full, coarse, selection, aux, bgr_half=s.plate_half,
+                                        with_foreground=False)
             alpha, selected = refined.pha, refined.selected
         else:
             from engines.nets.onnx_runtime import resize_linear
@@ -246,6 +265,7 @@ class NetworkMatting:
             alpha=np.ascontiguousarray(alpha, dtype=np.float32),
             error_map=np.ascontiguousarray(selection, dtype=np.float32),
             depth_posterior=posterior,
+            depth_evidence=evidence,
             raw_alpha=np.ascontiguousarray(coarse.pha, dtype=np.float32),
             error_rgb=np.ascontiguousarray(error_rgb, dtype=np.float32),
             selected=selected,

@@ -7,7 +7,7 @@ Per frame, at `config.work_scale` of colour resolution (160x120 for 640x480):
 1. depth resized with nearest neighbour (same sampler as the prior: never blends unknown depth),
    colour resized with area averaging;
 2. A_D = eqs. 7-8 (`depth_bayes.depth_posterior`);
-3. posterior -> foreground evidence e in [0, 1] (below);
+3. posterior -> foreground evidence e in [0, 1] (`DepthEvidence`, below);
 4. the paper's cleaning of the map: Gaussian blur, removal of small foreground regions (and here
    also filling of small background holes), `depth_bayes.clean_posterior` with threshold 0.5;
 5. e -> alpha at work resolution: a ramp from 0 at e = 0.25 to 1 at e = 0.75, kept only next to the
@@ -15,19 +15,8 @@ Per frame, at `config.work_scale` of colour resolution (160x120 for 640x480):
 6. fast guided filter with the colour image: upsampled to colour resolution, soft edges that follow
    colour edges; clipped to [0, 1]. The trimap is eq. 13's thresholds applied to this matte.
 
-Step 3, posterior -> evidence. With the paper's zeta (0.001 / mm) A_D is far from 0/1: a pixel clearly
-in front of a background 2 m away gets A_D = 0.6, a background pixel at its mean depth (std 2 cm)
-about 0.07, and an unknown depth exactly P_F = 0.5. So A_D itself is no matte. Each pixel's posterior
-is mapped linearly between the values it takes for certain background (d = background mean) and for
-certain foreground (pB(d) = 0), both precomputed per pixel from the prior:
-    e = clip((A_D - A_bg_ref) / (A_fg_ref - A_bg_ref), 0, 1).
-Pixels whose depth is behind the empty scene (pF = 0: cannot be the subject) or beyond
-`max_subject_distance_m` get e = 0. For unknown depth the paper's answer (P_F, maps to e ~ 0.8) would
-turn every IR shadow and sensor dropout into foreground, so the depth-only matte decides those pixels
-differently: where the empty scene had no depth in most capture frames either (windows, black or
-shiny surfaces, out of range) nothing changed and e = 0; elsewhere (hair, dark clothes, a subject
-closer than the sensor's minimum range, or an IR shadow) e is the colour change against the captured
-background plate: a smoothstep of the RGB distance from `color_low` (e = 0) to `color_high` (e = 1).
+Step 3, posterior -> evidence: `engines.depth_evidence.DepthEvidence` (A_D calibrated per pixel
+between certain background and certain foreground; unknown depth decided by colour change).
 """
 
 from __future__ import annotations
@@ -51,14 +40,13 @@ from engines.depth_bayes import (
     fuse_error_maps,
     make_trimap,
     resize_depth,
-    zeta_per_m,
 )
+from engines.depth_evidence import DepthEvidence
 from engines.guided_filter import GuidedUpsampler
 from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
 
-_USUALLY_INVALID_FRACTION = 0.5  # a pixel "had no depth" in the empty scene below this valid share
 _RAMP_LOW, _RAMP_HIGH = 0.25, 0.75  # step 5: evidence -> alpha
 
 
@@ -86,11 +74,7 @@ class _PriorState:
 
     full_shape: tuple[int, int]
     work_size: tuple[int, int]  # (width, height)
-    tables: LikelihoodTables  # at work resolution
-    a_bg_ref: np.ndarray  # posterior at d = background mean
-    inv_range: np.ndarray  # 1 / (A_fg_ref - A_bg_ref)
-    usually_invalid: np.ndarray  # bool: the empty scene had no depth here in most frames
-    plate: np.ndarray  # float32 h x w x 3, background colour in [0, 1] at work resolution
+    evidence: DepthEvidence  # at work resolution (holds the likelihood tables)
 
 
 def work_size(width: int, height: int, scale: float) -> tuple[int, int]:
@@ -134,50 +118,16 @@ class DepthMatting:
 
     def set_prior(self, prior: BackgroundPrior) -> None:
         """Precompute the per-prior constants (downsampled prior, likelihood tables, references)."""
-        cfg = self.config
-        w, h = work_size(prior.width, prior.height, cfg.work_scale)
-        prior_work = prior.resized(w, h)
-        tables = LikelihoodTables.from_prior(prior_work)
-        fg, bg, zeta = np.float32(cfg.prior_fg), np.float32(1.0 - cfg.prior_fg), np.float32(zeta_per_m(cfg))
-        top = fg * (tables.inv_mean + zeta)
-        a_fg_ref = top / (fg * tables.inv_mean + zeta)
-        a_bg_ref = top / (fg * tables.inv_mean + bg * tables.pb_peak + zeta)
-        inv_range = np.float32(1.0) / np.maximum(a_fg_ref - a_bg_ref, np.float32(1e-3))
-        self._state = _PriorState(
-            full_shape=prior.shape,
-            work_size=(w, h),
-            tables=tables,
-            a_bg_ref=a_bg_ref.astype(np.float32),
-            inv_range=inv_range.astype(np.float32),
-            usually_invalid=tables.valid_fraction < np.float32(_USUALLY_INVALID_FRACTION),
-            plate=np.ascontiguousarray(prior_work.color_mean, dtype=np.float32),
-        )
+        w, h = work_size(prior.width, prior.height, self.config.work_scale)
+        evidence = DepthEvidence.from_prior(prior.resized(w, h), self.config, self.max_subject_distance_m,
+                                            self.color_low, self.color_high)
+        self._state = _PriorState(full_shape=prior.shape, work_size=(w, h), evidence=evidence)
         log.debug("depth matting at %dx%d; %.1f%% of the empty scene had no depth", w, h,
-                  100.0 * float(np.mean(self._state.usually_invalid)))
+                  100.0 * float(np.mean(evidence.usually_invalid)))
 
     def evidence(self, depth_work: np.ndarray, posterior: np.ndarray, color_work: np.ndarray) -> np.ndarray:
-        """Step 3: foreground evidence e in [0, 1] (float32 h x w) from A_D, depth and colour at work res.
-
-        color_work: uint8 h x w x 3 RGB, the frame downsampled to the working resolution.
-        """
-        s = self._require_state()
-        e = posterior - s.a_bg_ref
-        e *= s.inv_range
-        np.clip(e, 0.0, 1.0, out=e)
-        not_subject = depth_work > s.tables.mean_m
-        if self.max_subject_distance_m is not None:
-            not_subject |= depth_work > np.float32(self.max_subject_distance_m)
-        e[not_subject] = 0.0
-        unknown = ~(depth_work > 0)
-        if unknown.any():
-            e[unknown] = 0.0
-            changed = unknown & ~s.usually_invalid
-            if changed.any():
-                diff = color_work[changed].astype(np.float32) * np.float32(1.0 / 255.0) - s.plate[changed]
-                distance = np.sqrt((diff * diff).mean(axis=1))
-                t = np.clip((distance - self.color_low) / (self.color_high - self.color_low), 0.0, 1.0)
-                e[changed] = t * t * (3.0 - 2.0 * t)
-        return e
+        """Step 3: foreground evidence e in [0, 1] (float32 h x w) from A_D, depth and colour at work res."""
+        return self._require_state().evidence(depth_work, posterior, color_work)
 
     def alpha_work(self, evidence_clean: np.ndarray) -> np.ndarray:
         """Step 5: cleaned evidence -> alpha at work resolution (float32 in [0, 1])."""
@@ -204,7 +154,7 @@ class DepthMatting:
         depth_work = resize_depth(depth_m, *s.work_size)
         color_work = cv2.resize(np.ascontiguousarray(color_rgb), s.work_size, interpolation=cv2.INTER_AREA)
         t1 = time.perf_counter()
-        posterior = depth_posterior(depth_work, s.tables, cfg)
+        posterior = depth_posterior(depth_work, s.evidence.tables, cfg)
         t2 = time.perf_counter()
         e = self.evidence(depth_work, posterior, color_work)
         e = clean_posterior(e, cfg, threshold=0.5, fill_background_holes=True)

@@ -88,6 +88,7 @@ class _NetworkBackend:
             use_depth_refiner=config.depth_refiner,
             refiner=config.refiner,
             k=config.refine_patches,
+            student_file=config.student_file,
         )
 
     def set_prior(self, prior: BackgroundPrior) -> None:

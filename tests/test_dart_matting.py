@@ -10,7 +10,7 @@ import torch
 from engines.background_prior import BackgroundPriorBuilder
 from engines.config import DepthConfig
 from engines.dart_matting import NetworkMatting, model_paths
-from engines.depth_bayes import depth_residual, fuse_error_maps
+from engines.depth_bayes import depth_residual, fuse_error_maps, resize_depth
 from engines.nets.base_net import BaseNet, student_config
 from engines.nets.onnx_runtime import export_base_net, export_refiner, resize_linear, select_patches_np
 from engines.nets.refiner import Refiner, RefinerConfig
@@ -80,11 +80,35 @@ def test_dart_shapes_ranges_and_fused_selection(model_dir, scene):
     for m in (r.error_map, r.depth_posterior, r.raw_alpha, r.error_rgb):
         assert m.shape == (12, 16) and m.dtype == np.float32
     assert 0.0 <= r.depth_posterior.min() and r.depth_posterior.max() <= 1.0
-    expected = fuse_error_maps(depth_residual(r.depth_posterior, r.raw_alpha), r.error_rgb, DepthConfig().beta)
+    assert r.depth_evidence.shape == (12, 16) and 0.0 <= r.depth_evidence.min() and r.depth_evidence.max() <= 1.0
+    expected = fuse_error_maps(depth_residual(r.depth_evidence, r.raw_alpha), r.error_rgb, DepthConfig().beta)
     np.testing.assert_allclose(r.error_map, expected, atol=1e-6)
     assert 0 < r.selected.sum() <= 20
     _check_selection(r, 20)
     assert {"student", "posterior", "fusion", "refiner", "total"} <= set(r.timings_ms)
+
+
+def test_paper_residual_compares_raw_posterior(model_dir, scene):
+    config = DepthConfig(calibrated_residual=False)
+    _, r = _run(model_dir, scene, k=20, config=config)
+    assert r.depth_evidence is None
+    expected = fuse_error_maps(depth_residual(r.depth_posterior, r.raw_alpha), r.error_rgb, config.beta)
+    np.testing.assert_allclose(r.error_map, expected, atol=1e-6)
+    _check_selection(r, 20)
+
+
+def test_evidence_separates_subject_from_background(model_dir, scene):
+    """The calibrated map is near 1 where the frame is clearly in front of the empty scene and near 0 on it,
+    while raw A_D stays between (the reason eq. 9 uses it)."""
+    prior, frame = scene
+    _, r = _run(model_dir, scene, k=20)
+    depth_small = resize_depth(frame.depth_m(), 16, 12)
+    background = resize_depth(prior.depth_mean_m, 16, 12)
+    closer = (depth_small > 0) & (depth_small < background - 0.3)
+    on_background = (depth_small > 0) & (np.abs(depth_small - background) < 0.01)
+    assert closer.any() and on_background.any()
+    assert r.depth_evidence[closer].min() > 0.9 and r.depth_evidence[on_background].max() < 0.2
+    assert r.depth_posterior[closer].max() < 0.75
 
 
 def test_refiner_off_is_upsampled_coarse_alpha(model_dir, scene):

@@ -300,11 +300,11 @@ class CoarseResult:
 
 @dataclass
 class RefineResult:
-    """Refined full-resolution outputs: alpha (H, W) in [0, 1], foreground residual (H, W, 3), and
-    the refined 4x4 patches as a (H/4, W/4) bool mask."""
+    """Refined full-resolution outputs: alpha (H, W) in [0, 1], foreground residual (H, W, 3) (None
+    when not asked for), and the refined 4x4 patches as a (H/4, W/4) bool mask."""
 
     pha: np.ndarray
-    fgr_res: np.ndarray
+    fgr_res: np.ndarray | None
     selected: np.ndarray
 
 
@@ -361,31 +361,38 @@ class OnnxMatting:
         bgr: np.ndarray,
         coarse: CoarseResult,
         err: np.ndarray | None = None,
-        aux: np.ndarray | None = None,
+        aux: np.ndarray | list[np.ndarray] | None = None,
+        bgr_half: np.ndarray | None = None,
+        with_foreground: bool = True,
     ) -> RefineResult:
         """Refine one frame to full resolution; the numpy twin of `engines.nets.refiner.Refiner.forward`.
 
         src, bgr: (H, W, 3) float32 RGB in [0, 1], H and W multiples of 4.
         coarse: `run_base` output. err: (h', w') selection error map of any size (DART: the fused
-        E_RGBD), default `coarse.err`. aux: (H, W, A) float32 in [0, 1] iff the refiner has aux channels.
+        E_RGBD), default `coarse.err`. aux: (H, W, A) float32 in [0, 1] iff the refiner has aux channels,
+        or a list of (H, W) maps, one per aux channel (saves stacking them per frame).
+        bgr_half: `bgr` already resized to (H/2, W/2) (it is constant per background: callers cache it).
+        with_foreground: False skips upsampling the foreground residual (`fgr_res` is then None).
         """
         h_full, w_full = src.shape[:2]
         if h_full % PATCH or w_full % PATCH:
             raise ValueError(f"refiner needs full-resolution height and width divisible by 4, got {h_full}x{w_full}")
         hq, wq = h_full // PATCH, w_full // PATCH
-        coarse4 = np.ascontiguousarray(coarse.stack[:, :, :4])
-        out = resize_linear(coarse4, (h_full, w_full))
+        channels = 4 if with_foreground else 1
+        out = resize_linear(np.ascontiguousarray(coarse.stack[:, :, :channels]), (h_full, w_full))  # (H, W, channels)
         selected = np.zeros((hq, wq), dtype=bool)
         if self.refiner is not None:
-            if (0 if aux is None else aux.shape[2]) != self.refiner_aux:
+            aux_maps = [] if aux is None else (list(aux) if isinstance(aux, list) else [aux])
+            aux_channels = sum(1 if a.ndim == 2 else a.shape[2] for a in aux_maps)
+            if aux_channels != self.refiner_aux:
                 raise ValueError(f"this refiner needs aux with {self.refiner_aux} channels")
             err_q = resize_linear(coarse.err if err is None else err, (hq, wq))
             y, x = select_patches_np(err_q, self.mode, self.k, self.threshold, self.prevent_oversampling)
             if y.size:
-                images = [src, bgr] + ([aux] if aux is not None else [])
+                images = [src, bgr] + aux_maps
                 half = (h_full // 2, w_full // 2)
                 # exact 2x bilinear downsampling is the 2x2 average, as in torch; cv2 is fastest per <= 4 channels
-                half_images = [resize_linear(a, half) for a in images]
+                half_images = [bgr_half if (a is bgr and bgr_half is not None) else resize_linear(a, half) for a in images]
                 half_coarse = resize_linear(coarse.stack, half)
                 feed = {
                     "patch_coarse": crop_patches_hwc(half_coarse, y, x, PATCH // 2, CONTEXT_HALF),
@@ -393,9 +400,11 @@ class OnnxMatting:
                     "patch_full": crop_patches_hwc(images, y, x, PATCH, CONTEXT_FULL),
                 }
                 (refined,) = self.refiner.run(list(REFINER_OUTPUTS), feed)
-                replace_patches_hwc(out, refined, y, x)
+                replace_patches_hwc(out, np.ascontiguousarray(refined[..., :channels]), y, x)
                 selected[y, x] = True
-        return RefineResult(np.clip(out[..., 0], 0.0, 1.0), out[..., 1:], selected)
+        alpha = out[..., 0]
+        np.clip(alpha, 0.0, 1.0, out=alpha)
+        return RefineResult(alpha, out[..., 1:] if with_foreground else None, selected)
 
 
 def benchmark(

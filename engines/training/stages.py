@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from engines.config import DepthConfig
+from engines.dart_matting import DISTILLED_STUDENT_FILE
 from engines.nets.base_net import BaseNet, config_metadata, foreground_from_residual, load_weights, student_config, teacher_config
 from engines.nets.losses import base_loss, distillation_loss, refine_loss
 from engines.nets.refiner import Refiner, RefinerConfig
@@ -54,6 +55,10 @@ LogCallback = Callable[[dict], None]
 TEACHER, STUDENT, STUDENT_PLAIN, REFINER_DART, REFINER_RGB = (
     "teacher", "student", "student_plain", "refiner_dart", "refiner_rgb")
 ONNX_FILES = {"student": "student.onnx", "dart": "refiner_dart.onnx", "rgb": "refiner_rgb.onnx"}
+PLAIN_STUDENT_FILE = "student_plain.onnx"
+# The refiners' patch selection while training: the paper's eqs. 9-10 as printed (raw A_D, beta 0.05),
+# as the shipped refiners were trained; run time selects with the calibrated residual (engines.config).
+TRAIN_SELECTION_DEPTH = DepthConfig(beta=0.05, calibrated_residual=False)
 AUX_CHANNELS = {"dart": 2, "rgb": 0}
 
 
@@ -108,8 +113,12 @@ class TrainConfig:
     refiner_rgb: StageConfig = StageConfig(budget_s=8 * 60, batch_size=4)
     augment: AugmentConfig = AugmentConfig()  # base networks
     augment_refiner: AugmentConfig = AugmentConfig(zoom_p=0.0)  # refiners: native full-resolution pixels
-    depth: DepthConfig = DepthConfig()
+    depth: DepthConfig = TRAIN_SELECTION_DEPTH
     noise_k: float = 0.0015  # depth noise model of the prior's std, k * z^2 (the generator's sensor)
+    # which student the refiners are trained on and student.onnx holds ("plain": trained without the
+    # teacher, the shipped choice, see assets/MODEL_CARD.md; "distilled": DART eq. 3). The other one is
+    # exported too (student_distilled.onnx / student_plain.onnx) for the distillation comparison.
+    runtime_student: str = "plain"
 
     @classmethod
     def with_budget_minutes(cls, minutes: float, **kwargs) -> TrainConfig:
@@ -344,7 +353,7 @@ def refiner_inputs(batch: Batch, student: BaseNet, variant: str, depth: DepthCon
 
 def train_refiner(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, student_weights: str | Path,
                   variant: str = "dart", downsample: int = 4, device: str = "cpu",
-                  augment: AugmentConfig = AugmentConfig(), depth: DepthConfig = DepthConfig(),
+                  augment: AugmentConfig = AugmentConfig(), depth: DepthConfig = TRAIN_SELECTION_DEPTH,
                   noise_k: float = 0.0015, on_log: LogCallback | None = None, name: str | None = None) -> Path:
     """Stages (d) "dart" (RGB-D patches, E_RGBD selection) and (e) "rgb" (BGMv2, E_RGB selection).
 
@@ -375,7 +384,7 @@ def train_refiner(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, stude
 
 @torch.no_grad()
 def evaluate_refiner(refiner_weights: str | Path, student_weights: str | Path, pool: SamplePool, variant: str,
-                     downsample: int = 4, device: str = "cpu", depth: DepthConfig = DepthConfig(),
+                     downsample: int = 4, device: str = "cpu", depth: DepthConfig = TRAIN_SELECTION_DEPTH,
                      noise_k: float = 0.0015, k: int = 300) -> dict[str, float]:
     """Full-resolution alpha MAD of student + refiner ("refined_mad") vs. upsampled coarse ("coarse_mad")."""
     student = load_weights(BaseNet(student_config()), student_weights).to(device).eval()
@@ -397,19 +406,22 @@ def evaluate_refiner(refiner_weights: str | Path, student_weights: str | Path, p
 
 
 def export_models(out_dir: str | Path, student_weights: str | Path, refiner_weights: dict[str, str | Path],
-                  trace_size: tuple[int, int] = (120, 160)) -> dict[str, float]:
-    """Export the student base net and the refiners' patch nets to ONNX in `out_dir` and validate each
-    against torch on random inputs; returns file name -> max abs difference."""
+                  trace_size: tuple[int, int] = (120, 160),
+                  extra_students: dict[str, str | Path] | None = None) -> dict[str, float]:
+    """Export the student base net (student.onnx), any `extra_students` (ONNX file name -> weights) and
+    the refiners' patch nets to ONNX in `out_dir` and validate each against torch on random inputs;
+    returns file name -> max abs difference."""
     from engines.nets.onnx_runtime import export_base_net, export_refiner, validate_export
 
     out_dir = Path(out_dir)
     rng = np.random.default_rng(0)
     diffs = {}
-    student = load_weights(BaseNet(student_config()), student_weights).eval()
-    path = export_base_net(student, out_dir / ONNX_FILES["student"], trace_size)
     h, w = trace_size
     inputs = {"src": rng.random((1, 3, h, w), dtype=np.float32), "bgr": rng.random((1, 3, h, w), dtype=np.float32)}
-    diffs[path.name] = validate_export(student, path, inputs)
+    for file_name, weights in {ONNX_FILES["student"]: student_weights, **(extra_students or {})}.items():
+        student = load_weights(BaseNet(student_config()), weights).eval()
+        path = export_base_net(student, out_dir / file_name, trace_size)
+        diffs[path.name] = validate_export(student, path, inputs)
     for variant, weights in refiner_weights.items():
         refiner = load_weights(Refiner(RefinerConfig(aux_channels=AUX_CHANNELS[variant])), weights).eval()
         path = export_refiner(refiner, out_dir / ONNX_FILES[variant])
@@ -440,8 +452,11 @@ def train_all(config: TrainConfig, out_dir: str | Path, on_log: LogCallback | No
                    "elapsed_s": time.perf_counter() - t0})
     common = {"downsample": config.downsample, "device": config.device, "augment": config.augment, "on_log": on_log}
     teacher = train_teacher(pool, out_dir, config.teacher, val_pool=val_pool, **common)
-    student = train_student(pool, out_dir, config.student, teacher, val_pool=val_pool, **common)
-    train_student(pool, out_dir, config.student_plain, None, val_pool=val_pool, **common)
+    distilled = train_student(pool, out_dir, config.student, teacher, val_pool=val_pool, **common)
+    plain = train_student(pool, out_dir, config.student_plain, None, val_pool=val_pool, **common)
+    if config.runtime_student not in ("plain", "distilled"):
+        raise ValueError(f"runtime_student must be 'plain' or 'distilled', got {config.runtime_student!r}")
+    student, other = (plain, distilled) if config.runtime_student == "plain" else (distilled, plain)
     refiners = {}
     for variant, cfg in (("dart", config.refiner_dart), ("rgb", config.refiner_rgb)):
         refiners[variant] = train_refiner(pool, out_dir, cfg, student, variant, depth=config.depth,
@@ -450,7 +465,8 @@ def train_all(config: TrainConfig, out_dir: str | Path, on_log: LogCallback | No
         _finish_metrics(out_dir, name, {"val": evaluate_refiner(refiners[variant], student, val_pool, variant,
                                                                 config.downsample, config.device, config.depth,
                                                                 config.noise_k)})
-    diffs = export_models(out_dir, student, refiners)
+    other_file = DISTILLED_STUDENT_FILE if config.runtime_student == "plain" else PLAIN_STUDENT_FILE
+    diffs = export_models(out_dir, student, refiners, extra_students={other_file: other})
     summary = {"config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
                "onnx_max_abs_diff": diffs, "wall_s": round(time.perf_counter() - t0, 1), "stages": {}}
     for name in (TEACHER, STUDENT, STUDENT_PLAIN, REFINER_DART, REFINER_RGB):
