@@ -141,13 +141,21 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def speed_benchmark(width: int = 640, height: int = 480, frames: int = 100) -> dict[str, float]:
-    """Median ms per frame: DART's depth stages one by one, then each mode end to end, then compositing."""
+    """Median ms per frame: DART's depth stages one by one, the network stages of DART and of the RGB
+    baseline (student, posterior, fusion, refiner, total), each mode end to end, then compositing."""
     from engines.compositing import composite, make_background
+    from engines.dart_matting import measure_network_ms
     from engines.depth_matting import measure_depth_stage_ms
     from engines.foreground import estimate_foreground
     from engines.pipeline import MODES
 
     rows = {f"depth stage: {name}": ms for name, ms in measure_depth_stage_ms(width, height, frames).items()}
+    engine = EngineConfig()
+    for variant in ("dart", "rgb"):
+        stages = measure_network_ms(engine.model_dir, width, height, frames, variant=variant, config=engine.depth,
+                                    k=engine.refine_patches)
+        rows.update({f"network {variant} (k={engine.refine_patches}): {name}": ms for name, ms in stages.items()
+                     if variant == "dart" or name not in ("posterior", "fusion")})
 
     config = SceneConfig(width=width, height=height, n_background=10, n_test=1, seed=7)
     scene = list(generate_scene(config))

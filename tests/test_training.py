@@ -1,6 +1,7 @@
 """Tests of engines.training: data pool and augmentation, stages (2-step runs at 64x48), checkpoints,
 resume, distillation, refiner stages, ONNX export of trained files."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -150,6 +151,32 @@ def test_teacher_and_refiner_stages_and_export(pool, tmp_path):
     diffs = export_models(tmp_path, student, refiners, trace_size=(12, 16))
     assert set(diffs) == {"student.onnx", "refiner_dart.onnx", "refiner_rgb.onnx"}
     assert max(diffs.values()) < 1e-3
+
+
+def test_train_all_ships_the_chosen_student_and_exports_the_other(tmp_path):
+    """One command makes the whole set: student.onnx is the runtime student (plain by default, as shipped),
+    the distilled one is exported next to it for the distillation comparison."""
+    import onnxruntime as ort
+
+    from engines.training.stages import TrainConfig, train_all
+
+    tiny = _cfg(max_steps=1)
+    config = TrainConfig(height=48, width=64, pool_size=6, val_size=2, threads=None, teacher=tiny, student=tiny,
+                         student_plain=tiny, refiner_dart=_cfg(max_steps=1, k_train=10),
+                         refiner_rgb=_cfg(max_steps=1, k_train=10))
+    summary = train_all(config, tmp_path)
+    assert set(summary["onnx_max_abs_diff"]) == {"student.onnx", "student_distilled.onnx", "refiner_dart.onnx",
+                                                 "refiner_rgb.onnx"}
+    rng = np.random.default_rng(0)
+    feed = {"src": rng.random((1, 3, 12, 16), dtype=np.float32), "bgr": rng.random((1, 3, 12, 16), dtype=np.float32)}
+    for onnx_name, weights in (("student.onnx", "student_plain"), ("student_distilled.onnx", "student")):
+        net = load_weights(BaseNet(student_config()), tmp_path / f"{weights}.safetensors").eval()
+        with torch.no_grad():
+            expected = net(torch.from_numpy(feed["src"]), torch.from_numpy(feed["bgr"]))[0].numpy()
+        got = ort.InferenceSession(str(tmp_path / onnx_name)).run(["pha"], feed)[0]
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    with pytest.raises(ValueError):
+        train_all(dataclasses.replace(config, runtime_student="teacher"), tmp_path)
 
 
 def test_finetune_on_scene_writes_scene_model_and_measures(tmp_path):
