@@ -5,6 +5,12 @@ own thread, the frame source (through `sensors.frame_queue.FrameQueue`, whose re
 thread), the `MattingPipeline`, the replacement background, the background capture, the scene
 change monitor, and the virtual camera and recorder (`app.outputs.Outputs`).
 
+Post-matting (`EngineConfig.post` other than "none") never runs in the live path: the pipeline is
+built without it, and an `app.post_worker.PostMattingWorker` refines the newest matted frame on its
+own thread. Each new post result is composited (with a second `Compositor`, so a video background
+does not skip frames in the live output) into `EngineSnapshot.post_output`, a few frames behind the
+live `output`; the virtual camera, the recorder and the fps follow the live output only.
+
 Talking to it (any thread, never blocking):
 - commands (`open_source`, `set_engine_config`, `set_background`, `start_capture`, ...) are queued
   and run by the engine thread between frames;
@@ -47,6 +53,7 @@ from app.events import (
     describe,
 )
 from app.outputs import Outputs
+from app.post_worker import PostJob, PostMattingWorker, make_post_worker
 from app.recorder import RecordOptions
 from app.scene_monitor import SceneChangeMonitor
 from app.scene_store import SceneStore
@@ -76,11 +83,26 @@ class EngineStats:
 
 
 @dataclass(frozen=True)
+class PostStats:
+    """The post-matting thread's state at one snapshot.
+
+    ms: milliseconds the last post frame took (None before the first); behind: live frames published
+    since the frame of `post_output`; dropped: jobs replaced by newer ones before they ran.
+    """
+
+    ms: float | None = None
+    behind: int | None = None
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
 class EngineSnapshot:
     """What the engine made of one frame; arrays are never modified after publishing.
 
     output: uint8 HxWx3 RGB, the composite (the raw colour while no background is captured);
     result: None while there is no background or during capture.
+    post_output: uint8 HxWx3 RGB, the newest post-matted composite (of an earlier frame), or None
+    (post-matting off, no result yet, or no live matte); post_stats: None while post-matting is off.
     """
 
     seq: int
@@ -93,6 +115,8 @@ class EngineSnapshot:
     has_prior: bool
     info: SourceInfo
     source_uri: str
+    post_output: np.ndarray | None = None
+    post_stats: PostStats | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +144,12 @@ class EngineWorker:
         self._pipeline: MattingPipeline | None = None  # built in the engine thread (models can take a while)
         self._initial_background = (background, blur_sigma_px)
         self._compositor = Compositor()
+        self._background_args: tuple[str, float] | None = None  # the last background that worked
+        self._post: PostMattingWorker | None = None  # post-matting thread (config.post != "none")
+        self._post_compositor: Compositor | None = None
+        self._post_output: np.ndarray | None = None
+        self._post_seq = -1  # snapshot seq of the frame _post_output shows
+        self._post_ms: float | None = None
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._latest: EngineSnapshot | None = None
         self._stop = threading.Event()
@@ -152,6 +182,9 @@ class EngineWorker:
         frames = self._frames
         if frames is not None:
             frames.close(timeout=max(0.05, 0.5 * timeout))
+        post = self._post
+        if post is not None:
+            post.stop(timeout=0.0)  # a running job cannot be interrupted: its daemon thread ends after it
         if self._thread.is_alive():
             self._thread.join(max(0.0, deadline - time.monotonic()))
         alive = self._thread.is_alive() or (frames is not None and frames.stats().running)
@@ -268,6 +301,7 @@ class EngineWorker:
 
     def _shutdown(self) -> None:
         self._close_source()
+        self._stop_post()
         self._outputs.close()
         self._compositor.close()
 
@@ -301,6 +335,7 @@ class EngineWorker:
         self._skip_below = 0
         self._done_times.clear()
         self._latest = None
+        self._forget_post()
         try:
             info = self._open_stream(uri)
         except Exception as exc:
@@ -343,32 +378,95 @@ class EngineWorker:
 
     # engine and background ---------------------------------------------------------------------------
     def _set_config(self, config: EngineConfig) -> None:
-        """A new pipeline for `config`, keeping the background; on failure keep the old one (or 'depth')."""
+        """A new pipeline for `config`, keeping the background; on failure keep the old one (or 'depth').
+
+        The live pipeline never post-mats; `config.post` runs on the post-matting thread instead.
+        """
         try:
-            pipeline = MattingPipeline(config)
+            pipeline = MattingPipeline(replace_config(config, post="none"))
             if self._prior is not None:
                 pipeline.set_prior(self._prior)
         except Exception as exc:  # e.g. a mode whose model files are missing
             if self._pipeline is None:
                 self._emit(ERROR, f"Cannot start mode '{config.mode}': {describe(exc)}; using 'depth'.")
                 config = replace_config(config, mode="depth")
-                pipeline = MattingPipeline(config)
+                pipeline = MattingPipeline(replace_config(config, post="none"))
             else:
                 self._emit(ERROR, f"Cannot switch to mode '{config.mode}': {describe(exc)}")
                 return
+        old = self._config
         self._config, self._pipeline = config, pipeline
+        if self._post is None or _post_key(config) != _post_key(old):
+            self._start_post(config)
+
+    # post-matting ------------------------------------------------------------------------------------
+    def _start_post(self, config: EngineConfig) -> None:
+        """Replace the post-matting thread by one for `config` (none when `config.post` is "none")."""
+        self._stop_post()
+        if getattr(config, "post", "none") == "none":
+            return
+        try:
+            post = make_post_worker(config, on_error=lambda message: self._emit(ERROR, message))
+            compositor = Compositor()
+            if self._background_args is not None:
+                compositor.set_background(*self._background_args)
+        except Exception as exc:  # e.g. ViTMatte weights missing: live matting goes on without it
+            self._emit(ERROR, f"Cannot start post-matting '{config.post}': {describe(exc)}")
+            return
+        if self._prior is not None:
+            post.set_prior(self._prior)
+            compositor.set_plate(self._prior.color_mean)
+        post.start()
+        self._post, self._post_compositor = post, compositor
+
+    def _stop_post(self) -> None:
+        post, self._post = self._post, None
+        compositor, self._post_compositor = self._post_compositor, None
+        if post is not None:
+            post.stop(timeout=0.05)  # a running job cannot be interrupted: its daemon thread ends after it
+        if compositor is not None:
+            compositor.close()
+        self._forget_post()
+
+    def _forget_post(self) -> None:
+        """Drop the post composite and any queued job (new source, new background prior)."""
+        self._post_output, self._post_seq, self._post_ms = None, -1, None
+        if self._post is not None:
+            self._post.reset()
+
+    def _follow_post(self) -> PostStats:
+        """Composite the post-matting thread's newest result when it is new; its state for the snapshot."""
+        post = self._post
+        done = post.latest()
+        if done is not None and done.seq != self._post_seq:
+            alpha = done.alpha
+            gate = self._config.max_subject_distance_m
+            if gate is not None:
+                alpha = np.where(done.depth_m > gate, np.float32(0.0), alpha)
+            self._post_output = self._post_compositor.compose(done.color, done.depth_m, alpha)
+            self._post_seq, self._post_ms = done.seq, done.ms
+        behind = self._seq - self._post_seq if self._post_output is not None else None
+        return PostStats(ms=self._post_ms, behind=behind, dropped=post.dropped)
 
     def _set_background(self, spec: str, blur_sigma_px: float) -> None:
         try:
             self._compositor.set_background(spec, blur_sigma_px)
+            if self._post_compositor is not None:
+                self._post_compositor.set_background(spec, blur_sigma_px)
         except Exception as exc:  # the previous background stays
             self._emit(ERROR, f"Cannot use that background: {describe(exc)}")
+            return
+        self._background_args = (spec, blur_sigma_px)
 
     def _use_prior(self, prior: BackgroundPrior) -> None:
         self._pipeline.set_prior(prior)
         self._prior = prior
         self._compositor.set_plate(prior.color_mean)
         self._monitor.reset()
+        self._forget_post()
+        if self._post is not None:
+            self._post.set_prior(prior)
+            self._post_compositor.set_plate(prior.color_mean)
 
     # capture ---------------------------------------------------------------------------------------------
     def _start_capture(self, frames: int | None, countdown_s: float | None) -> None:
@@ -472,6 +570,9 @@ class EngineWorker:
                 if self._monitor.update(self._prior, depth_m, result.alpha):
                     self._emit(SCENE_CHANGED, "The background looks different from the captured one: "
                                               "capture it again (B).")
+        self._seq += 1
+        if self._post is not None and result is not None:
+            self._post.submit(PostJob(self._seq, frame.index, frame.color, depth_m, result))
         self._shown += 1
         done = time.perf_counter()
         self._done_times.append(done)
@@ -484,13 +585,19 @@ class EngineWorker:
             matted=self._matted,
             shown=self._shown,
         )
-        self._seq += 1
+        self._outputs.feed(frame, output, self._info.fps if self._info is not None and self._info.fps > 0 else 30.0)
+        post_output, post_stats = None, None
+        if self._post is not None and result is None:
+            post_stats = PostStats(dropped=self._post.dropped)
+        elif self._post is not None:  # after the live outputs: compositing a post result must not delay them
+            post_stats = self._follow_post()
+            post_output = self._post_output
         self._latest = EngineSnapshot(
             seq=self._seq, frame=frame, depth_m=depth_m, result=result, output=output, stats=stats,
             capture=self._capture.progress(now) if self._capture is not None else None,
             has_prior=self._prior is not None, info=self._info, source_uri=self._uri or "",
+            post_output=post_output, post_stats=post_stats,
         )
-        self._outputs.feed(frame, output, self._info.fps if self._info is not None and self._info.fps > 0 else 30.0)
         limit = self.options.stop_after_matted
         if limit is not None and self._matted >= limit and not self._finished:
             self._finished = True
@@ -503,6 +610,11 @@ def _fps(times: deque[float]) -> float:
         return 0.0
     span = times[-1] - times[0]
     return (len(times) - 1) / span if span > 0 else 0.0
+
+
+def _post_key(config: EngineConfig) -> tuple:
+    """The configuration the post-matting thread depends on (the depth gate is applied when compositing)."""
+    return tuple(getattr(config, name, None) for name in ("post", "vitmatte_dir", "post_band_px", "depth"))
 
 
 def replace_config(config: EngineConfig, **changes) -> EngineConfig:

@@ -36,7 +36,7 @@ from app.message_bar import MessageBar
 from app.recorder import RecordOptions, default_recording_folder
 from app.settings import AppSettings, videos_dir
 from app.source_picker import SourcePicker, source_label
-from app.views import VIEWS, LiveView, render_view
+from app.views import VIEWS, LiveView, post_status, render_view
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +151,11 @@ class MainWindow(QMainWindow):
         self.fps_label = QLabel()
         self.stages_label = QLabel()
         self.queue_label = QLabel()
+        self.post_label = QLabel()
+        self.post_label.setToolTip("Post-matting runs beside the live picture on the newest frame it can take; "
+                                   "the composite view shows its result, a few frames late")
         self.output_label = QLabel()
-        for label in (self.fps_label, self.stages_label, self.queue_label, self.output_label):
+        for label in (self.fps_label, self.stages_label, self.queue_label, self.post_label, self.output_label):
             bar.addPermanentWidget(label)
 
     # -- user actions ---------------------------------------------------------------------------------
@@ -215,13 +218,14 @@ class MainWindow(QMainWindow):
         self.stages_label.setText("  ".join(f"{k} {v:.1f}" for k, v in stages.items()) + (" ms" if stages else ""))
         latency = "–" if stats.latency_ms is None else f"{stats.latency_ms:.0f} ms"
         self.queue_label.setText(f"dropped {stats.dropped}  latency {latency}")
+        self.post_label.setText(post_status(snapshot))
 
     def _clear_live_state(self) -> None:
         """Forget what the previous source showed (image, progress, rates)."""
         self.view.clear()
         self.capture_panel.show_progress(None, False)
         self.capture_panel.set_status("")
-        for label in (self.fps_label, self.stages_label, self.queue_label):
+        for label in (self.fps_label, self.stages_label, self.queue_label, self.post_label):
             label.setText("")
         self.statusBar().clearMessage()
 

@@ -2,7 +2,8 @@
 
 `render_view(view, snapshot)` turns an engine snapshot into the image of one view mode (uint8
 HxWx3 RGB): the composite, the camera image, alpha, colourised depth, the error map / depth
-posterior, the trimap, or camera and composite side by side. `LiveView` paints the newest image
+posterior, the trimap, or camera and composite side by side. With post-matting on, the composite view
+shows the newest post-matted composite once there is one (it is a few frames behind the live one). `LiveView` paints the newest image
 scaled to fit, with an optional overlay text (countdown, hints); it keeps the displayed array so
 tests can compare pixels.
 """
@@ -70,11 +71,24 @@ def _error_image(snapshot: EngineSnapshot) -> np.ndarray | None:
     return None
 
 
+def post_status(snapshot: EngineSnapshot) -> str:
+    """Status-bar text for post-matting, e.g. "post 140 ms, 4 frames behind"; "" while it is off."""
+    stats = snapshot.post_stats
+    if stats is None:
+        return ""
+    if stats.ms is None or stats.behind is None:
+        return "post …"
+    frames = "frame" if stats.behind == 1 else "frames"
+    return f"post {stats.ms:.0f} ms, {stats.behind} {frames} behind"
+
+
 def render_view(view: str, snapshot: EngineSnapshot) -> tuple[np.ndarray, str]:
     """(uint8 HxWx3 RGB image, note) for a view mode; the note says why a view fell back to the camera."""
     frame = snapshot.frame
     result = snapshot.result
     if view == "composite":
+        if snapshot.post_output is not None:
+            return snapshot.post_output, ""
         return snapshot.output, ""
     if view == "camera":
         return frame.color, ""

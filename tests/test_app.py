@@ -4,6 +4,7 @@ pure helpers (scene store, scene-change check, capture state machine, recorder, 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -171,6 +172,25 @@ def test_engine_options_rebuild_the_pipeline_and_keep_the_background(qtbot, tmp_
     snapshot = wait_for_snapshot(qtbot, window, lambda s: s.seq > seq + 1 and s.result is not None)
     assert snapshot.has_prior and snapshot.result.trimap is None  # no recapture; the new mode runs
     assert np.all(snapshot.result.alpha[snapshot.depth_m > 1.5] == 0)
+
+
+def test_post_matting_switch_shows_the_post_composite_beside_the_live_output(qtbot, tmp_path, recording):
+    settings = AppSettings(background="checker", post_matting=True)
+    window = make_window(qtbot, tmp_path, settings)
+    window.open_source(str(recording))
+    snapshot = wait_for_snapshot(qtbot, window, lambda s: s.post_output is not None)
+    window._show(snapshot)
+    assert window.worker._config.post == "closed-form" and window.worker._pipeline._post is None  # not inline
+    assert np.array_equal(window.view.current_image(), snapshot.post_output)
+    assert re.fullmatch(r"post \d+ ms, \d+ frames? behind", window.post_label.text())
+    window.engine_controls.set_view("side_by_side")  # the other views stay live
+    assert np.array_equal(window.view.current_image()[:, W:], snapshot.output)
+    window.engine_controls.set_view("composite")
+
+    window.engine_controls.post_matting.setChecked(False)
+    snapshot = wait_for_snapshot(qtbot, window, lambda s: s.result is not None and s.post_stats is None)
+    window._show(snapshot)
+    assert window.post_label.text() == "" and np.array_equal(window.view.current_image(), snapshot.output)
 
 
 def test_record_button_writes_video_and_raw_frames(qtbot, tmp_path, recording):
