@@ -1,6 +1,6 @@
 """Measures the engine's frame rate on a recording, with and without the window on screen.
 
-    python -m app.fps_probe RECORDING [FRAMES]
+    python -m app.fps_probe RECORDING [FRAMES] [MODE]     (MODE: depth (default), dart, rgb, rgb-subtract)
 
 Both runs use the same `EngineWorker` (matting + foreground estimation + compositing over a blurred
 background, the app's default) with the recording played as fast as the engine goes (no pacing, no
@@ -68,11 +68,12 @@ class _Timer:
                          stage_ms={k: statistics.median(v) for k, v in self.stages.items()})
 
 
-def measure_without_gui(source: str, frames: int = 100, warmup: int = 5, background: str = "blur") -> FpsReport:
+def measure_without_gui(source: str, frames: int = 100, warmup: int = 5, background: str = "blur",
+                        mode: str = "depth") -> FpsReport:
     from engines.config import EngineConfig
 
     with tempfile.TemporaryDirectory() as data:
-        worker = EngineWorker(EngineConfig(), background, options=_options(Path(data), frames, warmup))
+        worker = EngineWorker(EngineConfig(mode=mode), background, options=_options(Path(data), frames, warmup))
         worker.start()
         timer = _Timer(worker, frames, warmup)
         try:
@@ -86,7 +87,8 @@ def measure_without_gui(source: str, frames: int = 100, warmup: int = 5, backgro
         return timer.report()
 
 
-def measure_with_gui(source: str, frames: int = 100, warmup: int = 5, background: str = "blur") -> FpsReport:
+def measure_with_gui(source: str, frames: int = 100, warmup: int = 5, background: str = "blur",
+                     mode: str = "depth") -> FpsReport:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QTimer
@@ -99,7 +101,7 @@ def measure_with_gui(source: str, frames: int = 100, warmup: int = 5, background
     route_qt_messages()
     app = QApplication.instance() or QApplication([])
     with tempfile.TemporaryDirectory() as data:
-        settings = AppSettings(background=background)
+        settings = AppSettings(background=background, mode=mode)
         window = MainWindow(settings, _options(Path(data), frames, warmup), list_cameras=False)
         window.show()
         timer = _Timer(window.worker, frames, warmup)
@@ -118,8 +120,9 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(__doc__)
         return 2
     source, frames = argv[0], int(argv[1]) if len(argv) > 1 else 100
+    mode = argv[2] if len(argv) > 2 else "depth"
     for name, measure in (("without GUI", measure_without_gui), ("with GUI", measure_with_gui)):
-        report = measure(source, frames)
+        report = measure(source, frames, mode=mode)
         stages = "  ".join(f"{k} {v:.1f}" for k, v in report.stage_ms.items())
         sys.stdout.write(f"{name:12s} {report.fps:6.1f} fps over {report.frames} frames   ms: {stages}\n")
     return 0

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -290,6 +291,11 @@ def test_bernoulli_kl_hand_computed():
     student = torch.tensor([0.2], requires_grad=True)
     bernoulli_kl(teacher, student).backward()
     assert teacher.grad is None and student.grad.item() < 0  # pushes the student towards the teacher
+    # logit-space gradient (s - t) / N: bounded even where the student is almost 0
+    t = torch.tensor([0.01, 0.7, 0.0, 1.0]).view(1, 1, 2, 2)
+    s = torch.tensor([1e-5, 0.2, 0.0, 0.9]).view(1, 1, 2, 2).requires_grad_(True)
+    bernoulli_kl(t, s).backward()
+    np.testing.assert_allclose(s.grad.view(-1).numpy(), ((s.detach() - t) / 4).view(-1).numpy(), atol=1e-7)
 
 
 def test_distillation_and_bgmv2_losses_sum_their_terms():
