@@ -185,6 +185,18 @@ class BackgroundPrior:
         )
 
 
+def check_frame(color_rgb: np.ndarray, depth_m: np.ndarray, shape: tuple[int, int]) -> None:
+    """A frame to matte against a prior of (H, W) `shape`: colour uint8 H x W x 3 (else ValueError, a
+    programming error) and depth of the same size (else UserError: the camera changed resolution)."""
+    if color_rgb.dtype != np.uint8 or color_rgb.ndim != 3 or color_rgb.shape[2] != 3:
+        raise ValueError(f"colour must be uint8 HxWx3 RGB, got {color_rgb.dtype} {color_rgb.shape}")
+    if color_rgb.shape[:2] != tuple(shape) or depth_m.shape != tuple(shape):
+        raise UserError(
+            f"Frame size {color_rgb.shape[1]}x{color_rgb.shape[0]} does not match the captured background "
+            f"({shape[1]}x{shape[0]}): capture the background again at this resolution."
+        )
+
+
 def eq4_mean_std(
     mean_valid_m: np.ndarray,
     sample_std_m: np.ndarray,

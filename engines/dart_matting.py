@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.background_prior import BackgroundPrior
+from engines.background_prior import BackgroundPrior, check_frame
 from engines.config import DepthConfig
 from engines.depth_bayes import depth_posterior, depth_residual, fuse_error_maps, resize_depth
 from engines.depth_evidence import DepthEvidence
@@ -211,13 +211,7 @@ class NetworkMatting:
         s = self._state
         if s is None:
             raise UserError("No background has been captured yet: capture the empty scene first.")
-        if color_rgb.dtype != np.uint8 or color_rgb.ndim != 3 or color_rgb.shape[2] != 3:
-            raise ValueError(f"colour must be uint8 HxWx3 RGB, got {color_rgb.dtype} {color_rgb.shape}")
-        if color_rgb.shape[:2] != s.full_shape or depth_m.shape != s.full_shape:
-            raise UserError(
-                f"Frame size {color_rgb.shape[1]}x{color_rgb.shape[0]} does not match the captured background "
-                f"({s.full_shape[1]}x{s.full_shape[0]}): capture the background again at this resolution."
-            )
+        check_frame(color_rgb, depth_m, s.full_shape)
         h, w = s.base_shape
         timings: dict[str, float] = {}
         t0 = time.perf_counter()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from engines.background_prior import BackgroundPrior, BackgroundPriorBuilder
+from engines.background_prior import BackgroundPrior, BackgroundPriorBuilder, check_frame
 from engines.config import DepthConfig
 from engines.depth_bayes import (
     LikelihoodTables,
@@ -141,13 +141,7 @@ class DepthMatting:
     def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> DepthMattingResult:
         """Matte one frame: colour uint8 HxWx3 RGB, depth float32 HxW metres (0 = unknown)."""
         s = self._require_state()
-        if color_rgb.dtype != np.uint8 or color_rgb.ndim != 3 or color_rgb.shape[2] != 3:
-            raise ValueError(f"colour must be uint8 HxWx3 RGB, got {color_rgb.dtype} {color_rgb.shape}")
-        if color_rgb.shape[:2] != s.full_shape or depth_m.shape != s.full_shape:
-            raise UserError(
-                f"Frame size {color_rgb.shape[1]}x{color_rgb.shape[0]} does not match the captured background "
-                f"({s.full_shape[1]}x{s.full_shape[0]}): capture the background again at this resolution."
-            )
+        check_frame(color_rgb, depth_m, s.full_shape)
         cfg = self.config
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
