@@ -184,17 +184,15 @@ class NetworkMatting:
         return self._onnx.refiner_aux
 
     def set_prior(self, prior: BackgroundPrior) -> None:
-        """Precompute the background plate at base resolution, the depth prior tables at base resolution
+        """Precompute the background plate at base and half resolution, the depth evidence at base resolution
         and the normalised background depth for the RGB-D refiner."""
-        from engines.nets.onnx_runtime import downsample_area
+        from engines.nets.onnx_runtime import downsample_area, resize_linear
 
         h_full, w_full = prior.shape
         c = self.downsample
         if h_full % 4 or w_full % 4 or h_full % c or w_full % c:
             raise UserError(f"Network matting needs a frame size divisible by 4 and by {c}; got {w_full}x{h_full}.")
         h, w = h_full // c, w_full // c
-        from engines.nets.onnx_runtime import resize_linear
-
         plate_full = np.ascontiguousarray(prior.color_mean, dtype=np.float32)
         evidence = DepthEvidence.from_prior(prior.resized(w, h), self.config) if self._plan.uses_depth else None
         background_aux = None

@@ -392,7 +392,8 @@ class OnnxMatting:
                 images = [src, bgr] + aux_maps
                 half = (h_full // 2, w_full // 2)
                 # exact 2x bilinear downsampling is the 2x2 average, as in torch; cv2 is fastest per <= 4 channels
-                half_images = [bgr_half if (a is bgr and bgr_half is not None) else resize_linear(a, half) for a in images]
+                half_bgr = resize_linear(bgr, half) if bgr_half is None else bgr_half
+                half_images = [resize_linear(src, half), half_bgr] + [resize_linear(a, half) for a in aux_maps]
                 half_coarse = resize_linear(coarse.stack, half)
                 feed = {
                     "patch_coarse": crop_patches_hwc(half_coarse, y, x, PATCH // 2, CONTEXT_HALF),
