@@ -6,7 +6,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libusb-1.0-0 libgl1 libegl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0
+# Qt's xcb platform plugin (a desktop with X11) needs the libxcb-* family; Wayland sessions need libwayland-*.
+# tests/test_system_libs.py checks with ldd that nothing the plugins link is missing.
+QT_XCB_PACKAGES := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0 \
+	libxcb-xinerama0 libxcb-xkb1 libxcb-randr0 libx11-xcb1 libxkbcommon-x11-0 libwayland-cursor0 libwayland-egl1
+APT_PACKAGES := libusb-1.0-0 libgl1 libegl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0 $(QT_XCB_PACKAGES)
+# Only for `make test`: a virtual X display, so the suite opens the real window on xcb as a desktop would.
+TEST_APT_PACKAGES := xvfb xauth
 REQ_STAMP := $(VENV)/.requirements-$(shell cksum requirements.txt | cut -d' ' -f1)
 
 .PHONY: demo test setup system-packages bench clean
@@ -16,6 +22,7 @@ demo: setup
 
 # pytest exits 5 when it collects no tests: that is a failure here too (any non-zero fails make).
 test: setup
+	@$(MAKE) --no-print-directory system-packages APT_PACKAGES="$(TEST_APT_PACKAGES)"
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "No tests were collected." >&2; fi; exit $$rc
 

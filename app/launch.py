@@ -65,10 +65,16 @@ class GuiOptions:
 
 
 def _ensure_platform(options: GuiOptions) -> None:
-    """Without a display Qt would abort: use the offscreen platform for unattended runs, else explain."""
+    """Without a usable display Qt would abort: use the offscreen platform for unattended runs, else explain
+    (no display at all, missing X11 libraries, or an X server that does not answer)."""
     if os.environ.get("QT_QPA_PLATFORM") or not sys.platform.startswith("linux"):
         return
-    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+    if os.environ.get("WAYLAND_DISPLAY"):
+        return
+    if os.environ.get("DISPLAY"):
+        from app.display_check import check_x11_display
+
+        check_x11_display(os.environ["DISPLAY"])
         return
     if options.unattended:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
