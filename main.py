@@ -7,6 +7,7 @@
     python main.py bench-accuracy       accuracy table of every mode on fixed synthetic scenes
     python main.py bench-speed          per-stage milliseconds at 640x480 (medians)
     python main.py devices              connected RealSense / Orbbec cameras
+    python main.py soak --minutes 60    the live window for an hour, driven and measured (app/soak.py)
 
 This is the only module that parses arguments; it builds the engine's dataclasses and passes them
 down. Errors the user can act on are `UserError`s, printed as one sentence with exit code 2 (usage)
@@ -35,36 +36,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see '{self.prog} --help').\n")
 
 
-class Progress:
-    """A one-line progress bar on stderr (redrawn in place on a terminal, every 10% otherwise)."""
-
-    def __init__(self, label: str, total: int | None, stream=sys.stderr) -> None:
-        self.label, self.total, self.stream = label, total, stream
-        self.tty = stream.isatty()
-        self._last_tenth = -1
-
-    def update(self, done: int) -> None:
-        if self.total:
-            tenth = int(10 * done / self.total)
-            if not self.tty and tenth == self._last_tenth:
-                return
-            self._last_tenth = tenth
-            filled = int(30 * done / self.total)
-            text = f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}"
-        else:
-            text = f"{self.label} {done}"
-        self.stream.write(("\r" + text) if self.tty else text + "\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 # -- commands ----------------------------------------------------------------------------------------
 def _engine_config(args: argparse.Namespace):
-    from engines.config import DepthConfig, EngineConfig
+    from engines.config import EngineConfig
 
     return EngineConfig(
         mode=args.mode,
@@ -123,16 +97,21 @@ def cmd_process(args: argparse.Namespace) -> int:
         save_prior_path=args.save_prior,
     )
     out_dir = Path(args.out)
-    progress: dict[str, Progress] = {}
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
 
     def on_progress(stage: str, done: int, total: int | None) -> None:
-        if stage not in progress:
-            progress[stage] = Progress(stage, total)
-        progress[stage].update(done)
-        if total is not None and done >= total:
-            progress[stage].finish()
+        bar = bars.get(stage)
+        if bar is None:  # drawn on a terminal only (disable=None), so logs and pipes get just the summary
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="frame", file=sys.stderr, disable=None)
+        bar.update(done - bar.n)
 
-    summary = process_recording(args.input, out_dir, _engine_config(args), options, on_progress)
+    try:
+        summary = process_recording(args.input, out_dir, _engine_config(args), options, on_progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"Processed {summary.frames} frames of '{args.input}' in {summary.seconds:.1f} s "
@@ -146,7 +125,7 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from engines.batch import evaluate_predictions
+    from engines.evaluation.predictions import evaluate_predictions
 
     report = evaluate_predictions(args.input, Path(args.pred))
     print(f"{report.frames} frames with ground truth (SAD/1000, MSE*1000, Grad/1000, Conn/1000, whole image):")
@@ -156,7 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from engines.synth import SceneConfig, write_scene
+    from engines.synth.scene import SceneConfig, write_scene
 
     config = SceneConfig(
         width=args.width, height=args.height, n_background=args.background_frames,
@@ -172,7 +151,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
-    from engines.benchmark import speed_benchmark
+    from engines.evaluation.benchmark import speed_benchmark
 
     rows = speed_benchmark(width=args.width, height=args.height, frames=args.frames)
     print(f"Median milliseconds per frame at {args.width}x{args.height} over {args.frames} frames "
@@ -183,7 +162,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_accuracy(args: argparse.Namespace) -> int:
-    from engines.benchmark import accuracy_benchmark, benchmark_variants, format_table
+    from engines.evaluation.benchmark import accuracy_benchmark, benchmark_variants, format_table
 
     variants = benchmark_variants(args.modes, post=args.post_kinds, ablations=not args.no_ablations,
                                   post_band_px=args.post_band, vitmatte_dir=args.vitmatte, model_dir=args.models,
@@ -200,7 +179,7 @@ def cmd_bench_accuracy(args: argparse.Namespace) -> int:
 def cmd_photo(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from engines.benchmark import real_photo_check
+    from engines.evaluation.benchmark import real_photo_check
     from sensors.image_io import write_color
 
     for path in (args.image, args.plate):
@@ -273,6 +252,25 @@ def cmd_gui(args: argparse.Namespace) -> int:
     return run_gui(options)
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    """The real window on a looping recording for --minutes, exercised and measured; exit 1 on a failed verdict."""
+    from app.soak import SoakOptions, SoakSetupError, format_summary, run_soak
+    from app.soak_samples import Limits
+
+    if "://" not in args.source and not Path(args.source).exists():
+        raise _usage(f"'{args.source}' does not exist: give a recording folder or a camera URI with --source.")
+    limits = Limits() if args.warmup is None else Limits(min_warmup_s=args.warmup)
+    options = SoakOptions(source=args.source, minutes=args.minutes, out_dir=Path(args.out),
+                          action_every_s=args.every, sample_every_s=args.sample_every,
+                          settle_s=min(10.0, args.sample_every), limits=limits)
+    try:
+        result = run_soak(options)
+    except SoakSetupError as error:
+        raise _runtime(str(error)) from None
+    print(format_summary(result), flush=True)
+    return result.exit_code
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """No arguments: the app on the bundled recording, or headless processing into out/ without a display."""
     if not DEMO_RECORDING.is_dir():
@@ -332,8 +330,8 @@ _positive_float = _float_where(lambda v: v > 0.0, "positive")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engines.pipeline import MODES
-    from engines.post_matting import KINDS as POST_KINDS
+    from engines.matting.pipeline import MODES
+    from engines.matting.post_matting import KINDS as POST_KINDS
 
     parser = _Parser(prog="main.py", description="Live background replacement with an RGB-D camera (DART).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
@@ -438,6 +436,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="list connected RealSense and Orbbec cameras")
     p.set_defaults(run=cmd_devices)
+
+    p = sub.add_parser("soak", help="run the live window for a long time, exercising it; fail on errors, hangs, growth")
+    p.add_argument("--minutes", type=_positive_float, default=60.0, help="length of the run (default: 60)")
+    p.add_argument("--source", default=str(DEMO_RECORDING), help="recording or camera URI (default: the demo)")
+    p.add_argument("--out", default=str(DEFAULT_OUT / "soak"), help="folder for soak.csv and soak.png (default: out/soak)")
+    p.add_argument("--every", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="seconds between user actions (default: 30)")
+    p.add_argument("--sample-every", type=_positive_float, default=10.0, metavar="SECONDS",
+                   help="seconds between samples (default: 10)")
+    p.add_argument("--warmup", type=_positive_float, default=None, metavar="SECONDS",
+                   help="minimum warm-up before growth is judged (default: 60; also >= 20%% of the run and one cycle)")
+    p.set_defaults(run=cmd_soak)
     return parser
 
 

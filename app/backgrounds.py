@@ -1,4 +1,4 @@
-"""The replacement background the app composites over: `engines.compositing` backgrounds plus video.
+"""The replacement background the app composites over: `engines.matting.compositing` backgrounds plus video.
 
 `make_replacement(spec, blur_sigma_px)` checks the user's choice at once (UserError with one
 sentence) and returns an object with `render(color_rgb, depth_m, focus_m=None)` -> uint8 HxWx3 RGB
@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.compositing import Background, composite, fit_background, parse_background_spec
-from engines.foreground import ForegroundEstimator
+from engines.matting.compositing import Background, composite, fit_background, parse_background_spec
+from engines.matting.foreground import ForegroundEstimator
 from sensors.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.background_prior import BackgroundPrior, BackgroundPriorBuilder, CaptureReport, validate_capture
+from engines.matting.background_prior import BackgroundPrior, BackgroundPriorBuilder, CaptureReport, validate_capture
 from engines.config import DepthConfig
 
 COUNTDOWN = "countdown"
@@ -73,3 +73,12 @@ class BackgroundCapture:
             raise ValueError("no frame was captured")
         report = validate_capture(self.builder, min_frames=min(10, self.total))
         return self.builder.build(config), report
+
+
+def set_camera_auto(source, enabled: bool) -> None:
+    """Turn a source's auto exposure and white balance on or off where it offers that (RealSense, Orbbec);
+    other sources (recordings, folders, None) are left alone. Raises what the camera SDK raises."""
+    name = "unlock_exposure_and_white_balance" if enabled else "lock_exposure_and_white_balance"
+    method = getattr(source, name, None)
+    if callable(method):
+        method()

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 from app.backgrounds import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_video
 from app.settings import AppSettings, switch_available
 from app.views import VIEWS
-from engines.pipeline import MODES
+from engines.matting.pipeline import MODES
 
 MAX_GATE_DM = 60  # depth gate slider: decimetres, 0 = off
 MAX_SMOOTHING_PERCENT = 90

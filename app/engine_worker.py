@@ -5,11 +5,8 @@ own thread, the frame source (through `sensors.frame_queue.FrameQueue`, whose re
 thread), the `MattingPipeline`, the replacement background, the background capture, the scene
 change monitor, and the virtual camera and recorder (`app.outputs.Outputs`).
 
-Post-matting (`EngineConfig.post` other than "none") never runs in the live path: the pipeline is
-built without it, and an `app.post_worker.PostMattingWorker` refines the newest matted frame on its
-own thread. Each new post result is composited (with a second `Compositor`, so a video background
-does not skip frames in the live output) into `EngineSnapshot.post_output`, a few frames behind the
-live `output`; the virtual camera, the recorder and the fps follow the live output only.
+Post-matting never runs in the live path: `app.post_output.PostOutput` refines the newest matted frame
+on its own thread into `EngineSnapshot.post_output`, a few frames behind the live `output`.
 
 Talking to it (any thread, never blocking):
 - commands (`open_source`, `set_engine_config`, `set_background`, `start_capture`, ...) are queued
@@ -25,19 +22,25 @@ latest-frame semantics (older frames are dropped when the engine is slower than 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 
 from app.backgrounds import Compositor
-from app.capture import BackgroundCapture, CaptureProgress
+from app.capture import BackgroundCapture, set_camera_auto
+from app.engine_state import (
+    FPS_WINDOW,
+    EngineSnapshot,
+    EngineStats,
+    PostStats,
+    WorkerOptions,
+    replace_config,
+    running_fps,
+)
 from app.events import (
     CAPTURE_DONE,
     CAPTURE_FAILED,
@@ -53,85 +56,19 @@ from app.events import (
     describe,
 )
 from app.outputs import Outputs
-from app.post_worker import PostJob, PostMattingWorker, make_post_worker
+from app.post_output import PostOutput, post_key
+from app.post_worker import PostJob
 from app.recorder import RecordOptions
 from app.scene_monitor import SceneChangeMonitor
-from app.scene_store import SceneStore
-from engines.background_prior import BackgroundPrior, CaptureReport
+from engines.matting.background_prior import BackgroundPrior, CaptureReport
 from engines.config import EngineConfig
-from engines.pipeline import MattingPipeline, MattingResult
+from engines.matting.pipeline import MattingPipeline
 from sensors.errors import UserError
 from sensors.frame import Frame
 from sensors.frame_queue import FrameQueue
 from sensors.source import SourceInfo, open_source
 
 log = logging.getLogger(__name__)
-
-FPS_WINDOW = 30  # frames in the running fps estimate
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    """fps: frames the engine finished per second (running); timings_ms: the last frame's stages."""
-
-    fps: float = 0.0
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    dropped: int = 0
-    latency_ms: float | None = None
-    matted: int = 0  # frames matted since the source was opened
-    shown: int = 0  # frames published since the source was opened
-
-
-@dataclass(frozen=True)
-class PostStats:
-    """The post-matting thread's state at one snapshot.
-
-    ms: milliseconds the last post frame took (None before the first); behind: live frames published
-    since the frame of `post_output`; dropped: jobs replaced by newer ones before they ran.
-    """
-
-    ms: float | None = None
-    behind: int | None = None
-    dropped: int = 0
-
-
-@dataclass(frozen=True)
-class EngineSnapshot:
-    """What the engine made of one frame; arrays are never modified after publishing.
-
-    output: uint8 HxWx3 RGB, the composite (the raw colour while no background is captured);
-    result: None while there is no background or during capture.
-    post_output: uint8 HxWx3 RGB, the newest post-matted composite (of an earlier frame), or None
-    (post-matting off, no result yet, or no live matte); post_stats: None while post-matting is off.
-    """
-
-    seq: int
-    frame: Frame
-    depth_m: np.ndarray
-    result: MattingResult | None
-    output: np.ndarray
-    stats: EngineStats
-    capture: CaptureProgress | None
-    has_prior: bool
-    info: SourceInfo
-    source_uri: str
-    post_output: np.ndarray | None = None
-    post_stats: PostStats | None = None
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """How the worker behaves beyond the engine configuration."""
-
-    scene_store: SceneStore | None = None  # None: priors are not saved or restored
-    capture_frames: int = 60
-    countdown_s: float = 3.0
-    vcam_backend: str | None = None  # pyvirtualcam backend name (None: any)
-    loop_recordings: bool = True
-    pace_recordings: bool = True  # play recordings at their frame rate (False: as fast as the engine runs)
-    stop_after_matted: int | None = None  # idle (and report FINISHED) after this many matted frames
-    scene_patience_frames: int = 90  # consecutive "different" frames before SCENE_CHANGED
-
 
 class EngineWorker:
     """Engine thread; see the module docstring. Call `start()` once and `stop()` when done."""
@@ -145,11 +82,7 @@ class EngineWorker:
         self._initial_background = (background, blur_sigma_px)
         self._compositor = Compositor()
         self._background_args: tuple[str, float] | None = None  # the last background that worked
-        self._post: PostMattingWorker | None = None  # post-matting thread (config.post != "none")
-        self._post_compositor: Compositor | None = None
-        self._post_output: np.ndarray | None = None
-        self._post_seq = -1  # snapshot seq of the frame _post_output shows
-        self._post_ms: float | None = None
+        self._post: PostOutput | None = None  # post-matting thread and composite (config.post != "none")
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._latest: EngineSnapshot | None = None
         self._stop = threading.Event()
@@ -184,7 +117,7 @@ class EngineWorker:
             frames.close(timeout=max(0.05, 0.5 * timeout))
         post = self._post
         if post is not None:
-            post.stop(timeout=0.0)  # a running job cannot be interrupted: its daemon thread ends after it
+            post.worker.stop(timeout=0.0)  # a running job cannot be interrupted: its daemon thread ends after it
         if self._thread.is_alive():
             self._thread.join(max(0.0, deadline - time.monotonic()))
         alive = self._thread.is_alive() or (frames is not None and frames.stats().running)
@@ -335,7 +268,8 @@ class EngineWorker:
         self._skip_below = 0
         self._done_times.clear()
         self._latest = None
-        self._forget_post()
+        if self._post is not None:
+            self._post.reset()
         try:
             info = self._open_stream(uri)
         except Exception as exc:
@@ -396,7 +330,7 @@ class EngineWorker:
                 return
         old = self._config
         self._config, self._pipeline = config, pipeline
-        if self._post is None or _post_key(config) != _post_key(old):
+        if self._post is None or post_key(config) != post_key(old):
             self._start_post(config)
 
     # post-matting ------------------------------------------------------------------------------------
@@ -406,53 +340,21 @@ class EngineWorker:
         if getattr(config, "post", "none") == "none":
             return
         try:
-            post = make_post_worker(config, on_error=lambda message: self._emit(ERROR, message))
-            compositor = Compositor()
-            if self._background_args is not None:
-                compositor.set_background(*self._background_args)
+            self._post = PostOutput.start(config, self._prior, self._background_args,
+                                          on_error=lambda message: self._emit(ERROR, message))
         except Exception as exc:  # e.g. ViTMatte weights missing: live matting goes on without it
             self._emit(ERROR, f"Cannot start post-matting '{config.post}': {describe(exc)}")
-            return
-        if self._prior is not None:
-            post.set_prior(self._prior)
-            compositor.set_plate(self._prior.color_mean)
-        post.start()
-        self._post, self._post_compositor = post, compositor
 
     def _stop_post(self) -> None:
         post, self._post = self._post, None
-        compositor, self._post_compositor = self._post_compositor, None
         if post is not None:
-            post.stop(timeout=0.05)  # a running job cannot be interrupted: its daemon thread ends after it
-        if compositor is not None:
-            compositor.close()
-        self._forget_post()
-
-    def _forget_post(self) -> None:
-        """Drop the post composite and any queued job (new source, new background prior)."""
-        self._post_output, self._post_seq, self._post_ms = None, -1, None
-        if self._post is not None:
-            self._post.reset()
-
-    def _follow_post(self) -> PostStats:
-        """Composite the post-matting thread's newest result when it is new; its state for the snapshot."""
-        post = self._post
-        done = post.latest()
-        if done is not None and done.seq != self._post_seq:
-            alpha = done.alpha
-            gate = self._config.max_subject_distance_m
-            if gate is not None:
-                alpha = np.where(done.depth_m > gate, np.float32(0.0), alpha)
-            self._post_output = self._post_compositor.compose(done.color, done.depth_m, alpha)
-            self._post_seq, self._post_ms = done.seq, done.ms
-        behind = self._seq - self._post_seq if self._post_output is not None else None
-        return PostStats(ms=self._post_ms, behind=behind, dropped=post.dropped)
+            post.stop()
 
     def _set_background(self, spec: str, blur_sigma_px: float) -> None:
         try:
             self._compositor.set_background(spec, blur_sigma_px)
-            if self._post_compositor is not None:
-                self._post_compositor.set_background(spec, blur_sigma_px)
+            if self._post is not None:
+                self._post.set_background(spec, blur_sigma_px)
         except Exception as exc:  # the previous background stays
             self._emit(ERROR, f"Cannot use that background: {describe(exc)}")
             return
@@ -463,10 +365,8 @@ class EngineWorker:
         self._prior = prior
         self._compositor.set_plate(prior.color_mean)
         self._monitor.reset()
-        self._forget_post()
         if self._post is not None:
             self._post.set_prior(prior)
-            self._post_compositor.set_plate(prior.color_mean)
 
     # capture ---------------------------------------------------------------------------------------------
     def _start_capture(self, frames: int | None, countdown_s: float | None) -> None:
@@ -529,19 +429,12 @@ class EngineWorker:
         self._camera_auto(False)
 
     def _camera_auto(self, enabled: bool) -> None:
-        """Turn the camera's auto exposure / white balance on or off, where the source offers it.
-
-        Off while a background is in use keeps the colours of the scene those of the captured plate.
-        """
-        source = self._frames.source if self._frames is not None else None
-        name = "unlock_exposure_and_white_balance" if enabled else "lock_exposure_and_white_balance"
-        method = getattr(source, name, None)
-        if callable(method):
-            try:
-                method()
-            except Exception as exc:
-                action = "unlock" if enabled else "lock"
-                self._emit(ERROR, f"Could not {action} the camera's exposure and white balance: {describe(exc)}")
+        """Camera auto exposure / white balance: off while a background is in use (colours stay the plate's)."""
+        try:
+            set_camera_auto(self._frames.source if self._frames is not None else None, enabled)
+        except Exception as exc:
+            action = "unlock" if enabled else "lock"
+            self._emit(ERROR, f"Could not {action} the camera's exposure and white balance: {describe(exc)}")
 
     # frames --------------------------------------------------------------------------------------------
     def _process(self, frame: Frame) -> None:
@@ -578,7 +471,7 @@ class EngineWorker:
         self._done_times.append(done)
         queue_stats = self._frames.stats() if self._frames is not None else None
         stats = EngineStats(
-            fps=_fps(self._done_times),
+            fps=running_fps(self._done_times),
             timings_ms=timings,
             dropped=queue_stats.dropped if queue_stats else 0,
             latency_ms=queue_stats.latency_ms_median if queue_stats else None,
@@ -590,8 +483,8 @@ class EngineWorker:
         if self._post is not None and result is None:
             post_stats = PostStats(dropped=self._post.dropped)
         elif self._post is not None:  # after the live outputs: compositing a post result must not delay them
-            post_stats = self._follow_post()
-            post_output = self._post_output
+            post_stats = self._post.follow(self._seq, self._config.max_subject_distance_m)
+            post_output = self._post.output
         self._latest = EngineSnapshot(
             seq=self._seq, frame=frame, depth_m=depth_m, result=result, output=output, stats=stats,
             capture=self._capture.progress(now) if self._capture is not None else None,
@@ -603,21 +496,3 @@ class EngineWorker:
             self._finished = True
             self._close_source()
             self._emit(FINISHED, f"Processed {self._matted} frames.")
-
-
-def _fps(times: deque[float]) -> float:
-    if len(times) < 2:
-        return 0.0
-    span = times[-1] - times[0]
-    return (len(times) - 1) / span if span > 0 else 0.0
-
-
-def _post_key(config: EngineConfig) -> tuple:
-    """The configuration the post-matting thread depends on (the depth gate is applied when compositing)."""
-    return tuple(getattr(config, name, None) for name in ("post", "vitmatte_dir", "post_band_px", "depth"))
-
-
-def replace_config(config: EngineConfig, **changes) -> EngineConfig:
-    """`config` with the given fields changed, ignoring fields this EngineConfig does not have."""
-    known = {f.name for f in dataclasses.fields(config)}
-    return dataclasses.replace(config, **{k: v for k, v in changes.items() if k in known})

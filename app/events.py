@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engines.background_prior import CaptureReport
+from engines.matting.background_prior import CaptureReport
 from sensors.errors import UserError
 
 SOURCE_OPENED = "source_opened"

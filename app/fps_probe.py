@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.engine_worker import EngineWorker, WorkerOptions
+from app.engine_state import WorkerOptions
+from app.engine_worker import EngineWorker
 from app.scene_store import SceneStore
 
 

@@ -129,7 +129,7 @@ def run_gui(options: GuiOptions) -> int:
     from PySide6.QtCore import QCoreApplication, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.engine_worker import WorkerOptions
+    from app.engine_state import WorkerOptions
     from app.main_window import MainWindow
     from app.scene_store import SceneStore
     from app.settings import APPLICATION, ORGANIZATION, data_dir, load_settings, open_qsettings, save_settings

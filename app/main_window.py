@@ -30,7 +30,8 @@ from app.backgrounds import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from app.capture import COUNTDOWN
 from app.capture_panel import CapturePanel, failure_dialog
 from app.controls import BackgroundControls, EngineControls
-from app.engine_worker import EngineSnapshot, EngineWorker, WorkerOptions
+from app.engine_state import EngineSnapshot, WorkerOptions
+from app.engine_worker import EngineWorker
 from app.events import EngineEvent
 from app.message_bar import MessageBar
 from app.recorder import RecordOptions, default_recording_folder

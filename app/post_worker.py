@@ -28,10 +28,10 @@ from typing import Callable
 import numpy as np
 
 from app.events import describe
-from engines.background_prior import BackgroundPrior
+from engines.matting.background_prior import BackgroundPrior
 from engines.config import DepthConfig, EngineConfig
-from engines.pipeline import MattingResult
-from engines.post_matting import PostMatting, PostMattingStage, make_post_matting
+from engines.matting.result import MattingResult
+from engines.matting.post_matting import PostMatting, PostMattingStage, make_post_matting
 
 log = logging.getLogger(__name__)
 

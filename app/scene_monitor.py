@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.background_prior import BackgroundPrior
+from engines.matting.background_prior import BackgroundPrior
 
 
 @dataclass(frozen=True)

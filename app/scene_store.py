@@ -13,7 +13,7 @@ import logging
 import re
 from pathlib import Path
 
-from engines.background_prior import BackgroundPrior
+from engines.matting.background_prior import BackgroundPrior
 from sensors.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QStandardPaths
 
 from engines.config import EngineConfig
-from engines.pipeline import MODES
+from engines.matting.pipeline import MODES
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from app.engine_worker import EngineSnapshot
+from app.engine_state import EngineSnapshot
 
 # view key -> label shown in the window
 VIEWS: dict[str, str] = {

@@ -3,7 +3,8 @@
 `VirtualCamera(width, height, fps)` opens a pyvirtualcam camera taking RGB frames
 (uint8 HxWx3, RGB order) and `send`s them; any failure to open (no backend, no v4l2loopback
 device, OBS not installed) raises `VirtualCameraUnavailable`, whose `help` holds the exact steps
-for this operating system. Used from the engine thread, never the GUI thread.
+for this operating system. Used from the engine thread, never the GUI thread. `CountingCamera`
+is an in-memory backend for soak runs where no device exists.
 """
 
 from __future__ import annotations
@@ -99,3 +100,44 @@ class VirtualCamera:
                 camera.close()
             except Exception:
                 log.warning("closing the virtual camera failed", exc_info=True)
+
+
+MEMORY_BACKEND = "counting-memory"
+
+
+class CountingCamera:
+    """A pyvirtualcam backend that only counts the frames it is sent (see pyvirtualcam.camera.Backend);
+    for soak runs on machines without v4l2loopback."""
+
+    frames = 0
+
+    def __init__(self, *, width, height, fps, fourcc, device, **_kw) -> None:
+        self.width, self.height = width, height
+
+    def send(self, frame) -> None:
+        CountingCamera.frames += 1
+
+    def close(self) -> None:
+        pass
+
+    def device(self) -> str:
+        return MEMORY_BACKEND
+
+    def native_fourcc(self):
+        return None
+
+
+def counting_backend_unless_device(name: str = MEMORY_BACKEND) -> tuple[str | None, bool]:
+    """(backend name for the worker, whether `CountingCamera` was registered under `name`): None and
+    False when a real virtual-camera device opens, else `CountingCamera` registered as `name`."""
+    try:
+        import pyvirtualcam
+    except Exception:  # noqa: BLE001 (ImportError or a native module that fails: the worker reports it)
+        return None, False
+    try:
+        with pyvirtualcam.Camera(64, 48, 30.0):
+            return None, False  # a real device exists: use it
+    except Exception as exc:  # noqa: BLE001 (every backend's complaint: no device)
+        log.debug("no virtual camera device (%s): using the in-memory backend", exc)
+    pyvirtualcam.register_backend(name, CountingCamera)
+    return name, True

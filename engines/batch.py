@@ -1,4 +1,4 @@
-"""Headless batch processing of recordings (`main.py process`) and evaluation (`main.py eval`).
+"""Headless batch processing of recordings (`main.py process`).
 
 `process_recording` builds the background prior (from the recording's first N frames, another
 recording, or a saved .npz), mattes every other frame with `MattingPipeline` and writes each
@@ -12,19 +12,18 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
-from engines.background_prior import BackgroundPrior, BackgroundPriorBuilder, validate_capture
-from engines.compositing import make_background, composite, rgba_foreground
-from engines.config import DepthConfig, EngineConfig
-from engines.foreground import ForegroundEstimator
-from engines.metrics import METRIC_NAMES, evaluate, mean_metrics
-from engines.pipeline import MattingPipeline
+from engines.matting.background_prior import BackgroundPrior, build_prior
+from engines.matting.compositing import make_background, composite, rgba_foreground
+from engines.config import EngineConfig
+from engines.matting.foreground import ForegroundEstimator
+from engines.matting.pipeline import MattingPipeline
 from sensors.errors import UserError
 from sensors.frame import Frame
-from sensors.image_io import read_alpha, write_alpha_png, write_color
+from sensors.image_io import write_alpha_png, write_color
 from sensors.source import open_source
 
 log = logging.getLogger(__name__)
@@ -57,33 +56,6 @@ class ProcessSummary:
 
 def frame_name(index: int) -> str:
     return f"{index:06d}.png"
-
-
-def build_prior(
-    frames: Iterable[Frame], count: int | None, config: DepthConfig, on_progress: ProgressCallback | None = None
-) -> tuple[BackgroundPrior, list[str]]:
-    """The background prior from the first `count` frames (all when None), plus capture warnings."""
-    builder: BackgroundPriorBuilder | None = None
-    for frame in frames:
-        if builder is None:
-            builder = BackgroundPriorBuilder(frame.height, frame.width)
-        elif (frame.height, frame.width) != (builder.height, builder.width):
-            raise UserError(
-                f"Background frame {frame.index} is {frame.width}x{frame.height} but earlier ones are "
-                f"{builder.width}x{builder.height}: use background frames of one size."
-            )
-        builder.add(frame.color, frame.depth_m())
-        if on_progress:
-            on_progress("background", builder.count, count)
-        if count is not None and builder.count >= count:
-            break
-    if builder is None or builder.count == 0:
-        raise UserError("No background frames were read: the background recording is empty.")
-    if count is not None and builder.count < count:
-        raise UserError(f"Asked for {count} background frames but the recording has only {builder.count}.")
-    report = validate_capture(builder)
-    warnings = [] if report.ok else [report.message]
-    return builder.build(config), warnings
 
 
 def _frames_after(source_iter: Iterator[Frame], skip: int) -> Iterator[Frame]:
@@ -192,45 +164,3 @@ class _OutputWriter:
             if "composite" in self.save:
                 background = self.background.render(frame.color, depth_m)
                 write_color(self.out_dir / "composite" / name, composite(frame.color, alpha, background, foreground_u8))
-
-
-@dataclass
-class EvaluationReport:
-    frames: int
-    metrics: dict[str, float]
-    per_frame: dict[int, dict[str, float]]
-
-
-def _prediction_path(pred_dir: Path, index: int) -> Path | None:
-    for folder in (pred_dir / "alpha", pred_dir):
-        path = folder / frame_name(index)
-        if path.is_file():
-            return path
-    return None
-
-
-def evaluate_predictions(input_path: str, pred_dir: Path) -> EvaluationReport:
-    """Mean SAD/MSE/Grad/Conn (DART scaling) of predicted alpha PNGs against the recording's alpha/."""
-    if not pred_dir.is_dir():
-        raise UserError(f"Prediction folder '{pred_dir}' does not exist: run 'main.py process' first.", 2)
-    per_frame: dict[int, dict[str, float]] = {}
-    with open_source(input_path) as source:
-        background_frames = source.info.background_frames or 0
-        for frame in source:
-            if frame.index < background_frames or frame.alpha is None:
-                continue
-            path = _prediction_path(pred_dir, frame.index)
-            if path is None:
-                continue
-            pred = read_alpha(path)
-            if pred.shape != frame.alpha.shape:
-                raise UserError(f"'{path}' is {pred.shape[1]}x{pred.shape[0]} but the recording is "
-                                f"{frame.width}x{frame.height}: predictions must match the recording's size.")
-            per_frame[frame.index] = evaluate(pred, frame.alpha)
-    if not per_frame:
-        raise UserError(
-            f"No frame of '{input_path}' has both a ground-truth alpha and a prediction in '{pred_dir}': "
-            "check the recording has an alpha/ folder and the predictions are named like 000030.png."
-        )
-    metrics = mean_metrics(per_frame.values())
-    return EvaluationReport(frames=len(per_frame), metrics={k: metrics[k] for k in METRIC_NAMES}, per_frame=per_frame)

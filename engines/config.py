@@ -29,7 +29,7 @@ class DepthConfig:
     blur_sigma_px: float = 1.0  # post-processing blur of A_D at the working resolution
     min_region_fraction: float = 0.002  # foreground blobs smaller than this share of the image are removed
     work_scale: float = 0.25  # depth posterior runs at 1/4 of colour resolution, like the base network
-    calibrated_residual: bool = True  # eq. 9 against the calibrated evidence (engines.depth_evidence), not raw A_D
+    calibrated_residual: bool = True  # eq. 9 against the calibrated evidence (engines.matting.depth_evidence), not raw A_D
     std_floor_ratio: float = 0.005  # eq. 4 extension: std >= ratio * mean (stable, quantised sensors report std 0)
 
 
@@ -45,7 +45,7 @@ class EngineConfig:
     error_map_correction: bool = True  # dart: select refined patches by E_RGBD (eq. 10), else by E_RGB
     depth_refiner: bool = True  # dart: RGB-D patches in the refiner (eq. 11), else the RGB refiner
     model_dir: str = str(DEFAULT_MODEL_DIR)  # student / refiner ONNX files for the network modes
-    student_file: str = "student.onnx"  # base network file in model_dir (engines.dart_matting)
+    student_file: str = "student.onnx"  # base network file in model_dir (engines.matting.dart_matting)
     refine_patches: int = 700  # k: 4x4 patches refined per frame (~30 fps on 2 CPU cores at 640x480, README)
     post: str = "none"  # post-matting on a depth-derived trimap: "none" | "closed-form" | "vitmatte"
     post_band_px: int = 3  # widen the trimap's unknown band by this many pixels

@@ -84,7 +84,7 @@ def _run_with_timeout(sdk: str, lister, timeout_s: float) -> list[DeviceInfo]:
 
 
 def _load_realsense():
-    from sensors.realsense import import_pyrealsense2
+    from sensors.realsense.sdk import import_pyrealsense2
 
     return import_pyrealsense2()
 
@@ -96,7 +96,7 @@ def _load_orbbec():
 
 
 def _list_realsense() -> list[DeviceInfo]:
-    from sensors.realsense import camera_info_value, common_modes, device_modes
+    from sensors.realsense.sdk import camera_info_value, common_modes, device_modes
 
     rs = _load_realsense()
     found = []

@@ -11,7 +11,7 @@ device timestamp in seconds and `host_time`.
 
 The SDK writes a `Log/` folder into the working directory and prints a line on import unless told
 otherwise; `import_pyorbbecsdk` silences both (file logging off, console only for errors).
-Orbbec `.bag` files are not RealSense `.bag` files: plain `.bag` paths go to `sensors.realsense`.
+Orbbec `.bag` files are not RealSense `.bag` files: plain `.bag` paths go to `sensors.realsense.source`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import cv2
 import numpy as np
 
 from sensors.errors import UserError
 from sensors.frame import Frame, Intrinsics
-from sensors.source import Source, SourceInfo
+from sensors.source import CameraMode, Source, SourceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -198,28 +199,21 @@ def parse_orbbec_uri(uri: str) -> tuple[str | None, str | None]:
 class OrbbecSource(Source):
     """An Orbbec camera or Orbbec `.bag` recording (see module doc) with depth aligned to colour.
 
-    width, height, fps: colour mode (RGB preferred; other formats are decoded); depth uses
-    depth_width x depth_height when given, else the SDK's default depth mode at `fps`.
-    timeout_s: longest wait for one frameset before `UserError` (camera stalled or unplugged).
+    mode: `CameraMode` (also from the URI query, e.g. orbbec://?width=1280&height=720): colour mode (RGB
+    preferred; other formats are decoded); depth uses depth_width x depth_height when given, else the
+    SDK's default depth mode at `fps`; timeout_s: longest wait for one frameset before `UserError`.
     """
 
-    def __init__(
-        self,
-        uri: str,
-        *,
-        width: int = 640,
-        height: int = 480,
-        fps: int = 30,
-        depth_width: int | None = None,
-        depth_height: int | None = None,
-        timeout_s: float = 5.0,
-    ) -> None:
+    def __init__(self, uri: str, *, mode: CameraMode | None = None) -> None:
         super().__init__()
         self.uri = uri
         self.serial, self.path = parse_orbbec_uri(uri)
-        self.width, self.height, self.fps = width, height, fps
-        self.depth_width, self.depth_height = depth_width, depth_height
-        self.timeout_s = timeout_s
+        query = {k.lower(): v[-1] for k, v in parse_qs(uri.partition("?")[2]).items()}
+        mode = (mode or CameraMode()).with_query(query, uri)
+        self.mode = mode
+        self.width, self.height, self.fps = mode.width, mode.height, mode.fps
+        self.depth_width, self.depth_height = mode.depth_width, mode.depth_height
+        self.timeout_s = mode.timeout_s
         self.state = "closed"
         self._ob = None
         self._ctx = None

@@ -14,12 +14,43 @@ lazily by `open_source`, so a missing SDK only matters when it is asked for.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 from sensors.errors import UserError
 from sensors.frame import Frame
+
+
+@dataclass(frozen=True)
+class CameraMode:
+    """The stream settings every camera source takes (RealSense, Orbbec).
+
+    width, height, fps: the colour mode (pixels, frames per second); depth_width / depth_height: the
+    depth mode (None: the source's default, for RealSense the colour size); timeout_s: the longest
+    wait for one frameset before the camera counts as stalled (seconds).
+    """
+
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    depth_width: int | None = None
+    depth_height: int | None = None
+    timeout_s: float = 5.0
+
+    def with_query(self, query: dict[str, str], uri: str) -> "CameraMode":
+        """This mode with the URI's query options (width, height, fps, depth_width, depth_height) applied.
+
+        Raises `UserError` (exit code 2) when one of them is not a whole number.
+        """
+        names = ("width", "height", "fps", "depth_width", "depth_height")
+        try:
+            changes = {name: int(query[name]) for name in names if name in query}
+        except ValueError as exc:
+            raise UserError(
+                f"'{uri}' has a non-numeric width, height or fps: use e.g. ?width=640&height=480&fps=30.", 2
+            ) from exc
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -146,9 +177,9 @@ def _is_redwood_folder(path: Path) -> bool:
     return (path / "color").is_dir() and (path / "depth").is_dir() and not (path / "meta.json").exists()
 
 
-register_scheme("realsense", "sensors.realsense", "RealSenseSource")
+register_scheme("realsense", "sensors.realsense.source", "RealSenseSource")
 register_scheme("orbbec", "sensors.orbbec", "OrbbecSource")
-register_path_kind(_is_realsense_file, "sensors.realsense", "RealSenseSource")
+register_path_kind(_is_realsense_file, "sensors.realsense.source", "RealSenseSource")
 register_path_kind(_is_rgbd_folder, "sensors.rgbd_folder", "RgbdFolderSource")
 register_path_kind(_is_tum_folder, "sensors.tum_folder", "TumFolderSource")
 register_path_kind(_is_redwood_folder, "sensors.redwood_folder", "RedwoodFolderSource")

@@ -17,7 +17,8 @@ pytest.importorskip("pytestqt")
 from app import events as ev  # noqa: E402
 from app.backgrounds import make_replacement  # noqa: E402
 from app.capture import COLLECTING, COUNTDOWN, BackgroundCapture  # noqa: E402
-from app.engine_worker import EngineWorker, WorkerOptions  # noqa: E402
+from app.engine_state import WorkerOptions  # noqa: E402
+from app.engine_worker import EngineWorker  # noqa: E402
 from app.events import EngineEvent  # noqa: E402
 from app.launch import GuiOptions, run_gui  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
@@ -26,9 +27,9 @@ from app.scene_monitor import SceneChangeMonitor, check_scene  # noqa: E402
 from app.scene_store import SceneStore, scene_key  # noqa: E402
 from app.settings import AppSettings, load_settings, open_qsettings, save_settings  # noqa: E402
 from app.views import VIEWS  # noqa: E402
-from engines.background_prior import BackgroundPriorBuilder  # noqa: E402
+from engines.matting.background_prior import BackgroundPriorBuilder  # noqa: E402
 from engines.config import DepthConfig  # noqa: E402
-from engines.synth import SceneConfig, write_scene  # noqa: E402
+from engines.synth.scene import SceneConfig, write_scene  # noqa: E402
 from sensors.errors import UserError  # noqa: E402
 from sensors.frame import Frame, Intrinsics  # noqa: E402
 from sensors.source import open_source  # noqa: E402

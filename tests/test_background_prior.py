@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from engines.background_prior import (
+from engines.matting.background_prior import (
     BackgroundPrior,
     BackgroundPriorBuilder,
     eq4_mean_std,

@@ -1,4 +1,4 @@
-"""Compositing and backgrounds (engines/compositing.py), foreground colours (engines/foreground.py)."""
+"""Compositing and backgrounds (engines/matting/compositing.py), foreground colours (engines/matting/foreground.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engines import compositing as comp
-from engines.foreground import ForegroundEstimator, estimate_foreground
+from engines.matting import compositing as comp
+from engines.matting.foreground import ForegroundEstimator, estimate_foreground
 from sensors.errors import UserError
 from sensors.image_io import write_color
 

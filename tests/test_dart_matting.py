@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from engines.background_prior import BackgroundPriorBuilder
+from engines.matting.background_prior import BackgroundPriorBuilder
 from engines.config import DepthConfig
-from engines.dart_matting import NetworkMatting, model_paths
-from engines.depth_bayes import depth_residual, fuse_error_maps, resize_depth
+from engines.matting.dart_matting import NetworkMatting, model_paths
+from engines.matting.depth_bayes import depth_residual, fuse_error_maps, resize_depth
 from engines.nets.base_net import BaseNet, student_config
-from engines.nets.onnx_runtime import export_base_net, export_refiner, resize_linear, select_patches_np
+from engines.matting.onnx_inference import resize_linear, select_patches_np
+from engines.nets.onnx_export import export_base_net, export_refiner
 from engines.nets.refiner import Refiner, RefinerConfig
-from engines.synth import SceneConfig, generate_scene
+from engines.synth.scene import SceneConfig, generate_scene
 from sensors.errors import UserError
 
 torch.set_num_threads(1)

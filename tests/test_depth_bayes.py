@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from engines.background_prior import BackgroundPrior
+from engines.matting.background_prior import BackgroundPrior
 from engines.config import DepthConfig
-from engines.depth_bayes import (
+from engines.matting.depth_bayes import (
     LikelihoodTables,
     Scratch,
     alpha_posterior_given_depth,

@@ -4,10 +4,11 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.background_prior import BackgroundPriorBuilder
+from engines.matting.background_prior import BackgroundPriorBuilder
 from engines.config import DepthConfig
-from engines.depth_matting import DepthMatting, measure_depth_stage_ms, work_size
-from engines.guided_filter import GuidedUpsampler, guided_filter, guided_upsample
+from engines.evaluation.speed import measure_depth_stage_ms
+from engines.matting.depth_matting import DepthMatting, work_size
+from engines.matting.guided_filter import GuidedUpsampler, guided_filter, guided_upsample
 from sensors.errors import UserError
 
 CFG = DepthConfig()

@@ -1,4 +1,4 @@
-"""Matting metrics against hand-computed cases (engines/metrics.py)."""
+"""Matting metrics against hand-computed cases (engines/evaluation/metrics.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from engines import metrics
+from engines.evaluation import metrics
 
 
 # -- SAD / MSE ------------------------------------------------------------------------------------

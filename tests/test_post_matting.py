@@ -8,12 +8,12 @@ import logging
 import numpy as np
 import pytest
 
-from engines.background_prior import BackgroundPriorBuilder
+from engines.matting.background_prior import BackgroundPriorBuilder
 from engines.config import DepthConfig
-from engines.depth_bayes import LikelihoodTables, alpha_posterior_given_depth, make_trimap
-from engines.metrics import sad
-from engines.pipeline import MattingResult
-from engines.post_matting import (
+from engines.matting.depth_bayes import LikelihoodTables, alpha_posterior_given_depth, make_trimap
+from engines.evaluation.metrics import sad
+from engines.matting.result import MattingResult
+from engines.matting.post_matting import (
     NoPostMatting,
     PostMatting,
     PostMattingStage,
@@ -21,8 +21,8 @@ from engines.post_matting import (
     post_matte,
     trimap_from_alpha,
     trimap_from_depth_posterior,
-    unknown_box,
 )
+from engines.matting.post_inputs import unknown_box
 from sensors.errors import UserError
 
 H, W = 40, 40
@@ -99,7 +99,7 @@ def test_trimap_from_depth_posterior_upsamples_and_thresholds(caplog):
     post = np.full((20, 20), 0.07, np.float32)  # background
     post[4:14, 2:9] = 0.6  # clearly in front (the paper's A_D never gets much higher)
     post[4:14, 11:18] = 0.5  # unknown depth: exactly P_F
-    with caplog.at_level(logging.WARNING, logger="engines.post_matting"):
+    with caplog.at_level(logging.WARNING, logger="engines.matting.post_matting"):
         paper = trimap_from_depth_posterior(post, cfg, (80, 80))
     assert paper.shape == (80, 80) and not (paper == 1.0).any()  # 0.8 is above every A_D
     assert "no definite foreground" in caplog.text
@@ -154,7 +154,7 @@ def test_none_backend_returns_a_copy_of_alpha():
 
 
 def test_closed_form_beats_trimap_alpha_in_the_unknown_band():
-    from engines.post_closed_form import ClosedFormMatting
+    from engines.matting.post_closed_form import ClosedFormMatting
 
     image, gt, trimap = _disk_scene()
     unknown = trimap == 0.5
@@ -168,7 +168,7 @@ def test_closed_form_beats_trimap_alpha_in_the_unknown_band():
 
 
 def test_closed_form_crop_only_and_degenerate_trimaps():
-    from engines.post_closed_form import ClosedFormMatting
+    from engines.matting.post_closed_form import ClosedFormMatting
 
     cf = ClosedFormMatting()
     image, gt, trimap = _disk_scene()
@@ -196,7 +196,7 @@ def test_closed_form_crop_only_and_degenerate_trimaps():
 
 
 def test_closed_form_rejects_bad_inputs():
-    from engines.post_closed_form import ClosedFormMatting
+    from engines.matting.post_closed_form import ClosedFormMatting
 
     image, alpha, trimap = _disk_scene()
     with pytest.raises(ValueError):
@@ -295,7 +295,7 @@ def _ring_trimap(h: int, w: int) -> np.ndarray:
 
 
 def test_vitmatte_loads_from_disk_and_respects_the_trimap(tiny_vitmatte):
-    from engines.post_vitmatte import ViTMatteBackend
+    from engines.matting.post_vitmatte import ViTMatteBackend
 
     random_dir, _ = tiny_vitmatte
     backend = ViTMatteBackend(random_dir, device="cpu")
@@ -313,7 +313,7 @@ def test_vitmatte_loads_from_disk_and_respects_the_trimap(tiny_vitmatte):
 
 
 def test_vitmatte_writes_the_model_output_and_crops(tiny_vitmatte):
-    from engines.post_vitmatte import ViTMatteBackend
+    from engines.matting.post_vitmatte import ViTMatteBackend
 
     _, constant_dir = tiny_vitmatte  # no preprocessor_config.json: the defaults are used
     backend = ViTMatteBackend(constant_dir, device="cpu", margin_px=8)
@@ -334,7 +334,7 @@ def test_vitmatte_writes_the_model_output_and_crops(tiny_vitmatte):
 
 
 def test_vitmatte_weights_folder_checks(tiny_vitmatte, tmp_path):
-    from engines.post_vitmatte import ViTMatteBackend, check_weights_dir, resolve_weights_dir
+    from engines.matting.post_vitmatte import ViTMatteBackend, check_weights_dir, resolve_weights_dir
 
     random_dir, _ = tiny_vitmatte
     with pytest.raises(UserError, match="not a folder"):
@@ -376,7 +376,7 @@ def test_vitmatte_unusable_device_is_a_user_error(tiny_vitmatte):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    from engines.post_vitmatte import ViTMatteBackend
+    from engines.matting.post_vitmatte import ViTMatteBackend
 
     with pytest.raises(UserError, match="cannot run on 'cuda'"):
         ViTMatteBackend(tiny_vitmatte[0], device="cuda")

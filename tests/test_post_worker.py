@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 
 from app import events as ev
-from app.engine_worker import EngineWorker, WorkerOptions
+from app.engine_state import WorkerOptions
+from app.engine_worker import EngineWorker
 from app.post_worker import NICENESS, THREAD_NAME, PostJob, PostMattingWorker
-from engines.background_prior import BackgroundPriorBuilder
-from engines.batch import build_prior
+from engines.matting.background_prior import BackgroundPriorBuilder
+from engines.matting.background_prior import build_prior
 from engines.config import DepthConfig, EngineConfig
-from engines.pipeline import MattingPipeline, MattingResult
-from engines.post_matting import PostMattingStage, make_post_matting
-from engines.synth import SceneConfig, generate_scene, write_scene
+from engines.matting.pipeline import MattingPipeline
+from engines.matting.result import MattingResult
+from engines.matting.post_matting import PostMattingStage, make_post_matting
+from engines.synth.scene import SceneConfig, generate_scene, write_scene
 
 H, W = 40, 40
 
@@ -244,7 +246,7 @@ def test_engine_turns_post_matting_on_and_off_and_reports_its_errors(monkeypatch
 
         worker.set_engine_config(EngineConfig(mode="depth", post="closed-form"))
         _wait(lambda: worker.latest().post_output is not None, timeout_s=10.0)
-        post = worker._post
+        post = worker._post.worker if worker._post is not None else None
         assert post is not None and post.running
 
         def broken(image_rgb, alpha, depth_m, trimap):

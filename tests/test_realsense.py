@@ -20,8 +20,9 @@ from sensors.source import open_source
 
 rs = pytest.importorskip("pyrealsense2")
 
-from sensors import realsense  # noqa: E402
-from sensors.realsense import DepthFilters, RealSenseSource, parse_realsense_uri, rs_color_to_rgb  # noqa: E402
+from sensors.realsense.sdk import DepthFilters, parse_realsense_uri, recording_extension, rs_color_to_rgb  # noqa: E402
+from sensors.realsense.source import NO_CAMERA_MESSAGE, RealSenseSource  # noqa: E402
+from sensors.source import CameraMode  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("rs_make_fixtures", FIXTURES / "make_fixtures.py")
@@ -198,7 +199,7 @@ def test_no_camera_is_a_user_error():
         pytest.skip("a RealSense camera is connected")
     with pytest.raises(UserError) as err:
         call_with_timeout(lambda: open_source("realsense://").open())
-    assert str(err.value) == realsense.NO_CAMERA_MESSAGE
+    assert str(err.value) == NO_CAMERA_MESSAGE
 
 
 def test_missing_sdk_names_the_pip_package(monkeypatch):
@@ -351,8 +352,10 @@ class SoftwareCameraSource(RealSenseSource):
         return FakePipeline(self.camera)
 
 
-def software_source(camera: SoftwareCamera, **kwargs) -> SoftwareCameraSource:
-    source = SoftwareCameraSource("realsense://", **kwargs)
+def software_source(camera: SoftwareCamera, width: int = 640, height: int = 480, fps: int = 30,
+                    timeout_s: float = 5.0, **kwargs) -> SoftwareCameraSource:
+    mode = CameraMode(width=width, height=height, fps=fps, timeout_s=timeout_s)
+    source = SoftwareCameraSource("realsense://", mode=mode, **kwargs)
     source.camera = camera
     return source
 
@@ -425,9 +428,9 @@ def test_lock_and_unlock_exposure_and_white_balance():
 
 
 def test_recording_a_live_session_needs_the_sdks_file_type(tmp_path):
-    assert realsense.recording_extension() == mf.sdk_extension()
-    wrong = ".bag" if realsense.recording_extension() == ".db3" else ".db3"
+    assert recording_extension() == mf.sdk_extension()
+    wrong = ".bag" if recording_extension() == ".db3" else ".db3"
     source = software_source(SoftwareCamera(), width=64, height=48, record_to=str(tmp_path / f"session{wrong}"))
     with pytest.raises(UserError) as err:
         source.open()
-    assert err.value.exit_code == 2 and realsense.recording_extension() in str(err.value)
+    assert err.value.exit_code == 2 and recording_extension() in str(err.value)

@@ -6,16 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.synth import (
-    SceneConfig,
-    TextureBank,
-    generate_scene,
-    preview_image,
-    random_sample,
-    render_frame,
-    write_scene,
-)
-from engines.synth_sensor import DepthSensor, cast_shadow, occlusion_shadow, sense_depth
+from engines.synth.preview import preview_image
+from engines.synth.samples import random_sample, render_frame
+from engines.synth.scene import SceneConfig, generate_scene, write_scene
+from engines.synth.textures import TextureBank
+from engines.synth.sensor import DepthSensor, cast_shadow, occlusion_shadow, sense_depth
 from sensors.frame import Frame, Intrinsics
 
 W, H = 160, 120

@@ -180,8 +180,8 @@ def test_train_all_ships_the_chosen_student_and_exports_the_other(tmp_path):
 
 
 def test_finetune_on_scene_writes_scene_model_and_measures(tmp_path):
-    from engines.nets.onnx_runtime import export_base_net, export_refiner
-    from engines.synth import SceneConfig, write_scene
+    from engines.nets.onnx_export import export_base_net, export_refiner
+    from engines.synth.scene import SceneConfig, write_scene
     from engines.training.scene import finetune_on_scene, read_recording
 
     recording = write_scene(SceneConfig(width=W, height=H, n_background=3, n_test=2, seed=2), tmp_path / "rec")

@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.background_prior import BackgroundPrior, eq4_mean_std
+from engines.matting.background_prior import BackgroundPrior, eq4_mean_std
 from engines.config import DepthConfig
-from engines.depth_bayes import LikelihoodTables, clean_posterior, depth_posterior, resize_depth
-from engines.depth_matting import DepthMatting
+from engines.matting.depth_bayes import LikelihoodTables, clean_posterior, depth_posterior, resize_depth
+from engines.matting.depth_matting import DepthMatting
 
 SEQUENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "urfd_depth_sequence"
 CFG = DepthConfig()

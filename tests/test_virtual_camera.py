@@ -11,12 +11,12 @@ import pytest
 pytest.importorskip("pytestqt")
 pyvirtualcam = pytest.importorskip("pyvirtualcam")
 
-from app.engine_worker import WorkerOptions  # noqa: E402
+from app.engine_state import WorkerOptions  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from app.scene_store import SceneStore  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
 from app.virtual_camera import VirtualCamera, VirtualCameraUnavailable, setup_help  # noqa: E402
-from engines.synth import SceneConfig, write_scene  # noqa: E402
+from engines.synth.scene import SceneConfig, write_scene  # noqa: E402
 
 W, H = 160, 120
 MODPROBE = 'sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label="RGB-D Matting"'

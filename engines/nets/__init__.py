@@ -8,5 +8,5 @@ Modules (each a small building block; nothing is imported here, so `engines` sta
 - `refiner`: BGMv2 two-stage patch refiner with DART's RGB-D patches; vectorised crop / replace.
 - `losses`: BGMv2 losses (eq. 1-5) and DART's distillation loss (eq. 3).
 - `convert_deeplab`: pretrained DeepLabV3 MobileNetV2 weights -> our modules (student and teacher).
-- `onnx_runtime`: ONNX export + validation, onnxruntime sessions, `OnnxMatting` (numpy refinement).
+- `onnx_export`: ONNX export and its validation against torch (inference: `engines.matting.onnx_inference`).
 """

@@ -3,7 +3,7 @@
 Owns patch selection, vectorised patch cropping and replacement, the per-patch convolution stages
 (`RefinerPatchNet`, the part exported to ONNX) and `Refiner`, which wires them:
 
-1. the selection error map (BGMv2: E_c; DART: the fused E_RGBD from `engines.depth_bayes`) is resampled
+1. the selection error map (BGMv2: E_c; DART: the fused E_RGBD from `engines.matting.depth_bayes`) is resampled
    to 1/4 resolution; each of its pixels stands for one 4x4 patch of the full-resolution frame; the
    top-k pixels (or all above a threshold) are selected;
 2. coarse alpha, foreground residual and hidden features, I, B (and the auxiliary maps) are resampled to
@@ -28,11 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engines.matting.onnx_inference import CONTEXT_FULL, CONTEXT_HALF, PATCH
 from engines.nets.base_net import clamp_unit
 
-PATCH = 4  # refined patch size at full resolution (one 1/4-resolution pixel)
-CONTEXT_HALF = 3  # context around the 2x2 core at 1/2 resolution -> 8x8 crop
-CONTEXT_FULL = 2  # context around the 4x4 core at full resolution -> 8x8 crop
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def _mm(depth_m: np.ndarray) -> np.ndarray:
 
 
 def pool_from_samples(samples: list[dict]) -> SamplePool:
-    """Pack sample dicts (`engines.synth` format: float32, metres) into a `SamplePool`."""
+    """Pack sample dicts (`engines.synth.scene` format: float32, metres) into a `SamplePool`."""
     return SamplePool(
         image=np.stack([_u8(s["image"]) for s in samples]),
         background=np.stack([_u8(s["background"]) for s in samples]),
@@ -132,8 +132,9 @@ def build_pool(
     bank: a `TextureBank` to reuse (None builds one). scene_config: `engines.synth.SceneConfig` effect
     strengths. About 50 ms per 320x240 sample on one core.
     """
-    from engines.synth import SceneConfig, sample_stream
-    from engines.synth_textures import TextureBank
+    from engines.synth.samples import sample_stream
+    from engines.synth.scene import SceneConfig
+    from engines.synth.textures import TextureBank
 
     config = scene_config or SceneConfig()
     bank = bank if bank is not None else TextureBank(config.shared_dir, use_real=config.real_textures)
@@ -301,7 +302,7 @@ def _nchw(arrays: list[np.ndarray]) -> np.ndarray:
 def make_batch(pool: SamplePool, rng: np.random.Generator, batch_size: int, downsample: int,
                augment: AugmentConfig, index: np.ndarray | None = None) -> Batch:
     """`batch_size` augmented samples drawn from `pool` with `rng` (or the given `index`)."""
-    from engines.depth_bayes import resize_depth
+    from engines.matting.depth_bayes import resize_depth
 
     idx = rng.integers(0, len(pool), batch_size) if index is None else np.asarray(index)
     h, w = pool.size
@@ -330,7 +331,7 @@ def sample_prior(background_depth_m: np.ndarray, background_rgb: np.ndarray, dep
     measures for the synthetic sensor), floored like eq. 4 (`std_floor_ratio` * mean, 1 mm); pixels
     without depth get eq. 4's fallback (mean d_max, std psi * d_max) and a valid count of 0.
     """
-    from engines.background_prior import DEFAULT_MIN_STD_M, BackgroundPrior
+    from engines.matting.background_prior import DEFAULT_MIN_STD_M, BackgroundPrior
 
     d = np.asarray(background_depth_m, np.float32)
     valid = d > 0
@@ -350,7 +351,7 @@ def sample_prior(background_depth_m: np.ndarray, background_rgb: np.ndarray, dep
 def depth_posterior_batch(depth_m: np.ndarray, background_depth_m: np.ndarray, depth_config,
                           noise_k: float = 0.0015) -> np.ndarray:
     """A_D (eqs. 7-8) for a batch: depths (N, 1, h, w) metres -> (N, 1, h, w) float32 in [0, 1]."""
-    from engines.depth_bayes import depth_posterior
+    from engines.matting.depth_bayes import depth_posterior
 
     out = np.empty(depth_m.shape, np.float32)
     for i in range(depth_m.shape[0]):

@@ -1,9 +1,9 @@
 """Scene fine-tuning (DART sec. II-F): adapt the student to one recording's own background.
 
 Owns `read_recording` (background and ground-truth test frames of a recording), `scene_pool`
-(synthetic subjects from `engines.synth` composited over the recording's background frames, colour
+(synthetic subjects from `engines.synth.scene` composited over the recording's background frames, colour
 and depth, with the generator's capture model via `engines.synth.render_frame`), `evaluate_scene`
-(`engines.metrics` on the recording's test frames through `NetworkMatting`) and `finetune_on_scene`.
+(`engines.evaluation.metrics` on the recording's test frames through `NetworkMatting`) and `finetune_on_scene`.
 
 The paper distils its student "based upon the background images merely from the target scene" and
 fine-tunes the refiner on the target scene; here the student is fine-tuned for a few CPU minutes
@@ -90,8 +90,8 @@ def scene_pool(recording: Recording, n: int, height: int, width: int, seed: int 
     depth) over random background frames of the recording resized to `height` x `width`, captured with
     the generator's model (`render_frame`: lighting change, noise, shadow, depth sensor). Subjects are
     kept in front of the recording's background (depth at most 90 % of it)."""
-    from engines.depth_bayes import resize_depth
-    from engines.synth import render_frame
+    from engines.matting.depth_bayes import resize_depth
+    from engines.synth.samples import render_frame
 
     rng = np.random.default_rng([seed, 7])
     subjects = build_pool(n_subjects, height, width, seed=seed + 500)
@@ -113,9 +113,9 @@ def evaluate_scene(model_dir: str | Path, recording: Recording, config: DepthCon
                    **matting_kwargs) -> dict[str, float]:
     """Mean `engines.metrics.evaluate` of `NetworkMatting(model_dir, config=config, **matting_kwargs)` on the
     recording's test frames (prior built from its background frames). Needs ground-truth alpha."""
-    from engines.background_prior import BackgroundPriorBuilder
-    from engines.dart_matting import NetworkMatting
-    from engines.metrics import evaluate, mean_metrics
+    from engines.matting.background_prior import BackgroundPriorBuilder
+    from engines.matting.dart_matting import NetworkMatting
+    from engines.evaluation.metrics import evaluate, mean_metrics
 
     if recording.test_alpha is None or len(recording.test_color) == 0:
         raise UserError("The recording has no ground-truth alpha for its test frames, so gains cannot be measured.")
@@ -162,7 +162,7 @@ def finetune_on_scene(
     Returns a summary dict (also scene.json).
     """
     from engines.nets.base_net import BaseNet, load_weights, student_config
-    from engines.nets.onnx_runtime import export_base_net, validate_export
+    from engines.nets.onnx_export import export_base_net, validate_export
 
     t0 = time.perf_counter()
     recording_path, student_weights = Path(recording_path), Path(student_weights)

@@ -25,7 +25,7 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from engines.config import DepthConfig
-from engines.dart_matting import DISTILLED_STUDENT_FILE
+from engines.matting.dart_matting import DISTILLED_STUDENT_FILE
 from engines.nets.base_net import BaseNet, config_metadata, foreground_from_residual, load_weights, student_config, teacher_config
 from engines.nets.losses import base_loss, distillation_loss, refine_loss
 from engines.nets.refiner import Refiner, RefinerConfig
@@ -411,7 +411,7 @@ def export_models(out_dir: str | Path, student_weights: str | Path, refiner_weig
     """Export the student base net (student.onnx), any `extra_students` (ONNX file name -> weights) and
     the refiners' patch nets to ONNX in `out_dir` and validate each against torch on random inputs;
     returns file name -> max abs difference."""
-    from engines.nets.onnx_runtime import export_base_net, export_refiner, validate_export
+    from engines.nets.onnx_export import export_base_net, export_refiner, validate_export
 
     out_dir = Path(out_dir)
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Tests of engines.nets.onnx_runtime: export round trips, the numpy refiner against torch, sessions."""
+"""Tests of engines.matting.onnx_inference and engines.nets.onnx_export: export round trips, the numpy refiner against torch, sessions."""
 
 import logging
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from engines.nets import onnx_runtime as rt
+from engines.matting import onnx_inference as rt
+from engines.nets import onnx_export
 from engines.nets.base_net import BaseNet, BaseNetConfig
 from engines.nets.refiner import Refiner, RefinerConfig, crop_patches, replace_patches, select_patches
 from sensors.errors import UserError
@@ -39,8 +40,8 @@ def exported(tmp_path_factory):
     refiner = Refiner(RefinerConfig(k=30, aux_channels=2)).eval()
     _randomise_batch_norm(net, 1)
     _randomise_batch_norm(refiner, 2)
-    base_path = rt.export_base_net(net, tmp_path / "base.onnx", size=(40, 56))
-    refiner_path = rt.export_refiner(refiner, tmp_path / "refiner.onnx")
+    base_path = onnx_export.export_base_net(net, tmp_path / "base.onnx", size=(40, 56))
+    refiner_path = onnx_export.export_refiner(refiner, tmp_path / "refiner.onnx")
     return net, refiner, base_path, refiner_path
 
 
@@ -48,7 +49,7 @@ def test_base_net_export_round_trip_with_dynamic_size(exported):
     net, _, base_path, _ = exported
     for h, w in [(40, 56), (33, 47)]:
         feed = {n: np.random.rand(1, 3, h, w).astype(np.float32) for n in ("src", "bgr")}
-        assert rt.validate_export(net, base_path, feed) < 1e-4
+        assert onnx_export.validate_export(net, base_path, feed) < 1e-4
     session = rt.create_session(base_path, ["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["src", "bgr"]
     assert [o.name for o in session.get_outputs()] == ["pha", "fgr_res", "err", "hid"]
@@ -57,10 +58,10 @@ def test_base_net_export_round_trip_with_dynamic_size(exported):
 
 def test_aux_base_net_export_has_aux_input(tmp_path):
     net = BaseNet(BaseNetConfig(in_channels=8, aspp_channels=16, decoder_channels=(8, 8, 8))).train()
-    path = rt.export_base_net(net, tmp_path / "base_rgbd.onnx", size=(32, 32))
+    path = onnx_export.export_base_net(net, tmp_path / "base_rgbd.onnx", size=(32, 32))
     assert net.training and net.decoder.training  # export restores every submodule's mode
     feed = {n: np.random.rand(1, c, 24, 40).astype(np.float32) for n, c in [("src", 3), ("bgr", 3), ("aux", 2)]}
-    assert rt.validate_export(net, path, feed) < 1e-4
+    assert onnx_export.validate_export(net, path, feed) < 1e-4
 
 
 def test_refiner_export_round_trip(exported):
@@ -70,7 +71,7 @@ def test_refiner_export_round_trip(exported):
         "patch_half_img": np.random.rand(7, 8, 8, 8).astype(np.float32),
         "patch_full": np.random.rand(7, 8, 8, 8).astype(np.float32),
     }
-    assert rt.validate_export(refiner, refiner_path, feed) < 1e-4
+    assert onnx_export.validate_export(refiner, refiner_path, feed) < 1e-4
 
 
 def test_onnx_matting_equals_torch_base_and_refiner(exported):
@@ -162,7 +163,7 @@ def test_create_session_errors_and_logging(tmp_path, exported, caplog):
     assert providers[-1] == "CPUExecutionProvider" or "CPUExecutionProvider" in providers
     assert rt.available_providers(("NoSuchExecutionProvider",)) == ["CPUExecutionProvider"]
     _, _, base_path, _ = exported
-    with caplog.at_level(logging.INFO, logger="engines.nets.onnx_runtime"):
+    with caplog.at_level(logging.INFO, logger="engines.matting.onnx_inference"):
         session = rt.create_session(base_path, intra_op_threads=1)
     assert "in  src" in caplog.text and "out hid" in caplog.text
     assert session.get_providers()[-1] == "CPUExecutionProvider"

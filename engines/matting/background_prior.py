@@ -1,8 +1,9 @@
 """Background prior: per-pixel statistics of the empty scene (DART eq. 4) and capture validation.
 
 Owns `BackgroundPriorBuilder` (streaming, constant memory: one `add` per captured frame),
-`BackgroundPrior` (the built statistics, saved/loaded as .npz without pickle, resizable) and
-`validate_capture` (warns when the "empty" scene was not static during capture).
+`BackgroundPrior` (the built statistics, saved/loaded as .npz without pickle, resizable),
+`validate_capture` (warns when the "empty" scene was not static during capture) and `build_prior`
+(a prior and its capture warnings from a stream of frames).
 
 Units and conventions:
 - depth in metres, float32; a depth <= 0 (or NaN) is "no measurement";
@@ -28,12 +29,14 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 import cv2
 import numpy as np
 
 from engines.config import DepthConfig
 from sensors.errors import UserError
+from sensors.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -455,3 +458,30 @@ def validate_capture(
     if not report.ok:
         log.info("%s", report.message)
     return report
+
+
+def build_prior(
+    frames: Iterable[Frame], count: int | None, config: DepthConfig, on_progress: Callable[[str, int, int | None], None] | None = None
+) -> tuple[BackgroundPrior, list[str]]:
+    """The background prior from the first `count` frames (all when None), plus capture warnings."""
+    builder: BackgroundPriorBuilder | None = None
+    for frame in frames:
+        if builder is None:
+            builder = BackgroundPriorBuilder(frame.height, frame.width)
+        elif (frame.height, frame.width) != (builder.height, builder.width):
+            raise UserError(
+                f"Background frame {frame.index} is {frame.width}x{frame.height} but earlier ones are "
+                f"{builder.width}x{builder.height}: use background frames of one size."
+            )
+        builder.add(frame.color, frame.depth_m())
+        if on_progress:
+            on_progress("background", builder.count, count)
+        if count is not None and builder.count >= count:
+            break
+    if builder is None or builder.count == 0:
+        raise UserError("No background frames were read: the background recording is empty.")
+    if count is not None and builder.count < count:
+        raise UserError(f"Asked for {count} background frames but the recording has only {builder.count}.")
+    report = validate_capture(builder)
+    warnings = [] if report.ok else [report.message]
+    return builder.build(config), warnings

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.post_matting import UNKNOWN, check_inputs, known_alpha, unknown_box
+from engines.matting.post_inputs import UNKNOWN, check_inputs, known_alpha, unknown_box
 from sensors.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,10 @@
-"""ONNX export and ONNX Runtime inference for the base network and the refiner.
+"""ONNX Runtime inference of the base network and the refiner (run time: no torch here).
 
-Owns: `export_base_net` / `export_refiner` (named inputs/outputs, dynamic sizes, legacy TorchScript
-exporter), `validate_export` (max abs difference to torch), `create_session` (provider preference
-TensorRT > CUDA > CPU, limited to those installed; logs each model's inputs and outputs; a missing or
-corrupt file raises `UserError`), the numpy mirror of the refiner's selection / crop / replace
-(vectorised, equal to `engines.nets.refiner`), and `OnnxMatting`, which runs both models on one frame.
+Owns: `create_session` (provider preference TensorRT > CUDA > CPU, limited to those installed; logs
+each model's inputs and outputs; a missing or corrupt file raises `UserError`), the numpy mirror of
+the refiner's selection / crop / replace (vectorised, equal to `engines.nets.refiner`), `OnnxMatting`,
+which runs both models on one frame, and `benchmark` (their milliseconds). The models are written by
+`engines.nets.onnx_export`; the patch geometry below is the contract between the two.
 
 Model spec (float32; N, h, w, K dynamic):
 
@@ -14,27 +14,18 @@ Model spec (float32; N, h, w, K dynamic):
 | refiner patches (NHWC) | `patch_coarse` (K,8,8,36): [alpha, fgr_res, hidden] at 1/2 res; `patch_half_img` (K,8,8,6+A): [I, B, aux] at 1/2 res; `patch_full` (K,8,8,6+A): [I, B, aux] at full res | `patch_out` (K,4,4,4): [alpha (unclamped), fgr_res] of the 4x4 core |
 
 The refiner model holds only the patch convolutions (`RefinerPatchNet`) and takes channels-last
-patches, which numpy gathers fastest; selection, cropping, coarse upsampling and patch replacement run
-in numpy around it (`OnnxMatting.refine`), because a data-dependent number of patches is awkward inside
-ONNX. Sessions are created with thread spinning off, since numpy work runs between model calls.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
 
-from engines.nets.base_net import BaseNet
-from engines.nets.refiner import CONTEXT_FULL, CONTEXT_HALF, PATCH, Refiner, RefinerPatchNet
 from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -44,91 +35,9 @@ BASE_INPUTS = ("src", "bgr", "aux")
 BASE_OUTPUTS = ("pha", "fgr_res", "err", "hid")
 REFINER_INPUTS = ("patch_coarse", "patch_half_img", "patch_full")
 REFINER_OUTPUTS = ("patch_out",)
-OPSET = 17
-
-
-class _ChannelsLastPatchNet(nn.Module):
-    """Export wrapper: NHWC patches in, NHWC refined patches out, around a `RefinerPatchNet`."""
-
-    def __init__(self, patch_net: RefinerPatchNet):
-        super().__init__()
-        self.patch_net = patch_net
-
-    def forward(
-        self, patch_coarse: torch.Tensor, patch_half_img: torch.Tensor, patch_full: torch.Tensor
-    ) -> torch.Tensor:
-        half = torch.cat([patch_coarse, patch_half_img], dim=3).permute(0, 3, 1, 2)
-        out = self.patch_net(half, patch_full.permute(0, 3, 1, 2))
-        return out.permute(0, 2, 3, 1)
-
-
-@contextmanager
-def _eval_mode(module: nn.Module):
-    """Put `module` in eval mode and restore every submodule's own training flag afterwards."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes, metadata) -> Path:
-    import onnx
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _eval_mode(module):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter warns that it is legacy
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                dynamo=False,
-                input_names=list(input_names),
-                output_names=list(output_names),
-                dynamic_axes=dynamic_axes,
-                opset_version=OPSET,
-                do_constant_folding=True,
-            )
-    model = onnx.load(str(path))
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, str(value)
-    onnx.save(model, str(path))
-    log.info("exported %s to %s", type(module).__name__, path)
-    return path
-
-
-def export_base_net(net: BaseNet, path: str | Path, size: tuple[int, int] = (120, 160)) -> Path:
-    """Export `net` (in eval mode) as the base-net model of the spec; `size` (h, w) is only the trace size."""
-    h, w = size
-    cfg = net.config
-    args: tuple = (torch.rand(1, 3, h, w), torch.rand(1, 3, h, w))
-    names = list(BASE_INPUTS[:2])
-    if cfg.aux_channels:
-        args = args + (torch.rand(1, cfg.aux_channels, h, w),)
-        names.append(BASE_INPUTS[2])
-    dynamic = {n: {0: "batch", 2: "height", 3: "width"} for n in names + list(BASE_OUTPUTS)}
-    metadata = {"model": "dart_base_net", **vars(cfg)}
-    return _export(net, args, Path(path), names, BASE_OUTPUTS, dynamic, metadata)
-
-
-def export_refiner(refiner: Refiner | RefinerPatchNet, path: str | Path) -> Path:
-    """Export the refiner's patch convolutions (in eval mode) as the channels-last patch model of the spec."""
-    patch_net = refiner.patch_net if isinstance(refiner, Refiner) else refiner
-    images = patch_net.full_channels
-    k = 5
-    args = (
-        torch.rand(k, 8, 8, patch_net.half_channels - images),
-        torch.rand(k, 8, 8, images),
-        torch.rand(k, 8, 8, images),
-    )
-    dynamic = {n: {0: "patches"} for n in REFINER_INPUTS + REFINER_OUTPUTS}
-    metadata = {"model": "dart_refiner_patches", "aux_channels": images - 6}
-    wrapper = _ChannelsLastPatchNet(patch_net)
-    return _export(wrapper, args, Path(path), REFINER_INPUTS, REFINER_OUTPUTS, dynamic, metadata)
+PATCH = 4  # refined patch size at full resolution (one 1/4-resolution pixel)
+CONTEXT_HALF = 3  # context around the 2x2 core at 1/2 resolution -> 8x8 crop
+CONTEXT_FULL = 2  # context around the 4x4 core at full resolution -> 8x8 crop
 
 
 def available_providers(preference: tuple[str, ...] = PROVIDER_PREFERENCE) -> list[str]:
@@ -170,23 +79,6 @@ def create_session(path: str | Path, providers: list[str] | None = None, intra_o
         raise UserError(f"Model file {path} is corrupt or not a valid ONNX model.") from exc
     log.info("loaded %s on %s\n%s", path.name, session.get_providers(), describe_session(session))
     return session
-
-
-def validate_export(module: nn.Module, path: str | Path, inputs: dict[str, np.ndarray]) -> float:
-    """Max abs difference between torch `module` (eval) and the ONNX model at `path` on `inputs` (CPU).
-
-    `module` is what was exported (a `BaseNet`, a `Refiner` / `RefinerPatchNet` for a refiner model).
-    """
-    session = create_session(path, ["CPUExecutionProvider"], intra_op_threads=2)
-    got = session.run(None, inputs)
-    if isinstance(module, Refiner):
-        module = module.patch_net
-    if isinstance(module, RefinerPatchNet):
-        module = _ChannelsLastPatchNet(module)
-    with _eval_mode(module), torch.no_grad():
-        expected = module(*[torch.from_numpy(inputs[i.name]) for i in session.get_inputs()])
-    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
-    return max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
 
 
 # ---- numpy mirror of engines.nets.refiner, single frame, channels last ----

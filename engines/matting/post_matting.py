@@ -1,14 +1,14 @@
 """Optional post-matting (DART section II-D): a depth-derived trimap fed to a trimap-based matting method.
 
-Owns: the trimaps for post-matting (thin wrappers over `engines.depth_bayes`: eq. 12 then eq. 13 from
+Owns: the trimaps for post-matting (thin wrappers over `engines.matting.depth_bayes`: eq. 12 then eq. 13 from
 the refined alpha, or eq. 13 straight from the depth posterior A_D as the paper does for ViTMatte in
-Table I), the `PostMatting` interface and its factory, the crop helper the backends share, and
+Table I), the `PostMatting` interface and its factory, and
 `post_matte` / `PostMattingStage`, which the pipeline calls after its backend when post-matting is on.
 
 Backends (imported lazily, so `transformers` / `pymatting` load only when chosen):
 - "none": the alpha is returned unchanged;
-- "closed-form": Levin et al.'s closed-form matting through pymatting (`engines.post_closed_form`);
-- "vitmatte": ViTMatte through transformers, from local weights only (`engines.post_vitmatte`).
+- "closed-form": Levin et al.'s closed-form matting through pymatting (`engines.matting.post_closed_form`);
+- "vitmatte": ViTMatte through transformers, from local weights only (`engines.matting.post_vitmatte`).
 
 Conventions: colour uint8 HxWx3 RGB; alpha float32 HxW in [0, 1]; depth float32 HxW metres
 (<= 0 or NaN = unknown); trimap float32 HxW with values {0 (background), 0.5 (unknown), 1 (foreground)}.
@@ -27,24 +27,22 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
-from engines.background_prior import BackgroundPrior
+from engines.matting.background_prior import BackgroundPrior
 from engines.config import DepthConfig
-from engines.depth_bayes import LikelihoodTables, Scratch, alpha_posterior_given_depth, make_trimap
+from engines.matting.depth_bayes import LikelihoodTables, Scratch, alpha_posterior_given_depth, make_trimap
+from engines.matting.result import MattingResult
 from sensors.errors import UserError
 
-if TYPE_CHECKING:  # pipeline imports this module; only the type is needed here
-    from engines.pipeline import MattingResult
 
 log = logging.getLogger(__name__)
 
 KINDS = ("none", "closed-form", "vitmatte")
 TRIMAP_SOURCES = ("alpha", "posterior")
-UNKNOWN = 0.5  # the trimap's value for the unknown region
 
 
 # ---------------------------------------------------------------- trimaps
@@ -100,51 +98,6 @@ def trimap_from_depth_posterior(
     return trimap
 
 
-def unknown_box(trimap: np.ndarray, margin_px: int, multiple: int = 1) -> tuple[slice, slice] | None:
-    """Row and column slices of the unknown region's (trimap == 0.5) bounding box, grown by `margin_px`.
-
-    With `multiple` > 1 the box is grown further (centred, inside the image) until each side is a
-    multiple of it, where the image allows. None when the trimap has no unknown pixel.
-    """
-    unknown = trimap == np.float32(UNKNOWN)
-    rows = np.flatnonzero(unknown.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(unknown.any(axis=0))
-    h, w = trimap.shape
-    return (
-        _grow(int(rows[0]) - margin_px, int(rows[-1]) + 1 + margin_px, h, multiple),
-        _grow(int(cols[0]) - margin_px, int(cols[-1]) + 1 + margin_px, w, multiple),
-    )
-
-
-def _grow(start: int, stop: int, size: int, multiple: int) -> slice:
-    """[start, stop) clipped to [0, size), then widened to a multiple of `multiple` where size allows."""
-    start, stop = max(0, start), min(size, stop)
-    if multiple > 1:
-        target = min(size, -(-(stop - start) // multiple) * multiple)
-        extra = target - (stop - start)
-        start = max(0, start - extra // 2)
-        stop = start + target
-        if stop > size:
-            start, stop = size - target, size
-    return slice(start, stop)
-
-
-def check_inputs(image_rgb: np.ndarray, alpha: np.ndarray, trimap: np.ndarray) -> None:
-    """ValueError unless image is uint8 HxWx3 and alpha / trimap are HxW."""
-    if image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
-        raise ValueError(f"image must be uint8 HxWx3 RGB, got {image_rgb.dtype} {image_rgb.shape}")
-    hw = image_rgb.shape[:2]
-    if np.shape(alpha) != hw or np.shape(trimap) != hw:
-        raise ValueError(f"alpha {np.shape(alpha)} and trimap {np.shape(trimap)} must match the image {hw}")
-
-
-def known_alpha(trimap: np.ndarray) -> np.ndarray:
-    """float32 HxW: 1 where the trimap is foreground, 0 elsewhere (unknown pixels are filled later)."""
-    return (np.asarray(trimap) == np.float32(1.0)).astype(np.float32)
-
-
 # ---------------------------------------------------------------- interface
 
 
@@ -177,17 +130,17 @@ class NoPostMatting:
 def make_post_matting(kind: str, vitmatte_dir: str | Path | None = None, device: str | None = None) -> PostMatting:
     """The post-matting backend for `kind` ("none" | "closed-form" | "vitmatte").
 
-    vitmatte_dir: local ViTMatte weights (required for "vitmatte"; see `engines.post_vitmatte`).
+    vitmatte_dir: local ViTMatte weights (required for "vitmatte"; see `engines.matting.post_vitmatte`).
     device: torch device for ViTMatte (None: CUDA when available, else CPU).
     """
     if kind == "none":
         return NoPostMatting()
     if kind == "closed-form":
-        from engines.post_closed_form import ClosedFormMatting
+        from engines.matting.post_closed_form import ClosedFormMatting
 
         return ClosedFormMatting()
     if kind == "vitmatte":
-        from engines.post_vitmatte import ViTMatteBackend, missing_weights_message
+        from engines.matting.post_vitmatte import ViTMatteBackend, missing_weights_message
 
         if vitmatte_dir is None:
             raise UserError(missing_weights_message(None), 2)
@@ -272,53 +225,3 @@ class PostMattingStage:
         return post_matte(result, color_rgb, depth_m, self._tables, self.config, self.backend,
                           band_px=self.band_px, trimap_source=self.trimap_source,
                           posterior_high=self.posterior_high, scratch=self._scratch)
-
-
-# ---------------------------------------------------------------- measurement
-
-
-def compare_on_frames(
-    frames: list,
-    n_background: int,
-    backend: PostMatting,
-    config: DepthConfig | None = None,
-    band_px: int = 0,
-    trimap_source: str = "alpha",
-    posterior_high: float | None = None,
-) -> list[dict]:
-    """Depth-only alpha vs the same alpha after post-matting, on frames with ground-truth alpha.
-
-    frames: `sensors.frame.Frame`s; the first `n_background` are the empty scene (the prior), the rest
-    must carry `.alpha`. Per test frame returns {"index", "depth": metrics, "post": metrics,
-    "post_ms": backend milliseconds, "trimap_ms", "unknown_px": unknown pixels in the trimap};
-    metrics are `engines.metrics.evaluate` (SAD/1000, MSE*1000, Grad/1000, Conn/1000).
-    """
-    from engines.batch import build_prior
-    from engines.config import EngineConfig
-    from engines.metrics import evaluate
-    from engines.pipeline import MattingPipeline
-
-    cfg = config or DepthConfig()
-    prior, _ = build_prior(frames[:n_background], n_background, cfg)
-    pipeline = MattingPipeline(EngineConfig(mode="depth", depth=cfg))
-    pipeline.set_prior(prior)
-    stage = PostMattingStage(backend, cfg, band_px=band_px, trimap_source=trimap_source,
-                             posterior_high=posterior_high)
-    stage.set_prior(prior)
-    rows = []
-    for frame in frames[n_background:]:
-        if frame.alpha is None:
-            raise ValueError(f"frame {frame.index} has no ground-truth alpha")
-        depth = frame.depth_m()
-        result = pipeline.process(frame.color, depth)
-        depth_metrics = evaluate(result.alpha, frame.alpha)
-        stage(result, frame.color, depth)
-        rows.append({
-            "index": frame.index,
-            "depth": depth_metrics,
-            "post": evaluate(result.alpha, frame.alpha),
-            "post_ms": result.timings_ms.get(f"post_{backend.name}", 0.0),
-            "trimap_ms": result.timings_ms.get("post_trimap", 0.0),
-            "unknown_px": int((result.trimap == np.float32(UNKNOWN)).sum()) if result.trimap is not None else 0,
-        })
-    return rows

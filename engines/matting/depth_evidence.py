@@ -1,5 +1,5 @@
 """Calibrated foreground evidence from DART's depth posterior A_D (eqs. 7-8), shared by the depth-only
-matte (`engines.depth_matting`) and DART's error-map correction (`engines.dart_matting`).
+matte (`engines.matting.depth_matting`) and DART's error-map correction (`engines.matting.dart_matting`).
 
 With the paper's zeta (0.001 / mm) A_D is far from 0/1: a pixel clearly in front of a background 2 m
 away gets A_D = 0.6, a background pixel at its mean depth (std 2 cm) about 0.07, and an unknown depth
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.background_prior import BackgroundPrior
+from engines.matting.background_prior import BackgroundPrior
 from engines.config import DepthConfig
-from engines.depth_bayes import LikelihoodTables, zeta_per_m
+from engines.matting.depth_bayes import LikelihoodTables, zeta_per_m
 
 USUALLY_INVALID_FRACTION = 0.5  # a pixel "had no depth" in the empty scene below this valid share
 

@@ -4,7 +4,7 @@ Conventions: colour images are RGB uint8 HxWx3 unless stated; alpha is float32 H
 (1 = subject); depth is `depth_m` float32 HxW in metres with 0 or NaN for unknown; sizes are given
 as (width, height) in pixels. Everything is vectorised (cv2 / numpy), no per-pixel Python loops.
 
-- `composite`: out = a F + (1 - a) B, F = the estimated foreground (engines.foreground) or the image.
+- `composite`: out = a F + (1 - a) B, F = the estimated foreground (engines.matting.foreground) or the image.
 - backgrounds: `solid_background`, `fit_background` (an image resized to cover and centre-cropped),
   `blurred_background` (the camera image blurred, optionally more with distance), `checkerboard`.
 - `rgba_foreground`: the subject with straight (not premultiplied) alpha, for export.

@@ -8,79 +8,61 @@ milliseconds. The GUI worker and the headless `process` command use it unchanged
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from engines.background_prior import BackgroundPrior
+from engines.matting.background_prior import BackgroundPrior
 from engines.config import EngineConfig
-from engines.depth_matting import DepthMatting
-from engines.post_matting import PostMattingStage, make_post_matting
-from engines.rgb_subtraction import rgb_subtraction_alpha
+from engines.matting.depth_matting import DepthMatting
+from engines.matting.post_matting import PostMattingStage, make_post_matting
+from engines.matting.rgb_subtraction import RgbSubtraction
+from engines.matting.result import MattingResult
 from sensors.errors import UserError
 
 MODES = ("dart", "depth", "rgb", "rgb-subtract")
 
 
-@dataclass
-class MattingResult:
-    """What one frame produced. Maps other than `alpha` are None where the mode has no such stage.
+class MattingBackend:
+    """Every mode's matting behind one shape: `set_prior(prior)` once per background, then
+    `process(color_rgb, depth_m) -> MattingResult` per frame.
 
-    alpha: float32 HxW in [0, 1] at colour resolution.
-    trimap: float32 HxW with values {0, 0.5, 1}.
-    depth_posterior: float32 at the working (1/4) resolution: A_D of DART eq. 8.
-    error_map: float32 at the working resolution: the fused E_RGBD of eq. 10 (network modes).
-    timings_ms: stage name -> milliseconds for this frame.
+    matting: the mode's engine (`DepthMatting`, `NetworkMatting`, `RgbSubtraction`), which has
+    `set_prior` and `process`; to_result: turns what its `process` returns into a `MattingResult`.
     """
 
-    alpha: np.ndarray
-    trimap: np.ndarray | None = None
-    depth_posterior: np.ndarray | None = None
-    error_map: np.ndarray | None = None
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-class _RgbSubtractionBackend:
-    """Adapter giving plain colour subtraction the backend interface."""
-
-    def __init__(self) -> None:
-        self._plate: np.ndarray | None = None
+    def __init__(self, matting, to_result: Callable[[object], MattingResult]) -> None:
+        self.matting = matting
+        self.to_result = to_result
 
     def set_prior(self, prior: BackgroundPrior) -> None:
-        self._plate = prior.color_mean
+        self.matting.set_prior(prior)
 
     def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> MattingResult:
-        start = time.perf_counter()
-        alpha = rgb_subtraction_alpha(color_rgb, self._plate)
-        return MattingResult(alpha=alpha, timings_ms={"rgb_subtract": (time.perf_counter() - start) * 1e3})
+        return self.to_result(self.matting.process(color_rgb, depth_m))
 
 
-class _DepthBackend:
-    """Adapter for DART's depth-only matting (posterior -> clean -> guided upsampling)."""
-
-    def __init__(self, config: EngineConfig) -> None:
-        self._matting = DepthMatting(config.depth)
-
-    def set_prior(self, prior: BackgroundPrior) -> None:
-        self._matting.set_prior(prior)
-
-    def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> MattingResult:
-        result = self._matting.process(color_rgb, depth_m)
-        return MattingResult(
-            alpha=result.alpha,
-            trimap=result.trimap,
-            depth_posterior=result.posterior,
-            timings_ms=dict(result.timings_ms),
-        )
+def _depth_result(result) -> MattingResult:
+    return MattingResult(alpha=result.alpha, trimap=result.trimap, depth_posterior=result.posterior,
+                         timings_ms=dict(result.timings_ms))
 
 
-class _NetworkBackend:
-    """Adapter for the network modes: DART (student + Bayesian fusion + RGB-D refiner) and BGMv2 RGB."""
+def _network_result(result) -> MattingResult:
+    return MattingResult(alpha=result.alpha, depth_posterior=result.depth_posterior, error_map=result.error_map,
+                         timings_ms=dict(result.timings_ms))
 
-    def __init__(self, config: EngineConfig) -> None:
-        from engines.dart_matting import NetworkMatting
 
-        self._matting = NetworkMatting(
+def _rgb_subtraction_result(result: tuple[np.ndarray, float]) -> MattingResult:
+    alpha, ms = result
+    return MattingResult(alpha=alpha, timings_ms={"rgb_subtract": ms})
+
+
+def make_backend(config: EngineConfig) -> MattingBackend:
+    """The backend of `config.mode` (one of `MODES`); `UserError` (exit code 2) for an unknown mode."""
+    if config.mode in ("dart", "rgb"):
+        from engines.matting.dart_matting import NetworkMatting  # loads onnxruntime only when needed
+
+        matting = NetworkMatting(
             config.model_dir,
             variant=config.mode,
             config=config.depth,
@@ -90,27 +72,11 @@ class _NetworkBackend:
             k=config.refine_patches,
             student_file=config.student_file,
         )
-
-    def set_prior(self, prior: BackgroundPrior) -> None:
-        self._matting.set_prior(prior)
-
-    def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> MattingResult:
-        result = self._matting.process(color_rgb, depth_m)
-        return MattingResult(
-            alpha=result.alpha,
-            depth_posterior=result.depth_posterior,
-            error_map=result.error_map,
-            timings_ms=dict(result.timings_ms),
-        )
-
-
-def _make_backend(config: EngineConfig):
-    if config.mode in ("dart", "rgb"):
-        return _NetworkBackend(config)
+        return MattingBackend(matting, _network_result)
     if config.mode == "depth":
-        return _DepthBackend(config)
+        return MattingBackend(DepthMatting(config.depth), _depth_result)
     if config.mode == "rgb-subtract":
-        return _RgbSubtractionBackend()
+        return MattingBackend(RgbSubtraction(), _rgb_subtraction_result)
     raise UserError(f"Unknown mode '{config.mode}': choose one of {', '.join(MODES)}.", 2)
 
 
@@ -119,7 +85,7 @@ class MattingPipeline:
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self._backend = _make_backend(config)
+        self._backend = make_backend(config)
         self._post = None
         if config.post != "none":
             backend = make_post_matting(config.post, config.vitmatte_dir)

@@ -2,7 +2,7 @@
 BGMv2 RGB baseline, on onnxruntime.
 
 Owns `NetworkMatting` (per-prior constants in `set_prior`, one `process` per frame), `DartResult`,
-`model_paths` (which files a configuration needs) and `measure_network_ms` (speed benchmark).
+and `model_paths` (which files a configuration needs); speed: `engines.evaluation.speed`.
 
 Per frame (colour H x W, base resolution h x w = H/c x W/c, c = `downsample`, default 4):
 1. "prepare": colour to float RGB [0, 1], area-downsampled to h x w; depth nearest-resized to h x w;
@@ -10,10 +10,10 @@ Per frame (colour H x W, base resolution h x w = H/c x W/c, c = `downsample`, de
 3. "posterior": A_D, DART eqs. 7-8, against the prior's depth statistics at h x w (`depth_bayes`);
 4. "fusion": E_D = |A_D - A_raw| (eq. 9), E_RGBD = beta E_D + (1 - beta) E_RGB (eq. 10). By default
    (`DepthConfig.calibrated_residual`) eq. 9 compares A_raw with A_D calibrated per pixel to [0, 1]
-   (`engines.depth_evidence`): the paper's A_D tops out near 0.6, so |A_D - A_raw| is ~0.4 on every
+   (`engines.matting.depth_evidence`): the paper's A_D tops out near 0.6, so |A_D - A_raw| is ~0.4 on every
    correctly matted subject pixel and the top-k selection wastes patches there;
 5. "refiner": top-k 4x4 patches of the selection map refined at full resolution (eq. 11), the rest
-   bilinearly upsampled (`engines.nets.onnx_runtime.OnnxMatting.refine`).
+   bilinearly upsampled (`engines.matting.onnx_inference.OnnxMatting.refine`).
 
 Variants and ablations (DART's table of ablations):
 - variant="dart": selection by E_RGBD, RGB-D refiner (refiner_dart.onnx, aux = live depth / d_max and
@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.background_prior import BackgroundPrior, check_frame
+from engines.matting.background_prior import BackgroundPrior, check_frame
 from engines.config import DepthConfig
-from engines.depth_bayes import depth_posterior, depth_residual, fuse_error_maps, resize_depth
-from engines.depth_evidence import DepthEvidence
+from engines.matting.depth_bayes import depth_posterior, depth_residual, fuse_error_maps, resize_depth
+from engines.matting.depth_evidence import DepthEvidence
 from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class DartResult:
     error_map: float32 h x w in [0, 1]: the map the refiner selected patches from (E_RGBD of eq. 10;
         E_RGB when error-map correction is off or for the RGB variant).
     depth_posterior: float32 h x w in [0, 1], A_D of eq. 8 (None for the RGB variant).
-    depth_evidence: float32 h x w in [0, 1], A_D calibrated (`engines.depth_evidence`), the map eq. 9
+    depth_evidence: float32 h x w in [0, 1], A_D calibrated (`engines.matting.depth_evidence`), the map eq. 9
         compared with A_raw (None unless E_RGBD was computed with `calibrated_residual`).
     raw_alpha: float32 h x w in [0, 1], the student's coarse alpha A_raw.
     error_rgb: float32 h x w in [0, 1], the student's own error map E_RGB.
@@ -154,7 +154,7 @@ class NetworkMatting:
         downsample: int = 4,
         student_file: str = STUDENT_FILE,
     ) -> None:
-        from engines.nets.onnx_runtime import OnnxMatting
+        from engines.matting.onnx_inference import OnnxMatting
 
         self.config = config
         self.variant = variant
@@ -186,7 +186,7 @@ class NetworkMatting:
     def set_prior(self, prior: BackgroundPrior) -> None:
         """Precompute the background plate at base and half resolution, the depth evidence at base resolution
         and the normalised background depth for the RGB-D refiner."""
-        from engines.nets.onnx_runtime import downsample_area, resize_linear
+        from engines.matting.onnx_inference import downsample_area, resize_linear
 
         h_full, w_full = prior.shape
         c = self.downsample
@@ -204,7 +204,7 @@ class NetworkMatting:
 
     def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> DartResult:
         """Matte one frame: colour uint8 H x W x 3 RGB, depth float32 H x W metres (0 = unknown)."""
-        from engines.nets.onnx_runtime import downsample_area
+        from engines.matting.onnx_inference import downsample_area
 
         s = self._state
         if s is None:
@@ -242,7 +242,7 @@ class NetworkMatting:
                                         with_foreground=False)
             alpha, selected = refined.pha, refined.selected
         else:
-            from engines.nets.onnx_runtime import resize_linear
+            from engines.matting.onnx_inference import resize_linear
 
             alpha = np.clip(resize_linear(coarse.pha, s.full_shape), 0.0, 1.0)
             selected = np.zeros((s.full_shape[0] // 4, s.full_shape[1] // 4), bool)
@@ -263,27 +263,3 @@ class NetworkMatting:
             selected=selected,
             timings_ms=timings,
         )
-
-
-def measure_network_ms(model_dir: str | Path, width: int = 640, height: int = 480, n: int = 50, seed: int = 0,
-                       **kwargs) -> dict[str, float]:
-    """Median milliseconds per stage of `NetworkMatting.process` on a synthetic RGB-D frame (`engines.synth`,
-    background prior from its empty-scene captures); kwargs go to `NetworkMatting`."""
-    from engines.background_prior import BackgroundPriorBuilder
-    from engines.synth import SceneConfig, generate_scene
-
-    frames = list(generate_scene(SceneConfig(width=width, height=height, n_background=10, n_test=3, seed=seed)))
-    builder = BackgroundPriorBuilder(height, width)
-    for frame in frames[:10]:
-        builder.add(frame.color, frame.depth_m())
-    matting = NetworkMatting(model_dir, **kwargs)
-    matting.set_prior(builder.build(matting.config))
-    test = frames[-1]
-    color, depth = test.color, test.depth_m()
-    times: dict[str, list[float]] = {}
-    for i in range(n + 3):
-        result = matting.process(color, depth)
-        if i >= 3:
-            for key, value in result.timings_ms.items():
-                times.setdefault(key, []).append(value)
-    return {key: float(np.median(v)) for key, v in times.items()}

@@ -33,7 +33,7 @@ import logging
 import cv2
 import numpy as np
 
-from engines.compositing import alpha_f32
+from engines.matting.compositing import alpha_f32
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engines.batch import build_prior
+from engines.matting.background_prior import build_prior
 from engines.config import DepthConfig, EngineConfig
-from engines.dart_matting import DISTILLED_STUDENT_FILE
-from engines.metrics import METRIC_NAMES, evaluate, mean_metrics
-from engines.pipeline import MattingPipeline
-from engines.synth import SceneConfig, generate_scene
+from engines.matting.dart_matting import DISTILLED_STUDENT_FILE
+from engines.evaluation.metrics import METRIC_NAMES, evaluate, mean_metrics
+from engines.matting.pipeline import MattingPipeline
+from engines.synth.scene import SceneConfig, generate_scene
 
 ALL_BACKGROUND = "all-background"
 DEPTH_MODES = ("depth", "dart")
@@ -143,11 +143,10 @@ def _median_ms(fn, repeats: int) -> float:
 def speed_benchmark(width: int = 640, height: int = 480, frames: int = 100) -> dict[str, float]:
     """Median ms per frame: DART's depth stages one by one, the network stages of DART and of the RGB
     baseline (student, posterior, fusion, refiner, total), each mode end to end, then compositing."""
-    from engines.compositing import composite, make_background
-    from engines.dart_matting import measure_network_ms
-    from engines.depth_matting import measure_depth_stage_ms
-    from engines.foreground import estimate_foreground
-    from engines.pipeline import MODES
+    from engines.matting.compositing import composite, make_background
+    from engines.evaluation.speed import measure_depth_stage_ms, measure_network_ms
+    from engines.matting.foreground import estimate_foreground
+    from engines.matting.pipeline import MODES
 
     rows = {f"depth stage: {name}": ms for name, ms in measure_depth_stage_ms(width, height, frames).items()}
     engine = EngineConfig()
@@ -211,8 +210,8 @@ def real_photo_check(image_path: str, plate_path: str, engine: EngineConfig, wid
     """
     import cv2
 
-    from engines.background_prior import BackgroundPriorBuilder
-    from engines.compositing import composite, solid_background
+    from engines.matting.background_prior import BackgroundPriorBuilder
+    from engines.matting.compositing import composite, solid_background
     from sensors.image_io import read_color
 
     image, plate = read_color(image_path), read_color(plate_path)

@@ -1,10 +1,9 @@
 """Synthetic people for the RGB-D scenes: silhouette, hair, translucent veil, colour and depth.
 
-Owns `PersonLook` (what one person looks like, fixed for a scene), `PersonPose` (where they stand
-and how their arms are, per frame), `sample_look`/`sample_pose` and `render_person`, which returns a
+Owns `render_person`, which turns a `PersonLook` and `PersonPose` (`engines.synth.look`) into a
 `SubjectLayer`: the subject's colour, ground-truth alpha and the depth a sensor would see.
 
-The body is a union of smooth 2D shapes (ellipses, tapered capsules, a smooth-min torso) drawn in
+The body (`engines.synth.body`) is a union of smooth 2D shapes (ellipses, tapered capsules, a smooth-min torso) drawn in
 "body coordinates" (metres; x to the subject's left as seen by the camera, y up from the floor),
 mapped to the image with the perspective scale at the subject's distance. Depth is the body's
 mid-plane depth minus a per-part ellipsoidal bulge. Hair is a fuzzy volume behind the face plus
@@ -15,335 +14,20 @@ scarf or sleeve is semi-transparent (alpha 0.3-0.7).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from engines.synth_room import BackgroundScene
-from engines.synth_textures import (
-    TextureBank,
-    gaussian_field,
-    hair_texture,
+from engines.synth.body import body_parts, sd_capsule, sd_ellipse, smin
+from engines.synth.look import HAIR, SHIRT, SHOES, SKIN, TROUSERS, VEIL, PersonLook, PersonPose, SubjectLayer
+from engines.synth.room import BackgroundScene
+from engines.synth.textures import (
     luminance,
-    random_color,
-    srgb_to_linear,
 )
 
 log = logging.getLogger(__name__)
 
-SKIN, SHIRT, TROUSERS, SHOES, HAIR, VEIL = range(6)
-TEX = 160  # side of the per-person texture images, px
-SKIN_TONES = np.array([[0.96, 0.80, 0.69], [0.90, 0.70, 0.56], [0.78, 0.57, 0.42], [0.62, 0.43, 0.30],
-                       [0.45, 0.30, 0.20], [0.30, 0.20, 0.14]], np.float32)  # sRGB
-HAIR_COLORS = np.array([[0.05, 0.04, 0.03], [0.15, 0.10, 0.06], [0.30, 0.20, 0.12], [0.55, 0.42, 0.25],
-                        [0.80, 0.68, 0.45], [0.50, 0.22, 0.10], [0.65, 0.65, 0.65]], np.float32)  # sRGB
-HAIR_COLOR_P = np.array([0.3, 0.25, 0.15, 0.1, 0.08, 0.06, 0.06])
-
-
-# -- what a person looks like -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class PersonLook:
-    """Appearance fixed for one scene. Colours and textures are linear RGB float32."""
-
-    height_m: float
-    shoulder_m: float  # half distance between the shoulder joints
-    build: float  # torso/hip width multiplier
-    skin: np.ndarray  # (3,)
-    hair: np.ndarray  # (3,)
-    hair_style: str  # "short" | "long" | "bald"
-    long_sleeves: bool
-    textures: dict  # material -> TEX x TEX x 3 linear texture
-    strands: dict  # strand layout (arrays), see _sample_strands
-    veil: str | None  # None | "scarf" | "sleeve"
-    veil_opacity: float
-    veil_side: float  # -1 or +1
-    hair_noise: np.ndarray  # TEX x TEX float32 zero-mean field that roughens the hair outline
-    edge_softness_px: float  # width of the anti-aliased body edge at 640 px image width
-    waist: float = 0.98  # height of the shirt/trousers boundary, fraction of a 1.75 m body
-
-    @property
-    def tex_scale(self) -> float:
-        """Texture pixels per metre multiplier (textures smaller than TEX are sampled sparser)."""
-        return self.textures[SKIN].shape[0] / TEX
-
-
-@dataclass(frozen=True)
-class PersonPose:
-    """Where the person is and what the arms do, for one frame.
-
-    u_px: image column of the body axis at the torso; distance_m: camera z of the torso's mid-plane.
-    arms: per side (left of image = -1, right = +1): (upper-arm angle from hanging, rad, > 0 raises
-    it sideways; elbow flexion, rad; forearm direction sign; how far the hand comes forward, m).
-    legs_spread_m: extra ankle spread; hair_sway: rad; motion_px: image motion during the exposure;
-    sit_m: seated when > 0 (how far the upper body is lowered, m).
-    """
-
-    u_px: float
-    distance_m: float
-    arms: tuple[tuple[float, float, float, float], tuple[float, float, float, float]]
-    legs_spread_m: float = 0.0
-    hair_sway: float = 0.0
-    motion_px: tuple[float, float] = (0.0, 0.0)
-    sit_m: float = 0.0  # > 0: seated, the upper body lowered by this much
-
-
-@dataclass
-class SubjectLayer:
-    """A rendered subject at full image size.
-
-    color: float32 HxWx3 linear foreground colour (not premultiplied; 0 where alpha is 0).
-    alpha: float32 HxW ground-truth alpha in [0, 1] (already cut where the background occludes it).
-    depth_m: float32 HxW depth the sensor meets on the subject; inf where it sees what is behind.
-    dropout: float32 HxW probability that a capture returns no depth at the pixel (hair strands 1).
-    body_alpha: float32 HxW coverage of the opaque body and hair volume (flying-pixel mixing, shadows).
-    center_cam: (3,) torso centre in camera coordinates, metres.
-    """
-
-    color: np.ndarray
-    alpha: np.ndarray
-    depth_m: np.ndarray
-    dropout: np.ndarray
-    body_alpha: np.ndarray
-    center_cam: np.ndarray = field(default_factory=lambda: np.zeros(3))
-
-    @staticmethod
-    def empty(height: int, width: int) -> "SubjectLayer":
-        return SubjectLayer(np.zeros((height, width, 3), np.float32), np.zeros((height, width), np.float32),
-                            np.full((height, width), np.inf, np.float32), np.zeros((height, width), np.float32),
-                            np.zeros((height, width), np.float32), np.array([0.0, 0.0, 2.0]))
-
-
-def _sample_strands(rng: np.random.Generator, style: str, n: int) -> dict:
-    """Hair strand layout relative to the hair ellipse; fixed per person, swayed per frame.
-
-    Strands are combed: they start inside the hair volume and run along its outline toward the
-    nearer side, drifting slowly outward, then hang down once past the sides. About 12 % are
-    fly-aways that drift out fast and stick out of the outline.
-    """
-    if style == "bald" or n <= 0:
-        n = 0
-    phi = rng.uniform(0.02 * np.pi, 0.98 * np.pi, n)
-    length = rng.uniform(0.08, 0.4, n) if style == "long" else rng.uniform(0.03, 0.12, n)
-    flyaway = rng.random(n) < 0.12
-    drift = np.where(flyaway, rng.uniform(0.25, 0.7, n), np.abs(rng.normal(0, 0.07, n)))
-    return {
-        "phi": phi.astype(np.float32),
-        "root": rng.uniform(0.85, 0.99, n).astype(np.float32),
-        "length": (length * np.where(flyaway, 0.5, 1.0)).astype(np.float32),
-        "drift": drift.astype(np.float32),
-        "wobble": rng.uniform(0.0, 0.03, n).astype(np.float32),
-        "phase": rng.uniform(0, 2 * np.pi, n).astype(np.float32),
-        "freq": rng.uniform(2, 9, n).astype(np.float32),
-        "group": rng.choice(4, n, p=[0.3, 0.3, 0.3, 0.1]).astype(np.int8),  # opacity/thickness class
-    }
-
-
-def sample_look(rng: np.random.Generator, bank: TextureBank, hair_strands: int = 300,
-                veil_prob: float = 0.6, edge_softness_px: tuple[float, float] = (0.8, 1.8),
-                tex_size: int = TEX) -> PersonLook:
-    """A random person: proportions, skin, hair style and colour, clothes textures, optional veil.
-
-    tex_size: side of the texture images (smaller for small frames: they are sampled at a
-    density proportional to it, so patterns keep their physical size).
-    """
-    size = int(tex_size)
-    style = str(rng.choice(["short", "long", "bald"], p=[0.5, 0.45, 0.05]))
-    skin = SKIN_TONES[int(rng.integers(len(SKIN_TONES)))] * rng.uniform(0.92, 1.05, 3).astype(np.float32)
-    hair = HAIR_COLORS[int(rng.choice(len(HAIR_COLORS), p=HAIR_COLOR_P))] * rng.uniform(0.85, 1.15)
-    textures = {
-        SKIN: srgb_to_linear(np.clip(skin[None, None, :] * (1 + 0.05 * gaussian_field(rng, size, size, 12))[:, :, None],
-                                     0, 1)),
-        SHIRT: srgb_to_linear(bank.cloth(rng, size, size)),
-        TROUSERS: srgb_to_linear(bank.cloth(rng, size, size, tint=random_color(rng, sat=(0.0, 0.5), val=(0.05, 0.6)))),
-        SHOES: srgb_to_linear(np.clip(random_color(rng, sat=(0, 0.4), val=(0.03, 0.4))[None, None, :]
-                                      * (1 + 0.1 * gaussian_field(rng, size, size, 20))[:, :, None], 0, 1)),
-        HAIR: srgb_to_linear(hair_texture(rng, size, size, np.clip(hair, 0, 1).astype(np.float32))),
-        VEIL: srgb_to_linear(bank.cloth(rng, size, size, tint=random_color(rng, sat=(0.0, 0.45), val=(0.1, 1.0)))),
-    }
-    veil = None
-    if rng.random() < veil_prob:
-        veil = "scarf" if rng.random() < 0.6 else "sleeve"
-    n_strands = int(hair_strands * rng.uniform(0.6, 1.4))
-    return PersonLook(
-        height_m=rng.uniform(1.55, 1.95),
-        shoulder_m=rng.uniform(0.16, 0.21),
-        build=rng.uniform(0.85, 1.2),
-        skin=srgb_to_linear(np.clip(skin, 0, 1)),
-        hair=srgb_to_linear(np.clip(hair, 0, 1).astype(np.float32)),
-        hair_style=style,
-        long_sleeves=bool(rng.random() < 0.6),
-        textures=textures,
-        strands=_sample_strands(rng, style, n_strands),
-        veil=veil,
-        veil_opacity=rng.uniform(0.3, 0.7),
-        veil_side=-1.0 if rng.random() < 0.5 else 1.0,
-        hair_noise=gaussian_field(rng, size, size, 5.0 * size / TEX),
-        edge_softness_px=rng.uniform(*edge_softness_px),
-        waist=rng.uniform(0.85, 1.02),
-    )
-
-
-def sample_pose(rng: np.random.Generator, u_px: float, distance_m: float,
-                previous: PersonPose | None = None, motion_px: tuple[float, float] = (0.0, 0.0),
-                sit_m: float = 0.0) -> PersonPose:
-    """A random arm/leg pose at the given place; close to `previous` when given (continuous motion)."""
-    arms = []
-    for side in range(2):
-        if previous is None:
-            raise_ = rng.uniform(-0.15, 1.3) if rng.random() < 0.7 else rng.uniform(1.3, 2.4)
-            flex = rng.uniform(0.0, 2.2)
-            sign = -1.0 if rng.random() < 0.6 else 1.0
-            fwd = rng.uniform(0.0, 0.35) * (flex / 2.2)
-        else:
-            r0, f0, sign, fw0 = previous.arms[side]
-            raise_ = float(np.clip(r0 + rng.normal(0, 0.25), -0.2, 2.4))
-            flex = float(np.clip(f0 + rng.normal(0, 0.3), 0.0, 2.4))
-            fwd = float(np.clip(fw0 + rng.normal(0, 0.05), 0.0, 0.4))
-        arms.append((float(raise_), float(flex), float(sign), float(fwd)))
-    spread = rng.uniform(-0.02, 0.12) if previous is None else float(np.clip(previous.legs_spread_m
-                                                                               + rng.normal(0, 0.04), -0.02, 0.2))
-    return PersonPose(float(u_px), float(distance_m), (arms[0], arms[1]), spread, float(rng.normal(0, 0.15)),
-                      motion_px, float(sit_m))
-
-
-# -- signed distances (metres, vectorised) ----------------------------------------------------------
-def _sd_ellipse(x, y, cx, cy, rx, ry):
-    px, py = (x - np.float32(cx)) / np.float32(rx), (y - np.float32(cy)) / np.float32(ry)
-    k0 = np.sqrt(px * px + py * py)
-    k1 = np.sqrt((px / np.float32(rx)) ** 2 + (py / np.float32(ry)) ** 2)
-    return k0 * (k0 - 1.0) / np.maximum(k1, np.float32(1e-6)), np.zeros_like(x)
-
-
-def _sd_capsule(x, y, a, b, ra, rb):
-    ax, ay = np.float32(a[0]), np.float32(a[1])
-    bax, bay = np.float32(b[0] - a[0]), np.float32(b[1] - a[1])
-    pax, pay = x - ax, y - ay
-    t = np.clip((pax * bax + pay * bay) / max(float(bax * bax + bay * bay), 1e-9), 0.0, 1.0)
-    dx, dy = pax - bax * t, pay - bay * t
-    return np.sqrt(dx * dx + dy * dy) - (np.float32(ra) + np.float32(rb - ra) * t), t
-
-
-def _smin(a, b, k):
-    h = np.clip(0.5 + 0.5 * (b - a) / np.float32(k), 0.0, 1.0)
-    return b * (1 - h) + a * h - np.float32(k) * h * (1 - h)
-
-
-@dataclass
-class _Part:
-    bounds: tuple[float, float, float, float]  # x0, x1, y0, y1 in body metres
-    sdf: Callable  # (x, y) -> (sdf metres, t in [0, 1] along the part)
-    material: int
-    bulge_m: float
-    dz: tuple[float, float]  # depth offset (m, < 0 = toward the camera) at t = 0 and t = 1
-    below: tuple[float, int] | None = None  # (y, material): material of the part below height y
-
-
-def _capsule_part(a, b, ra, rb, material, bulge, dz=(0.0, 0.0)) -> _Part:
-    r = max(ra, rb)
-    bounds = (min(a[0], b[0]) - r, max(a[0], b[0]) + r, min(a[1], b[1]) - r, max(a[1], b[1]) + r)
-    return _Part(bounds, lambda x, y: _sd_capsule(x, y, a, b, ra, rb), material, bulge, dz)
-
-
-def _ellipse_part(c, rx, ry, material, bulge, dz=0.0) -> _Part:
-    return _Part((c[0] - rx, c[0] + rx, c[1] - ry, c[1] + ry), lambda x, y: _sd_ellipse(x, y, c[0], c[1], rx, ry),
-                 material, bulge, (dz, dz))
-
-
-def _rot(v, angle):
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1]])
-
-
-def _body_parts(look: PersonLook, pose: PersonPose) -> tuple[list[_Part], dict]:
-    """The opaque parts in body coordinates, and named anchor points for hair/veil/face.
-
-    A seated pose (pose.sit_m > 0) lowers everything above the hips by sit_m; the thighs then
-    point at the camera (short, foreshortened, coming forward in depth) and the shins hang down.
-    """
-    k = look.height_m / 1.75
-    b = look.build
-    sit = pose.sit_m
-
-    def up_y(v: float) -> float:  # height of an upper-body landmark given for a 1.75 m standing body
-        return v * k - sit
-
-    parts: list[_Part] = []
-    head_c = np.array([0.0, up_y(1.635)])
-    head_r = (0.078 * (0.9 + 0.1 * b), 0.105 * k)
-    if look.hair_style == "bald":
-        parts.append(_ellipse_part(head_c, *head_r, SKIN, 0.08, -0.02))
-    else:  # face: head ellipse under a curved hairline
-        hair_line = (np.array([0.0, up_y(1.57)]), 0.1, 0.105 * k)
-
-        def face_sdf(x, y, hc=head_c, hr=head_r, hl=hair_line):
-            d1, t = _sd_ellipse(x, y, hc[0], hc[1], *hr)
-            d2, _ = _sd_ellipse(x, y, hl[0][0], hl[0][1], hl[1], hl[2])
-            return np.maximum(d1, d2), t
-
-        parts.append(_Part((head_c[0] - head_r[0], head_c[0] + head_r[0], head_c[1] - head_r[1], head_c[1] + head_r[1]),
-                           face_sdf, SKIN, 0.08, (-0.02, -0.02)))
-    parts.append(_capsule_part((0, up_y(1.46)), (0, up_y(1.56)), 0.05, 0.043, SKIN, 0.04))
-    sh = look.shoulder_m
-
-    def torso_sdf(x, y):
-        chest, _ = _sd_ellipse(x, y, 0, up_y(1.29), 0.165 * b, 0.17 * k)
-        waist, _ = _sd_ellipse(x, y, 0, up_y(1.08), 0.14 * b, 0.15 * k)
-        hips, _ = _sd_ellipse(x, y, 0, up_y(0.92), 0.165 * b, 0.12 * k)
-        shoulders, _ = _sd_capsule(x, y, (-(sh - 0.04), up_y(1.415)), (sh - 0.04, up_y(1.415)), 0.055, 0.055)
-        d = _smin(_smin(chest, waist, 0.06), hips, 0.06)
-        return _smin(d, shoulders, 0.05), np.zeros_like(x)
-
-    parts.append(_Part((-0.3 * b - sh, 0.3 * b + sh, up_y(0.75), up_y(1.5)), torso_sdf, SHIRT, 0.11, (0.0, 0.0),
-                       (up_y(look.waist), TROUSERS)))
-    anchors = {"head": head_c, "head_r": head_r, "k": k, "lift": -sit}
-    for si, side in enumerate((-1.0, 1.0)):
-        raise_, flex, sign, fwd = pose.arms[si]
-        shoulder = np.array([side * sh, up_y(1.42)])
-        up_dir = np.array([side * np.sin(raise_), -np.cos(raise_)])
-        elbow = shoulder + 0.29 * k * up_dir
-        fore_dir = _rot(up_dir, -side * sign * flex)
-        wrist = elbow + 0.26 * k * fore_dir * (1.0 - 0.35 * np.sin(min(flex, np.pi / 2)) * fwd / 0.4)
-        hand_end = wrist + 0.09 * k * fore_dir
-        sleeve = SHIRT if look.long_sleeves else SKIN
-        parts.append(_capsule_part(shoulder, elbow, 0.05, 0.042, SHIRT, 0.045, (0.0, -0.4 * fwd)))
-        parts.append(_capsule_part(elbow, wrist, 0.041, 0.031, sleeve, 0.035, (-0.4 * fwd, -fwd)))
-        parts.append(_capsule_part(wrist, hand_end, 0.033, 0.03, SKIN, 0.02, (-fwd, -fwd)))
-        for j, spread in enumerate((-0.35, -0.12, 0.1, 0.32)):
-            f_dir = _rot(fore_dir, spread * side)
-            f0 = hand_end - 0.015 * fore_dir + np.array([-fore_dir[1], fore_dir[0]]) * (j - 1.5) * 0.016
-            parts.append(_capsule_part(f0, f0 + (0.055 + 0.012 * (j in (1, 2))) * k * f_dir, 0.0085, 0.007, SKIN,
-                                       0.006, (-fwd, -fwd - 0.01)))
-        hip = np.array([side * 0.085 * b, up_y(0.9)])
-        if sit > 0:  # thigh toward the camera, shin hanging from the knee to the floor
-            knee = np.array([side * (0.1 * b + pose.legs_spread_m * 0.6), up_y(0.9) - 0.02])
-            ankle = np.array([knee[0] + side * pose.legs_spread_m * 0.3, 0.085 * k])
-            leg_dz = (0.0, -0.42 * k, -0.45 * k)
-        else:
-            knee = np.array([side * (0.1 * b + pose.legs_spread_m * 0.4), 0.5 * k])
-            ankle = np.array([side * (0.1 * b + pose.legs_spread_m), 0.085 * k])
-            leg_dz = (0.0, 0.0, 0.0)
-
-        def leg_sdf(x, y, hip=hip, knee=knee, ankle=ankle):
-            d1, t1 = _sd_capsule(x, y, hip, knee, 0.08, 0.06)
-            d2, t2 = _sd_capsule(x, y, knee, ankle, 0.055, 0.04)
-            return _smin(d1, d2, 0.02), np.where(d1 < d2, 0.5 * t1, 0.5 + 0.5 * t2)
-
-        if sit > 0:
-            parts.append(_capsule_part(hip, knee, 0.08, 0.065, TROUSERS, 0.07, leg_dz[:2]))
-            parts.append(_capsule_part(knee, ankle, 0.055, 0.04, TROUSERS, 0.05, leg_dz[1:]))
-        else:
-            parts.append(_Part((min(hip[0], knee[0], ankle[0]) - 0.09, max(hip[0], knee[0], ankle[0]) + 0.09,
-                                ankle[1] - 0.05, hip[1] + 0.09), leg_sdf, TROUSERS, 0.07, (0.0, 0.0)))
-        parts.append(_ellipse_part(ankle + np.array([side * 0.02, -0.045 * k]), 0.06, 0.042 * k, SHOES, 0.04,
-                                   leg_dz[2] - 0.06))
-        anchors[f"shoulder{si}"] = shoulder
-        anchors[f"elbow{si}"] = elbow
-        anchors[f"wrist{si}"] = wrist
-        anchors[f"hand{si}"] = hand_end
-        anchors[f"fwd{si}"] = fwd
-    return parts, anchors
 
 
 # -- image mapping ----------------------------------------------------------------------------------
@@ -486,7 +170,7 @@ def render_person(look: PersonLook, pose: PersonPose, scene: BackgroundScene, rn
     m, center_cam = _mapping(look, pose, scene)
     layer = SubjectLayer.empty(img_h, img_w)
     layer.center_cam = center_cam
-    parts, anchors = _body_parts(look, pose)
+    parts, anchors = body_parts(look, pose)
     k = anchors["k"]
     lift = anchors["lift"]
     # Bounding box of everything (arms, veil, strands), in pixels.
@@ -546,10 +230,10 @@ def render_person(look: PersonLook, pose: PersonPose, scene: BackgroundScene, rn
         reg = hair_reg = _region(m, bounds, x0, y0, h, w, pad_px)
         if reg is not None:
             x, y = bx[reg], by[reg]
-            d, _ = _sd_ellipse(x, y, hc[0], hc[1] + 0.015, hx, hy)
+            d, _ = sd_ellipse(x, y, hc[0], hc[1] + 0.015, hx, hy)
             if look.hair_style == "long":
-                d2, _ = _sd_capsule(x, y, (hc[0], hc[1] - 0.02), (hc[0], 1.36 * k + lift), 0.11, 0.15)
-                d = _smin(d, d2, 0.04)
+                d2, _ = sd_capsule(x, y, (hc[0], hc[1] - 0.02), (hc[0], 1.36 * k + lift), 0.11, 0.15)
+                d = smin(d, d2, 0.04)
             noise = _texture_at(look.hair_noise, x, y, 300.0 * look.tex_scale)
             d = d + np.float32(0.005) * noise
             a_hair[reg] = np.clip(0.5 - d * np.float32(px_per_m) / np.float32(2.0 * soft), 0, 1)
@@ -587,7 +271,7 @@ def render_person(look: PersonLook, pose: PersonPose, scene: BackgroundScene, rn
             x, y = bx[reg], by[reg]
             d = np.full(x.shape, np.float32(1.0))
             for i in range(len(curve) - 1):
-                di, _ = _sd_capsule(x, y, curve[i], curve[i + 1], widths[i], widths[i + 1])
+                di, _ = sd_capsule(x, y, curve[i], curve[i + 1], widths[i], widths[i + 1])
                 d = np.minimum(d, di)
             weave = luminance(_texture_at(look.textures[VEIL], x, y, 500.0 * look.tex_scale))
             weave = weave / max(float(weave.mean()), 1e-4)
@@ -617,11 +301,11 @@ def render_person(look: PersonLook, pose: PersonPose, scene: BackgroundScene, rn
         fx_, fy_ = bx[head_reg], by[head_reg] - np.float32(hc[1])
         dark = np.zeros(fx_.shape, np.float32)
         for ex in (-0.03, 0.03):
-            d, _ = _sd_ellipse(fx_, fy_, ex, 0.012, 0.012, 0.006)
+            d, _ = sd_ellipse(fx_, fy_, ex, 0.012, 0.012, 0.006)
             dark = np.maximum(dark, np.clip(0.5 - d * px_per_m, 0, 1) * 0.85)
-            d, _ = _sd_capsule(fx_, fy_, (ex - 0.015, 0.03), (ex + 0.015, 0.032), 0.004, 0.004)
+            d, _ = sd_capsule(fx_, fy_, (ex - 0.015, 0.03), (ex + 0.015, 0.032), 0.004, 0.004)
             dark = np.maximum(dark, np.clip(0.5 - d * px_per_m, 0, 1) * 0.6)
-        d, _ = _sd_ellipse(fx_, fy_, 0.0, -0.055, 0.022, 0.006)
+        d, _ = sd_ellipse(fx_, fy_, 0.0, -0.055, 0.022, 0.006)
         dark = np.maximum(dark, np.clip(0.5 - d * px_per_m, 0, 1) * 0.5)
         col_body[head_reg] *= (1 - np.where(mat[head_reg] == SKIN, dark, 0))[:, :, None]
     col_body *= _shade(np.where(a_body > 0, z_body, np.inf), m.sx, m.sy, light, ambient)[:, :, None]

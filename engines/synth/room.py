@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engines.synth_textures import (
+from engines.synth.textures import (
     RealPlate,
     TextureBank,
     luminance,

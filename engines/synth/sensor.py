@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from scipy.special import ndtri
 
-from engines.synth_textures import gaussian_field
+from engines.synth.textures import gaussian_field
 from sensors.frame import Intrinsics
 
 

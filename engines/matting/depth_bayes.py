@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from scipy.special import ndtr
 
-from engines.background_prior import BackgroundPrior
+from engines.matting.background_prior import BackgroundPrior
 from engines.config import DepthConfig
 
 MM_PER_M = 1000.0

@@ -18,7 +18,7 @@ import logging
 
 import numpy as np
 
-from engines.post_matting import UNKNOWN, check_inputs, known_alpha, unknown_box
+from engines.matting.post_inputs import UNKNOWN, check_inputs, known_alpha, unknown_box
 
 log = logging.getLogger(__name__)
 

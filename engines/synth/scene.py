@@ -43,8 +43,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from engines.synth_room import BackgroundScene, CameraPose, plate_scene, render_room
-from engines.synth_sensor import (
+from engines.synth.room import BackgroundScene, plate_scene, render_room
+from engines.synth.sensor import (
     DepthSensor,
     Exposure,
     NormalSampler,
@@ -57,18 +57,9 @@ from engines.synth_sensor import (
     sense_depth,
     to_depth_raw,
 )
-from engines.synth_subject import (
-    SHIRT,
-    PersonLook,
-    PersonPose,
-    SubjectLayer,
-    head_top_row,
-    nonzero_box,
-    render_person,
-    sample_look,
-    sample_pose,
-)
-from engines.synth_textures import (
+from engines.synth.look import SHIRT, PersonLook, PersonPose, SubjectLayer, sample_look, sample_pose
+from engines.synth.subject import head_top_row, nonzero_box, render_person
+from engines.synth.textures import (
     TextureBank,
     linear_to_srgb,
     luminance,
@@ -78,13 +69,6 @@ from engines.synth_textures import (
 from sensors.frame import Frame, Intrinsics
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "SceneConfig", "Conditions", "SceneCamera", "Capture", "TextureBank", "generate_scene", "write_scene",
-    "random_sample", "sample_stream", "render_frame", "sample_conditions", "capture", "preview_image",
-    "write_preview", "rgb_subtraction_view", "colorize_depth",
-]
-
 
 @dataclass(frozen=True)
 class SceneConfig:
@@ -327,9 +311,16 @@ class _Scene:
     brightness: float
 
 
+def draw_background(rng: np.random.Generator, config: SceneConfig, bank: TextureBank, height: int,
+                     width: int, augment_plate: bool) -> BackgroundScene:
+    if bank.plate is not None and rng.random() < config.real_background_prob:
+        return plate_scene(rng, bank.plate, height, width, augment=augment_plate)
+    return render_room(rng, height, width, Intrinsics.default_for(width, height), bank)
+
+
 def _draw_scene(rng: np.random.Generator, config: SceneConfig, bank: TextureBank, height: int, width: int,
                 augment_plate: bool) -> _Scene:
-    background = _draw_background(rng, config, bank, height, width, augment_plate)
+    background = draw_background(rng, config, bank, height, width, augment_plate)
     look = sample_look(rng, bank, hair_strands=config.hair_strands, veil_prob=config.veil_prob,
                        tex_size=int(np.clip(160 * width / 640, 64, 160)))
     conditions = sample_conditions(rng, config)
@@ -338,7 +329,7 @@ def _draw_scene(rng: np.random.Generator, config: SceneConfig, bank: TextureBank
     return _Scene(background, look, conditions, brightness)
 
 
-def _place_subject(rng: np.random.Generator, scene: BackgroundScene, look: PersonLook, u_px: float,
+def place_subject(rng: np.random.Generator, scene: BackgroundScene, look: PersonLook, u_px: float,
                    distance_m: tuple[float, float]) -> tuple[float, float]:
     """(distance, seat drop) for a subject around column u_px.
 
@@ -364,7 +355,7 @@ def _place_subject(rng: np.random.Generator, scene: BackgroundScene, look: Perso
     return float(rng.uniform(close, max(close, far))), (sit if seated_first else 0.0)
 
 
-def _camouflage(rng: np.random.Generator, look: PersonLook, scene: BackgroundScene, u_px: float) -> PersonLook:
+def camouflage(rng: np.random.Generator, look: PersonLook, scene: BackgroundScene, u_px: float) -> PersonLook:
     """The same person in a shirt coloured like the background around column u_px."""
     h, w = scene.height, scene.width
     c0, c1 = int(np.clip(u_px - 0.1 * w, 0, w - 1)), int(np.clip(u_px + 0.1 * w, 1, w))
@@ -381,7 +372,7 @@ def _test_poses(rng: np.random.Generator, scene: BackgroundScene, look: PersonLo
     """Poses of the test frames: the subject enters from a side, then moves around a final spot."""
     w = scene.width
     u_final = rng.uniform(0.3, 0.7) * w
-    z_final, sit_m = _place_subject(rng, scene, look, u_final, config.subject_distance_m)
+    z_final, sit_m = place_subject(rng, scene, look, u_final, config.subject_distance_m)
     side = -1.0 if rng.random() < 0.5 else 1.0
     # Entering: the torso centre just beyond the border, 25-50 % of the torso inside the frame.
     half_torso_px = 0.18 * scene.intrinsics.fx / z_final
@@ -433,7 +424,7 @@ def generate_scene(config: SceneConfig) -> Iterator[Frame]:
     poses = _test_poses(subject_rng, sc.background, sc.look, config.n_test, config)
     look = sc.look
     if subject_rng.random() < config.camouflage_prob:
-        look = _camouflage(subject_rng, look, sc.background, poses[-1].u_px)
+        look = camouflage(subject_rng, look, sc.background, poses[-1].u_px)
     for pose in poses:
         subject = render_person(look, pose, sc.background, subject_rng, sc.brightness)
         cap = camera.test_frame(noise_rng, subject)
@@ -453,162 +444,3 @@ def write_scene(config: SceneConfig, out_dir: str | Path, color_format: str = "p
         for frame in generate_scene(config):
             writer.write(frame)
     return out
-
-
-# -- training samples -----------------------------------------------------------------------------
-def _as_dict(plate: Capture, test: Capture) -> dict:
-    return {
-        "image": test.color.astype(np.float32) / np.float32(255.0),
-        "background": plate.color.astype(np.float32) / np.float32(255.0),
-        "depth_m": test.depth_m,
-        "background_depth_m": plate.depth_m,
-        "alpha": test.alpha.astype(np.float32),
-        "foreground": test.foreground,
-    }
-
-
-def _sample_on(rng: np.random.Generator, config: SceneConfig, bank: TextureBank, background: BackgroundScene) -> dict:
-    """A training sample on a given background: new person, pose, camera conditions and noise."""
-    width = background.width
-    look = sample_look(rng, bank, hair_strands=config.hair_strands, veil_prob=config.veil_prob,
-                       tex_size=int(np.clip(160 * width / 640, 64, 160)))
-    ref = float(np.percentile(luminance(background.radiance[::2, ::2]), 97))
-    brightness = max(ref, 0.2) / 0.75 * rng.uniform(0.7, 1.2)
-    u = rng.uniform(0.3, 0.7) * width if rng.random() < 0.85 else rng.choice([-0.08, 1.08]) * width
-    z, sit_m = _place_subject(rng, background, look, float(np.clip(u, 0, width)), config.subject_distance_m)
-    motion = (float(rng.normal(0, 1.5)) * width / 640, float(rng.normal(0, 0.4))) if config.motion_blur else (0, 0)
-    if rng.random() < config.camouflage_prob:
-        look = _camouflage(rng, look, background, u)
-    subject = render_person(look, sample_pose(rng, u, z, None, motion, sit_m), background, rng, brightness)
-    camera = SceneCamera(background, sample_conditions(rng, config))
-    return _as_dict(camera.background_frame(rng), camera.test_frame(rng, subject))
-
-
-def _draw_background(rng: np.random.Generator, config: SceneConfig, bank: TextureBank, height: int,
-                     width: int, augment_plate: bool) -> BackgroundScene:
-    if bank.plate is not None and rng.random() < config.real_background_prob:
-        return plate_scene(rng, bank.plate, height, width, augment=augment_plate)
-    return render_room(rng, height, width, Intrinsics.default_for(width, height), bank)
-
-
-def random_sample(rng: np.random.Generator, height: int, width: int, bank: TextureBank | None = None,
-                  config: SceneConfig | None = None) -> dict:
-    """One training sample from a fresh random scene (see the module docstring for the keys).
-
-    rng: the only source of randomness (same state -> same sample). bank: reuse one per process
-    (None builds one from config.shared_dir, which reads the photos again). config: effect
-    strengths (its size, frame counts and seed are ignored). About 50 ms at 320x240 on one CPU
-    core, most of it rendering the room; `sample_stream` reuses rooms and is faster.
-    About 15 % of subjects are entering (cut by the image border).
-    """
-    config = config or SceneConfig()
-    bank = bank if bank is not None else TextureBank(config.shared_dir, use_real=config.real_textures)
-    background = _draw_background(rng, config, bank, height, width, augment_plate=True)
-    return _sample_on(rng, config, bank, background)
-
-
-def sample_stream(rng: np.random.Generator, height: int, width: int, bank: TextureBank | None = None,
-                  config: SceneConfig | None = None, samples_per_background: int = 4) -> Iterator[dict]:
-    """Endless training samples like `random_sample`, each background reused for
-    `samples_per_background` samples (different person, pose, lighting change and noise each)."""
-    config = config or SceneConfig()
-    bank = bank if bank is not None else TextureBank(config.shared_dir, use_real=config.real_textures)
-    while True:
-        background = _draw_background(rng, config, bank, height, width, augment_plate=True)
-        for _ in range(max(int(samples_per_background), 1)):
-            yield _sample_on(rng, config, bank, background)
-
-
-def render_frame(rng: np.random.Generator, foreground: np.ndarray, alpha: np.ndarray,
-                 foreground_depth_m: np.ndarray, background: np.ndarray, background_depth_m: np.ndarray,
-                 config: SceneConfig | None = None, intrinsics: Intrinsics | None = None) -> dict:
-    """Apply the capture model to given arrays and return a sample dict (module docstring).
-
-    foreground, background: HxWx3 RGB, uint8 or float in [0, 1] (sRGB-encoded, as photographed).
-    alpha: HxW float in [0, 1]. foreground_depth_m: HxW metres of the subject (<= 0 or non-finite
-    where unknown: those subject pixels return no depth). background_depth_m: HxW metres, 0 = hole.
-    Semi-transparent pixels (alpha < 0.5) show the background's depth, thin ones may drop out.
-    A random sensor and lighting change are drawn from `config` (default strengths).
-    """
-    config = config or SceneConfig()
-    h, w = alpha.shape
-    intr = intrinsics or Intrinsics.default_for(w, h)
-
-    def to_unit(img: np.ndarray) -> np.ndarray:
-        img = np.asarray(img)
-        return img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-
-    bg_depth = np.where(np.isfinite(background_depth_m) & (background_depth_m > 0), background_depth_m, 0)
-    bg_depth = bg_depth.astype(np.float32)
-    holes = (bg_depth <= 0).astype(np.uint8)
-    ring = cv2.dilate(holes, np.ones((3, 3), np.uint8)) > holes
-    scene = BackgroundScene(srgb_to_linear(to_unit(background)), bg_depth,
-                            np.where(ring, 0.3, 0.01).astype(np.float32), intr, CameraPose(1.3, 0.1), "arrays")
-    a = np.clip(alpha.astype(np.float32), 0, 1)
-    fg_known = np.isfinite(foreground_depth_m) & (foreground_depth_m > 0)
-    solid = a >= 0.5
-    depth = np.where(solid & fg_known, foreground_depth_m, np.inf).astype(np.float32)
-    dropout = np.where(solid & ~fg_known, 1.0, 0.0).astype(np.float32)
-    dropout = np.where((a > 0.05) & ~solid, 0.5, dropout).astype(np.float32)
-    if solid.any() and fg_known[solid].any():
-        ys, xs = np.nonzero(solid)
-        zc = float(np.median(foreground_depth_m[solid & fg_known]))
-        center = np.array([(xs.mean() - intr.cx) * zc / intr.fx, (ys.mean() - intr.cy) * zc / intr.fy, zc])
-    else:
-        center = np.array([0.0, 0.0, 1.5])
-    subject = SubjectLayer(srgb_to_linear(to_unit(foreground)), a, depth, dropout, a, center)
-    camera = SceneCamera(scene, sample_conditions(rng, config))
-    return _as_dict(camera.background_frame(rng), camera.test_frame(rng, subject))
-
-
-# -- preview --------------------------------------------------------------------------------------
-def colorize_depth(depth_m: np.ndarray, max_m: float = 5.5) -> np.ndarray:
-    """Depth (metres, 0 = none) as uint8 HxWx3 RGB: turbo colours near-to-far, holes black."""
-    scaled = np.clip(depth_m / np.float32(max_m) * 255.0, 0, 255).astype(np.uint8)
-    rgb = cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)[:, :, ::-1].copy()
-    rgb[depth_m <= 0] = 0
-    return rgb
-
-
-def rgb_subtraction_view(test: Frame, background: Frame, threshold: int = 25) -> np.ndarray:
-    """What plain RGB background subtraction sees, uint8 HxWx3: white = subject found, red = false
-    positive on the background (alpha = 0), blue = subject missed; |difference| > threshold levels."""
-    flagged = np.abs(test.color.astype(np.int16) - background.color.astype(np.int16)).max(axis=2) > threshold
-    alpha = test.alpha if test.alpha is not None else np.zeros(flagged.shape, np.float32)
-    view = np.zeros(flagged.shape + (3,), np.uint8)
-    view[flagged & (alpha >= 0.5)] = (255, 255, 255)
-    view[flagged & (alpha == 0)] = (230, 40, 40)
-    view[~flagged & (alpha >= 0.5)] = (40, 60, 200)
-    return view
-
-
-def preview_image(seeds: tuple[int, ...] = (0, 3, 18, 21), width: int = 320, height: int = 240,
-                  shared_dir: str | None = None, n_background: int = 3, n_test: int = 3,
-                  tile_scale: float = 1.0) -> np.ndarray:
-    """Contact sheet, uint8 RGB: one row per seed with the first background frame, the last test
-    frame, `rgb_subtraction_view` of the two, the test depth (turbo, holes black) and the alpha.
-    Scenes render at width x height; tiles are resized by `tile_scale`."""
-    rows = []
-    for seed in seeds:
-        config = SceneConfig(width=width, height=height, n_background=n_background, n_test=n_test, seed=seed,
-                             shared_dir=shared_dir)
-        frames = list(generate_scene(config))
-        bg, test = frames[0], frames[-1]
-        alpha = np.repeat((np.clip(test.alpha, 0, 1) * 255).astype(np.uint8)[:, :, None], 3, axis=2)
-        tiles = [bg.color, test.color, rgb_subtraction_view(test, bg), colorize_depth(test.depth_m()), alpha]
-        if tile_scale != 1.0:
-            size = (max(int(round(width * tile_scale)), 1), max(int(round(height * tile_scale)), 1))
-            tiles = [cv2.resize(t, size, interpolation=cv2.INTER_AREA) for t in tiles]
-        rows.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1))
-    return np.concatenate(rows, axis=0)
-
-
-def write_preview(path: str | Path, **kwargs) -> Path:
-    """Write `preview_image(**kwargs)` as a maximally compressed PNG; returns the path."""
-    path = Path(path)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(preview_image(**kwargs), cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    if not ok:
-        raise ValueError(f"cannot encode the preview for {path}")
-    buf.tofile(path)
-    return path

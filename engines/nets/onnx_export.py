@@ -1,0 +1,126 @@
+"""ONNX export of the base network and the refiner, and the check that an export matches torch.
+
+Owns `export_base_net` / `export_refiner` (named inputs/outputs, dynamic sizes, legacy TorchScript
+exporter, model metadata) and `validate_export` (max abs difference to torch on given inputs). The
+model spec (names, shapes, patch geometry) and the inference side are `engines.matting.onnx_inference`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engines.matting.onnx_inference import BASE_INPUTS, BASE_OUTPUTS, REFINER_INPUTS, REFINER_OUTPUTS, create_session
+from engines.nets.base_net import BaseNet
+from engines.nets.refiner import Refiner, RefinerPatchNet
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+
+
+class _ChannelsLastPatchNet(nn.Module):
+    """Export wrapper: NHWC patches in, NHWC refined patches out, around a `RefinerPatchNet`."""
+
+    def __init__(self, patch_net: RefinerPatchNet):
+        super().__init__()
+        self.patch_net = patch_net
+
+    def forward(
+        self, patch_coarse: torch.Tensor, patch_half_img: torch.Tensor, patch_full: torch.Tensor
+    ) -> torch.Tensor:
+        half = torch.cat([patch_coarse, patch_half_img], dim=3).permute(0, 3, 1, 2)
+        out = self.patch_net(half, patch_full.permute(0, 3, 1, 2))
+        return out.permute(0, 2, 3, 1)
+
+
+@contextmanager
+def _eval_mode(module: nn.Module):
+    """Put `module` in eval mode and restore every submodule's own training flag afterwards."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes, metadata) -> Path:
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _eval_mode(module):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter warns that it is legacy
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=False,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=dynamic_axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+            )
+    model = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save(model, str(path))
+    log.info("exported %s to %s", type(module).__name__, path)
+    return path
+
+
+def export_base_net(net: BaseNet, path: str | Path, size: tuple[int, int] = (120, 160)) -> Path:
+    """Export `net` (in eval mode) as the base-net model of the spec; `size` (h, w) is only the trace size."""
+    h, w = size
+    cfg = net.config
+    args: tuple = (torch.rand(1, 3, h, w), torch.rand(1, 3, h, w))
+    names = list(BASE_INPUTS[:2])
+    if cfg.aux_channels:
+        args = args + (torch.rand(1, cfg.aux_channels, h, w),)
+        names.append(BASE_INPUTS[2])
+    dynamic = {n: {0: "batch", 2: "height", 3: "width"} for n in names + list(BASE_OUTPUTS)}
+    metadata = {"model": "dart_base_net", **vars(cfg)}
+    return _export(net, args, Path(path), names, BASE_OUTPUTS, dynamic, metadata)
+
+
+def export_refiner(refiner: Refiner | RefinerPatchNet, path: str | Path) -> Path:
+    """Export the refiner's patch convolutions (in eval mode) as the channels-last patch model of the spec."""
+    patch_net = refiner.patch_net if isinstance(refiner, Refiner) else refiner
+    images = patch_net.full_channels
+    k = 5
+    args = (
+        torch.rand(k, 8, 8, patch_net.half_channels - images),
+        torch.rand(k, 8, 8, images),
+        torch.rand(k, 8, 8, images),
+    )
+    dynamic = {n: {0: "patches"} for n in REFINER_INPUTS + REFINER_OUTPUTS}
+    metadata = {"model": "dart_refiner_patches", "aux_channels": images - 6}
+    wrapper = _ChannelsLastPatchNet(patch_net)
+    return _export(wrapper, args, Path(path), REFINER_INPUTS, REFINER_OUTPUTS, dynamic, metadata)
+
+
+def validate_export(module: nn.Module, path: str | Path, inputs: dict[str, np.ndarray]) -> float:
+    """Max abs difference between torch `module` (eval) and the ONNX model at `path` on `inputs` (CPU).
+
+    `module` is what was exported (a `BaseNet`, a `Refiner` / `RefinerPatchNet` for a refiner model).
+    """
+    session = create_session(path, ["CPUExecutionProvider"], intra_op_threads=2)
+    got = session.run(None, inputs)
+    if isinstance(module, Refiner):
+        module = module.patch_net
+    if isinstance(module, RefinerPatchNet):
+        module = _ChannelsLastPatchNet(module)
+    with _eval_mode(module), torch.no_grad():
+        expected = module(*[torch.from_numpy(inputs[i.name]) for i in session.get_inputs()])
+    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+    return max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
