@@ -129,6 +129,13 @@ class EngineControls(QGroupBox):
     def set_view(self, view: str) -> None:
         self.view.setCurrentIndex(max(self.view.findData(view), 0))
 
+    def show_mode(self, mode: str) -> None:
+        """Show (and save) a mode the engine switched to itself, without asking the engine to switch."""
+        self.mode.blockSignals(True)
+        self.mode.setCurrentIndex(max(self.mode.findData(mode), 0))
+        self.mode.blockSignals(False)
+        self.settings.mode = self.mode.currentData()
+
 
 class BackgroundControls(QGroupBox):
     background_changed = Signal()

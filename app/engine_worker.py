@@ -41,20 +41,8 @@ from app.engine_state import (
     replace_config,
     running_fps,
 )
-from app.events import (
-    CAPTURE_DONE,
-    CAPTURE_FAILED,
-    ERROR,
-    FINISHED,
-    NEEDS_CAPTURE,
-    PRIOR_RESTORED,
-    PROBLEMS,
-    SCENE_CHANGED,
-    SOURCE_ERROR,
-    SOURCE_OPENED,
-    EngineEvent,
-    describe,
-)
+from app import events as ev
+from app.events import EngineEvent, describe
 from app.outputs import Outputs
 from app.post_output import PostOutput, post_key
 from app.post_worker import PostJob
@@ -65,8 +53,8 @@ from engines.config import EngineConfig
 from engines.matting.pipeline import MattingPipeline
 from sensors.errors import UserError
 from sensors.frame import Frame
-from sensors.frame_queue import FrameQueue
-from sensors.source import SourceInfo, open_source
+from sensors.frame_queue import FrameQueue, open_frame_queue
+from sensors.source import SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +86,8 @@ class EngineWorker:
         self._monitor = SceneChangeMonitor(self.options.scene_patience_frames)
         self._outputs = Outputs(self._push, self.options.vcam_backend)
         self._finished = False
-        self._seq = 0
-        self._matted = 0
-        self._shown = 0
+        self._seq = self._matted = self._shown = 0
+        self._failing = False  # the last frame failed (an engine error is reported once)
         self._done_times: deque[float] = deque(maxlen=FPS_WINDOW)
 
     # -- lifecycle (GUI thread) ------------------------------------------------------------------
@@ -178,7 +165,7 @@ class EngineWorker:
         self._push(EngineEvent(kind, message, detail, report))
 
     def _push(self, event: EngineEvent) -> None:
-        log.log(logging.WARNING if event.kind in PROBLEMS else logging.INFO, "%s", event.message)
+        log.log(logging.WARNING if event.kind in ev.PROBLEMS else logging.INFO, "%s", event.message)
         self._events.append(event)
 
     def _run(self) -> None:
@@ -203,11 +190,22 @@ class EngineWorker:
                 try:
                     self._process(frame)
                 except Exception as exc:  # a bug or an engine failure must not kill the thread
-                    log.exception("processing frame %d failed", frame.index)
-                    self._emit(ERROR, f"Processing failed: {describe(exc)}")
-                    time.sleep(0.05)
+                    self._engine_failed(frame, exc)
         finally:
             self._shutdown()
+
+    def _engine_failed(self, frame: Frame, exc: Exception) -> None:
+        """Said once: a network mode falls back to 'depth' (ev.MODE_CHANGED); 'depth' keeps trying, quietly."""
+        log.exception("processing frame %d failed", frame.index)
+        mode = self._config.mode
+        if mode != "depth":
+            self._set_config(replace_config(self._config, mode="depth"))
+            self._emit(ev.ERROR, f"Mode '{mode}' failed ({describe(exc)}); switched to 'depth' to keep going.")
+            self._emit(ev.MODE_CHANGED, "Switched to mode 'depth'.", detail="depth")
+        elif not self._failing:
+            self._emit(ev.ERROR, f"Processing failed: {describe(exc)}")
+        self._failing = True
+        time.sleep(0.05)
 
     def _run_commands(self) -> None:
         while not self._stop.is_set():
@@ -230,7 +228,7 @@ class EngineWorker:
             command()
         except Exception as exc:
             log.exception("engine command failed")
-            self._emit(ERROR, describe(exc))
+            self._emit(ev.ERROR, describe(exc))
 
     def _shutdown(self) -> None:
         self._close_source()
@@ -240,16 +238,7 @@ class EngineWorker:
 
     # source ------------------------------------------------------------------------------------------
     def _open_stream(self, uri: str) -> SourceInfo:
-        source = open_source(uri)
-        try:
-            info = source.open()
-            pace = not info.live and self.options.pace_recordings
-            frames = FrameQueue(source, maxsize=2, mode="latest" if info.live else "every", pace=pace)
-            frames.start()
-        except BaseException:
-            source.close()
-            raise
-        self._frames = frames
+        self._frames, info = open_frame_queue(uri, self.options.pace_recordings, self._skip_below)
         return info
 
     def _close_source(self) -> None:
@@ -273,28 +262,34 @@ class EngineWorker:
         try:
             info = self._open_stream(uri)
         except Exception as exc:
-            self._emit(SOURCE_ERROR, f"Cannot open '{uri}': {describe(exc)}")
+            self._emit(ev.SOURCE_ERROR, f"Cannot open '{uri}': {describe(exc)}")
             return
         self._info = info
-        self._emit(SOURCE_OPENED, f"Opened {info.name} ({info.width}x{info.height}, {info.fps:g} fps)")
+        self._emit(ev.SOURCE_OPENED, f"Opened {info.name} ({info.width}x{info.height}, {info.fps:g} fps)")
         store = self.options.scene_store
         prior = store.load(uri, (info.height, info.width)) if store is not None else None
         if prior is not None:
             self._use_prior(prior)
             self._camera_auto(False)
-            self._skip_below = 0 if info.live else (info.background_frames or 0)
-            self._emit(PRIOR_RESTORED, "Using the background captured earlier for this source.")
+            self._skip(0 if info.live else (info.background_frames or 0))
+            self._emit(ev.PRIOR_RESTORED, "Using the background captured earlier for this source.")
         elif not info.live and info.background_frames:
             self._capture = BackgroundCapture(info.background_frames, 0.0, time.monotonic())
-            self._emit(NEEDS_CAPTURE, f"Capturing the background from the recording's first "
+            self._emit(ev.NEEDS_CAPTURE, f"Capturing the background from the recording's first "
                                       f"{info.background_frames} frames.", detail="automatic")
         else:
-            self._emit(NEEDS_CAPTURE, "No background yet: step out of view and capture the background (B).")
+            self._emit(ev.NEEDS_CAPTURE, "No background yet: step out of view and capture the background (B).")
+
+    def _skip(self, below: int) -> None:
+        """Recordings: frames before `below` (the empty scene) are read but neither paced nor shown."""
+        self._skip_below = below
+        if self._frames is not None:
+            self._frames.skip_below = below
 
     def _source_failed(self, exc: BaseException) -> None:
         self._close_source()
         self._outputs.stop_recording()
-        self._emit(SOURCE_ERROR, describe(exc))
+        self._emit(ev.SOURCE_ERROR, describe(exc))
 
     def _end_of_stream(self) -> None:
         info = self._info
@@ -307,7 +302,7 @@ class EngineWorker:
                 self._source_failed(exc)
                 return
         self._close_source()
-        self._emit(SOURCE_ERROR, "The source stopped sending frames." if info and info.live
+        self._emit(ev.SOURCE_ERROR, "The source stopped sending frames." if info and info.live
                    else "The recording ended.")
 
     # engine and background ---------------------------------------------------------------------------
@@ -322,11 +317,12 @@ class EngineWorker:
                 pipeline.set_prior(self._prior)
         except Exception as exc:  # e.g. a mode whose model files are missing
             if self._pipeline is None:
-                self._emit(ERROR, f"Cannot start mode '{config.mode}': {describe(exc)}; using 'depth'.")
+                self._emit(ev.ERROR, f"Cannot start mode '{config.mode}': {describe(exc)}; using 'depth'.")
+                self._emit(ev.MODE_CHANGED, "Switched to mode 'depth'.", detail="depth")
                 config = replace_config(config, mode="depth")
                 pipeline = MattingPipeline(replace_config(config, post="none"))
             else:
-                self._emit(ERROR, f"Cannot switch to mode '{config.mode}': {describe(exc)}")
+                self._emit(ev.ERROR, f"Cannot switch to mode '{config.mode}': {describe(exc)}")
                 return
         old = self._config
         self._config, self._pipeline = config, pipeline
@@ -341,9 +337,9 @@ class EngineWorker:
             return
         try:
             self._post = PostOutput.start(config, self._prior, self._background_args,
-                                          on_error=lambda message: self._emit(ERROR, message))
+                                          on_error=lambda message: self._emit(ev.ERROR, message))
         except Exception as exc:  # e.g. ViTMatte weights missing: live matting goes on without it
-            self._emit(ERROR, f"Cannot start post-matting '{config.post}': {describe(exc)}")
+            self._emit(ev.ERROR, f"Cannot start post-matting '{config.post}': {describe(exc)}")
 
     def _stop_post(self) -> None:
         post, self._post = self._post, None
@@ -356,7 +352,7 @@ class EngineWorker:
             if self._post is not None:
                 self._post.set_background(spec, blur_sigma_px)
         except Exception as exc:  # the previous background stays
-            self._emit(ERROR, f"Cannot use that background: {describe(exc)}")
+            self._emit(ev.ERROR, f"Cannot use that background: {describe(exc)}")
             return
         self._background_args = (spec, blur_sigma_px)
 
@@ -371,7 +367,7 @@ class EngineWorker:
     # capture ---------------------------------------------------------------------------------------------
     def _start_capture(self, frames: int | None, countdown_s: float | None) -> None:
         if self._uri is None:
-            self._emit(ERROR, "Open a camera or a recording before capturing the background.")
+            self._emit(ev.ERROR, "Open a camera or a recording before capturing the background.")
             return
         info = self._info
         self._pending_prior = None
@@ -379,12 +375,12 @@ class EngineWorker:
         if info is not None and not info.live and info.background_frames:
             # A recording that starts with the empty scene: capture those frames again from the start.
             self._close_source()
+            self._skip_below = 0  # the new stream must deliver the empty-scene frames again
             try:
                 self._open_stream(self._uri)
             except Exception as exc:
                 self._source_failed(exc)
                 return
-            self._skip_below = 0
             self._capture = BackgroundCapture(info.background_frames, 0.0, time.monotonic())
             return
         if self._frames is None:
@@ -404,28 +400,28 @@ class EngineWorker:
         prior, report = capture.finish(self._config.depth)
         if report.ok:
             self._accept(prior)
-            self._emit(CAPTURE_DONE, report.message, report=report)
+            self._emit(ev.CAPTURE_DONE, report.message, report=report)
         else:
             self._pending_prior = prior
-            self._emit(CAPTURE_FAILED, report.message, report=report)
+            self._emit(ev.CAPTURE_FAILED, report.message, report=report)
 
     def _accept_pending(self) -> None:
         prior, self._pending_prior = self._pending_prior, None
         if prior is not None:
             self._accept(prior)
-            self._emit(CAPTURE_DONE, "Using the background although the capture was not clean.")
+            self._emit(ev.CAPTURE_DONE, "Using the background although the capture was not clean.")
 
     def _accept(self, prior: BackgroundPrior) -> None:
         self._use_prior(prior)
         info = self._info
         if info is not None and not info.live and info.background_frames:
-            self._skip_below = info.background_frames
+            self._skip(info.background_frames)
         store = self.options.scene_store
         if store is not None and self._uri is not None:
             try:
                 store.save(self._uri, prior)
             except UserError as exc:
-                self._emit(ERROR, str(exc))
+                self._emit(ev.ERROR, str(exc))
         self._camera_auto(False)
 
     def _camera_auto(self, enabled: bool) -> None:
@@ -434,14 +430,12 @@ class EngineWorker:
             set_camera_auto(self._frames.source if self._frames is not None else None, enabled)
         except Exception as exc:
             action = "unlock" if enabled else "lock"
-            self._emit(ERROR, f"Could not {action} the camera's exposure and white balance: {describe(exc)}")
+            self._emit(ev.ERROR, f"Could not {action} the camera's exposure and white balance: {describe(exc)}")
 
     # frames --------------------------------------------------------------------------------------------
     def _process(self, frame: Frame) -> None:
         now = time.monotonic()
         capture = self._capture
-        if capture is None and frame.index < self._skip_below:
-            return
         depth_m = frame.depth_m()
         capturing = capture is not None and capture.collecting(now)
         if capture is not None and capture.step(frame.color, depth_m, now):
@@ -455,13 +449,14 @@ class EngineWorker:
                 result = self._pipeline.process(frame.color, depth_m)
             except UserError as exc:  # e.g. the camera changed resolution: this prior no longer fits
                 self._prior = None
-                self._emit(ERROR, str(exc))
+                self._emit(ev.ERROR, str(exc))
             if result is not None:
+                self._failing = False
                 timings = dict(result.timings_ms)
                 output = self._compositor.compose(frame.color, depth_m, result.alpha, timings)
                 self._matted += 1
                 if self._monitor.update(self._prior, depth_m, result.alpha):
-                    self._emit(SCENE_CHANGED, "The background looks different from the captured one: "
+                    self._emit(ev.SCENE_CHANGED, "The background looks different from the captured one: "
                                               "capture it again (B).")
         self._seq += 1
         if self._post is not None and result is not None:
@@ -495,4 +490,4 @@ class EngineWorker:
         if limit is not None and self._matted >= limit and not self._finished:
             self._finished = True
             self._close_source()
-            self._emit(FINISHED, f"Processed {self._matted} frames.")
+            self._emit(ev.FINISHED, f"Processed {self._matted} frames.")

@@ -26,6 +26,7 @@ VCAM_STOPPED = "vcam_stopped"
 RECORDING_STARTED = "recording_started"
 RECORDING_STOPPED = "recording_stopped"
 RECORDING_FAILED = "recording_failed"  # the recording could not start or stopped on an error
+MODE_CHANGED = "mode_changed"  # the engine switched mode itself (detail: the new mode)
 FINISHED = "finished"  # stop_after_matted frames were matted; the worker idles
 
 PROBLEMS = (ERROR, SOURCE_ERROR, VCAM_UNAVAILABLE, RECORDING_FAILED)

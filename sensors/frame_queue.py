@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sensors.frame import Frame
-from sensors.source import Source, SourceInfo
+from sensors.source import Source, SourceInfo, open_source
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,12 @@ class FrameQueue:
 
     mode: "latest" (drop the oldest frame when full) or "every" (the reader waits when full).
     pace: release frames no faster than `source.info.fps`.
+    skip_below: frames whose index is below it are read but neither paced nor queued (a recording's
+    empty-scene frames once its background is captured); may be changed while the reader runs.
     """
 
-    def __init__(self, source: Source, maxsize: int = 2, mode: str = "latest", pace: bool = False) -> None:
+    def __init__(self, source: Source, maxsize: int = 2, mode: str = "latest", pace: bool = False,
+                 skip_below: int = 0) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if maxsize < 1:
@@ -65,6 +68,7 @@ class FrameQueue:
         self.maxsize = maxsize
         self.mode = mode
         self.pace = pace
+        self.skip_below = skip_below
         self._frames: deque[Frame] = deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -173,6 +177,8 @@ class FrameQueue:
                 frame = self.source.read()
                 if frame is None or self._stop.is_set():
                     break
+                if frame.index < self.skip_below:
+                    continue
                 if period:
                     if self._stop.wait(max(0.0, next_release - time.monotonic())):
                         break
@@ -214,3 +220,22 @@ class FrameQueue:
             self._frames.append(frame)
             self._cond.notify_all()
             return True
+
+
+def open_frame_queue(uri: str, pace_recordings: bool = True, skip_below: int = 0) -> tuple[FrameQueue, SourceInfo]:
+    """Open the source `uri` and start its reader, as a live preview wants it: latest-frame semantics for
+    cameras, every frame for recordings (released at the recording's fps when `pace_recordings`).
+
+    Raises what `open_source` / `Source.open` raise (`UserError` for what the user can fix); the
+    source is closed again when starting fails.
+    """
+    source = open_source(uri)
+    try:
+        info = source.open()
+        frames = FrameQueue(source, maxsize=2, mode="latest" if info.live else "every",
+                            pace=not info.live and pace_recordings, skip_below=skip_below)
+        frames.start()
+    except BaseException:
+        source.close()
+        raise
+    return frames, info

@@ -9,6 +9,7 @@ import torch
 
 from engines.matting.background_prior import BackgroundPriorBuilder
 from engines.config import DepthConfig
+from engines.matting import dart_matting
 from engines.matting.dart_matting import NetworkMatting, model_paths
 from engines.matting.depth_bayes import depth_residual, fuse_error_maps, resize_depth
 from engines.nets.base_net import BaseNet, student_config
@@ -182,3 +183,22 @@ def test_shipped_dart_models_beat_all_background_answer():
     sad = np.abs(r.alpha - gt).sum()
     sad_background = gt.sum()  # alpha = 0 everywhere
     assert sad < 0.35 * sad_background
+
+
+def test_any_frame_size_is_padded_and_cropped_back(model_dir):
+    """A size the networks cannot take (321x241: not a multiple of 4) mattes like its padded version."""
+    prior, frame = _scene(65, 49, 5)
+    matting = NetworkMatting(model_dir, k=20)
+    matting.set_prior(prior)
+    r = matting.process(frame.color, frame.depth_m())
+    assert r.alpha.shape == (49, 65) and r.alpha.flags.c_contiguous
+    assert r.raw_alpha.shape == r.error_map.shape == r.depth_posterior.shape == (13, 17)
+    assert r.selected.shape == (13, 17)
+    assert np.isfinite(r.alpha).all() and 0.0 <= r.alpha.min() and r.alpha.max() <= 1.0
+    # Same as matting the edge-padded frame against the edge-padded prior, cropped.
+    padded_prior = dart_matting._pad_prior(prior, 4)
+    reference = NetworkMatting(model_dir, k=20)
+    reference.set_prior(padded_prior)
+    shape = padded_prior.shape
+    expected = reference.process(dart_matting._pad_edge(frame.color, shape), dart_matting._pad_edge(frame.depth_m(), shape))
+    np.testing.assert_allclose(r.alpha, expected.alpha[:49, :65], atol=1e-6)

@@ -29,6 +29,7 @@ two refiners on top of it (`engines.training.stages.train_all`).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from engines.matting.background_prior import BackgroundPrior, check_frame
 from engines.config import DepthConfig
 from engines.matting.depth_bayes import depth_posterior, depth_residual, fuse_error_maps, resize_depth
 from engines.matting.depth_evidence import DepthEvidence
+from engines.matting.onnx_inference import PATCH
 from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -171,6 +173,7 @@ class NetworkMatting:
         if self._onnx.base_aux:
             raise UserError(f"Model file {files[0]} expects auxiliary inputs; {REGENERATE_HINT.format(dir=model_dir)}.")
         self._state: _PriorState | None = None
+        self._input_shape: tuple[int, int] | None = None  # (H, W) of the prior before padding
         log.info("network matting: variant %s, refiner %s, selection by %s", variant, self._plan.refiner_file,
                  "E_RGBD" if self._plan.select_fused else "E_RGB")
 
@@ -188,10 +191,10 @@ class NetworkMatting:
         and the normalised background depth for the RGB-D refiner."""
         from engines.matting.onnx_inference import downsample_area, resize_linear
 
-        h_full, w_full = prior.shape
+        self._input_shape = prior.shape
         c = self.downsample
-        if h_full % 4 or w_full % 4 or h_full % c or w_full % c:
-            raise UserError(f"Network matting needs a frame size divisible by 4 and by {c}; got {w_full}x{h_full}.")
+        prior = _pad_prior(prior, math.lcm(PATCH, c))  # any frame size: edge-padded, cropped back in `process`
+        h_full, w_full = prior.shape
         h, w = h_full // c, w_full // c
         plate_full = np.ascontiguousarray(prior.color_mean, dtype=np.float32)
         evidence = DepthEvidence.from_prior(prior.resized(w, h), self.config) if self._plan.uses_depth else None
@@ -203,13 +206,34 @@ class NetworkMatting:
                                   resize_linear(plate_full, (h_full // 2, w_full // 2)), evidence, background_aux)
 
     def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> DartResult:
-        """Matte one frame: colour uint8 H x W x 3 RGB, depth float32 H x W metres (0 = unknown)."""
-        from engines.matting.onnx_inference import downsample_area
+        """Matte one frame: colour uint8 H x W x 3 RGB, depth float32 H x W metres (0 = unknown).
 
+        Any H x W works: a size the networks cannot take (not a multiple of 4 and of the downsampling)
+        is padded by edge replication, like the prior, and every map is cropped back (no copy otherwise).
+        Raises `UserError` before a background is captured or when the frame does not match the prior.
+        """
         s = self._state
         if s is None:
             raise UserError("No background has been captured yet: capture the empty scene first.")
-        check_frame(color_rgb, depth_m, s.full_shape)
+        check_frame(color_rgb, depth_m, self._input_shape)
+        if self._input_shape == s.full_shape:
+            return self._process_padded(color_rgb, depth_m)
+        result = self._process_padded(_pad_edge(color_rgb, s.full_shape), _pad_edge(depth_m, s.full_shape))
+        (hi, wi), c = self._input_shape, self.downsample
+        small = (slice(0, -(-hi // c)), slice(0, -(-wi // c)))
+        crop = lambda a: None if a is None else np.ascontiguousarray(a[small])  # noqa: E731
+        return DartResult(
+            alpha=np.ascontiguousarray(result.alpha[:hi, :wi]), error_map=crop(result.error_map),
+            depth_posterior=crop(result.depth_posterior), depth_evidence=crop(result.depth_evidence),
+            raw_alpha=crop(result.raw_alpha), error_rgb=crop(result.error_rgb),
+            selected=np.ascontiguousarray(result.selected[: -(-hi // PATCH), : -(-wi // PATCH)]),
+            timings_ms=result.timings_ms)
+
+    def _process_padded(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> DartResult:
+        """`process` on a frame of the padded size the prior was prepared for."""
+        from engines.matting.onnx_inference import downsample_area
+
+        s = self._state
         h, w = s.base_shape
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -263,3 +287,22 @@ class NetworkMatting:
             selected=selected,
             timings_ms=timings,
         )
+
+
+def _pad_edge(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`a` (H x W or H x W x C) grown at the bottom and right to `shape` by repeating its last row / column."""
+    pad = ((0, shape[0] - a.shape[0]), (0, shape[1] - a.shape[1])) + ((0, 0),) * (a.ndim - 2)
+    return np.pad(a, pad, mode="edge")
+
+
+def _pad_prior(prior: BackgroundPrior, multiple: int) -> BackgroundPrior:
+    """`prior` edge-padded so that both sides are multiples of `multiple` (itself when they already are)."""
+    h, w = prior.shape
+    shape = (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
+    if shape == (h, w):
+        return prior
+    return BackgroundPrior(
+        depth_mean_m=_pad_edge(prior.depth_mean_m, shape), depth_std_m=_pad_edge(prior.depth_std_m, shape),
+        valid_count=_pad_edge(prior.valid_count, shape), color_mean=_pad_edge(prior.color_mean, shape),
+        n_frames=prior.n_frames, color_std=None if prior.color_std is None else _pad_edge(prior.color_std, shape),
+    )
