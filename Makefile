@@ -28,7 +28,7 @@ test: setup
 
 bench: setup
 	$(PY) main.py bench-speed
-	$(PY) main.py bench-accuracy
+	$(PY) main.py bench-accuracy --suite synthetic  # the semi-real suite needs ../shared/data (evaluation-only): main.py bench-accuracy
 
 setup: system-packages $(REQ_STAMP)
 

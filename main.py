@@ -4,7 +4,7 @@
     python main.py process REC --out DIR [--mode depth] [--save alpha,composite] [--replace blur]
     python main.py eval REC --pred DIR  SAD/MSE/Grad/Conn against the recording's ground-truth alpha
     python main.py synth OUT [--seed N] synthetic RGB-D recording with ground truth
-    python main.py bench-accuracy       accuracy table of every mode on fixed synthetic scenes
+    python main.py bench-accuracy       accuracy table of every mode: semi-real suite (or --suite synthetic)
     python main.py bench-speed          per-stage milliseconds at 640x480 (medians)
     python main.py devices              connected RealSense / Orbbec cameras
     python main.py soak --minutes 60    the live window for an hour, driven and measured (app/soak.py)
@@ -167,12 +167,28 @@ def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     variants = benchmark_variants(args.modes, post=args.post_kinds, ablations=not args.no_ablations,
                                   post_band_px=args.post_band, vitmatte_dir=args.vitmatte, model_dir=args.models,
                                   refine_patches=args.patches, depth=_depth_config(args))
+    if args.suite == "semi-real":
+        return _bench_semi_real(args, variants, format_table)
     table = accuracy_benchmark(
         variants, scenes=args.scenes, width=args.width, height=args.height,
         background_frames=args.background_frames, test_frames=args.test_frames, seed=args.seed,
     )
     print(format_table(table, title=f"{args.scenes} synthetic scenes x {args.test_frames} test frames, "
                                     f"{args.width}x{args.height}, seed {args.seed}"))
+    return 0
+
+
+def _bench_semi_real(args: argparse.Namespace, variants: dict, format_table) -> int:
+    from engines.evaluation import semireal
+
+    if (args.scenes, args.test_frames) != (12, 5):
+        raise _usage("--scenes and --test-frames belong to '--suite synthetic'; the semi-real suite takes --frames.")
+    data, shown = Path(args.data or semireal.default_data_root()), args.data or "../shared/data"
+    semireal.require_data(data, shown=f"{shown}/{semireal.FOREGROUND_DIR}")
+    config = semireal.SemiRealConfig(width=args.width, height=args.height, background_frames=args.background_frames,
+                                     test_frames=args.frames, seed=args.seed)
+    table = semireal.semireal_benchmark(variants, config, data)
+    print(format_table(table, title=semireal.describe_suite(config, data, shown)))
     return 0
 
 
@@ -386,13 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-frames", type=_positive_int, default=5)
     p.set_defaults(run=cmd_synth)
 
-    p = sub.add_parser("bench-accuracy", help="accuracy of every mode on fixed synthetic scenes")
+    p = sub.add_parser("bench-accuracy", help="accuracy of every mode on the semi-real or the synthetic suite")
+    p.add_argument("--suite", choices=("semi-real", "synthetic"), default="semi-real",
+                   help="semi-real (default; needs ../shared/data): real foregrounds over real and generated RGB-D")
+    p.add_argument("--data", metavar="DIR", help="semi-real: the shared data folder (default: ../shared/data)")
+    p.add_argument("--frames", type=_positive_int, default=60, help="semi-real: test frames in all (default: 60)")
     p.add_argument("--modes", type=lambda s: tuple(s.split(",")), default=MODES)
-    p.add_argument("--scenes", type=_positive_int, default=12)
+    p.add_argument("--scenes", type=_positive_int, default=12, help="synthetic: scenes (default: 12)")
     p.add_argument("--width", type=_positive_int, default=640)
     p.add_argument("--height", type=_positive_int, default=480)
     p.add_argument("--background-frames", type=_positive_int, default=30)
-    p.add_argument("--test-frames", type=_positive_int, default=5)
+    p.add_argument("--test-frames", type=_positive_int, default=5, help="synthetic: test frames per scene")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--post", dest="post_kinds", type=lambda s: tuple(k for k in s.split(",") if k != "none"),
                    default=("closed-form",), metavar="KINDS",

@@ -47,6 +47,7 @@ class EngineConfig:
     model_dir: str = str(DEFAULT_MODEL_DIR)  # student / refiner ONNX files for the network modes
     student_file: str = "student.onnx"  # base network file in model_dir (engines.matting.dart_matting)
     refine_patches: int = 700  # k: 4x4 patches refined per frame (~30 fps on 2 CPU cores at 640x480, README)
+    edge_refine: bool = False  # refine alpha against the plate's colours (engines.matting.edge_refine)
     post: str = "none"  # post-matting on a depth-derived trimap: "none" | "closed-form" | "vitmatte"
     post_band_px: int = 3  # widen the trimap's unknown band by this many pixels
     vitmatte_dir: str | None = None  # local ViTMatte weights (post == "vitmatte")

@@ -1,8 +1,9 @@
 """`MattingPipeline`: the one place that knows the order of the engine's stages.
 
-It holds the captured background prior, runs the matting backend chosen by `EngineConfig.mode`,
-then the stages every mode shares (depth gate, temporal smoothing), and reports per-stage
-milliseconds. The GUI worker and the headless `process` command use it unchanged.
+It holds the captured background prior, runs the matting backend chosen by `EngineConfig.mode`, the
+optional edge refinement against the plate (`EngineConfig.edge_refine`), then the stages every mode
+shares (depth gate, temporal smoothing), and reports per-stage milliseconds. The GUI worker and the
+headless `process` command use it unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from engines.matting.background_prior import BackgroundPrior
 from engines.config import EngineConfig
 from engines.matting.depth_matting import DepthMatting
+from engines.matting.edge_refine import EdgeRefiner
 from engines.matting.post_matting import PostMattingStage, make_post_matting
 from engines.matting.rgb_subtraction import RgbSubtraction
 from engines.matting.result import MattingResult
@@ -86,6 +88,7 @@ class MattingPipeline:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self._backend = make_backend(config)
+        self._edge = EdgeRefiner() if config.edge_refine else None
         self._post = None
         if config.post != "none":
             backend = make_post_matting(config.post, config.vitmatte_dir)
@@ -100,6 +103,8 @@ class MattingPipeline:
     def set_prior(self, prior: BackgroundPrior) -> None:
         self.prior = prior
         self._backend.set_prior(prior)
+        if self._edge is not None:
+            self._edge.set_plate(prior.color_mean)
         if self._post is not None:
             self._post.set_prior(prior)
         self._previous_alpha = None
@@ -115,6 +120,10 @@ class MattingPipeline:
                 f"({expected[1]}x{expected[0]}): capture the background again at this resolution."
             )
         result = self._backend.process(color_rgb, depth_m)
+        if self._edge is not None:
+            start = time.perf_counter()
+            result.alpha = self._edge(color_rgb, result.alpha)
+            result.timings_ms["edge"] = (time.perf_counter() - start) * 1e3
         if self._post is not None:
             self._post(result, color_rgb, depth_m)
         start = time.perf_counter()
