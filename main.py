@@ -52,6 +52,7 @@ def _engine_config(args: argparse.Namespace):
         refiner=not args.no_refiner,
         error_map_correction=not args.no_error_map_correction,
         depth_refiner=not args.no_depth_refiner,
+        edge_refine=not args.no_edge_refine,
         **({"model_dir": args.models} if args.models else {}),
     )
 
@@ -95,6 +96,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         background_path=args.background,
         prior_path=args.prior,
         save_prior_path=args.save_prior,
+        accept_background=args.accept_background,
     )
     out_dir = Path(args.out)
     from tqdm import tqdm
@@ -257,14 +259,9 @@ def _has_display() -> bool:
 def cmd_gui(args: argparse.Namespace) -> int:
     from app.launch import GuiOptions, run_gui
 
-    options = GuiOptions(
-        source=args.source,
-        background=args.background,
-        mode=args.mode,
-        snapshot=Path(args.snapshot) if args.snapshot else None,
-        quit_after_frames=args.quit_after,
-        virtual_camera=args.virtual_camera,
-    )
+    options = GuiOptions(source=args.source, background=args.background, mode=args.mode,
+                         snapshot=Path(args.snapshot) if args.snapshot else None,
+                         quit_after_frames=args.quit_after, virtual_camera=args.virtual_camera)
     return run_gui(options)
 
 
@@ -345,6 +342,11 @@ _unit = _float_where(lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
 _positive_float = _float_where(lambda v: v > 0.0, "positive")
 
 
+def _frame_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--width", type=_positive_int, default=640, help="frame width (default: 640)")
+    p.add_argument("--height", type=_positive_int, default=480, help="frame height (default: 480)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engines.matting.pipeline import MODES
     from engines.matting.post_matting import KINDS as POST_KINDS
@@ -361,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--smoothing", type=_fraction, default=0.0, help="temporal smoothing in [0, 1)")
         _network_options(p)
         p.add_argument("--no-refiner", action="store_true", help="dart/rgb: upsample the coarse alpha instead")
+        p.add_argument("--no-edge-refine", action="store_true", help="skip the edge refinement against the plate")
         p.add_argument("--no-error-map-correction", action="store_true",
                        help="dart ablation: select refined patches by the network's E_RGB, not E_RGBD")
         p.add_argument("--no-depth-refiner", action="store_true",
@@ -382,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the first N frames show the empty scene (default: the recording's meta)")
     p.add_argument("--prior", metavar="FILE.npz", help="a saved background model instead of background frames")
     p.add_argument("--save-prior", metavar="FILE.npz", help="also save the background model built here")
+    p.add_argument("--accept-background", action="store_true",
+                   help="use background frames that seem to show a person (default: refuse them, exit code 1)")
     p.add_argument("--save", type=_save_kinds, default=("alpha",),
                    help="comma-separated outputs: alpha,composite,foreground,trimap (default: alpha)")
     p.add_argument("--replace", default="blur", metavar="IMAGE|blur|#RRGGBB",
@@ -396,8 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write a synthetic RGB-D recording with ground-truth alpha")
     p.add_argument("out")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--width", type=_positive_int, default=640)
-    p.add_argument("--height", type=_positive_int, default=480)
+    _frame_size(p)
     p.add_argument("--background-frames", type=_positive_int, default=30)
     p.add_argument("--test-frames", type=_positive_int, default=5)
     p.set_defaults(run=cmd_synth)
@@ -409,8 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=_positive_int, default=60, help="semi-real: test frames in all (default: 60)")
     p.add_argument("--modes", type=lambda s: tuple(s.split(",")), default=MODES)
     p.add_argument("--scenes", type=_positive_int, default=12, help="synthetic: scenes (default: 12)")
-    p.add_argument("--width", type=_positive_int, default=640)
-    p.add_argument("--height", type=_positive_int, default=480)
+    _frame_size(p)
     p.add_argument("--background-frames", type=_positive_int, default=30)
     p.add_argument("--test-frames", type=_positive_int, default=5, help="synthetic: test frames per scene")
     p.add_argument("--seed", type=int, default=2024)
@@ -432,8 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_photo, mode="rgb")
 
     p = sub.add_parser("bench-speed", help="per-stage median milliseconds")
-    p.add_argument("--width", type=_positive_int, default=640)
-    p.add_argument("--height", type=_positive_int, default=480)
+    _frame_size(p)
     p.add_argument("--frames", type=_positive_int, default=100)
     p.set_defaults(run=cmd_bench_speed)
 

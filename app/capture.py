@@ -2,7 +2,9 @@
 
 `BackgroundCapture(total, countdown_s, started_at)`; the engine thread calls `step(color, depth_m,
 now)` for every frame (True once `total` frames are in) and finally `finish(depth_config)` for the
-prior and the validation report. `progress(now)` is what the GUI shows. No Qt, no threads here.
+prior and the validation report (`validate_capture`: a static scene, and nobody standing in it or
+passing through, see `engines.matting.plate_check`; a report that is not ok becomes CAPTURE_FAILED
+with "Capture again" / "Use anyway"). `progress(now)` is what the GUI shows. No Qt, no threads here.
 """
 
 from __future__ import annotations

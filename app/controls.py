@@ -81,6 +81,11 @@ class EngineControls(QGroupBox):
             box.setToolTip("" if available else NOT_YET)
         form.addRow(self.refiner)
         form.addRow(self.post_matting)
+        self.edge_refine = QCheckBox("Clean edges")
+        self.edge_refine.setChecked(bool(settings.edge_refine))
+        self.edge_refine.setToolTip("Remove the halo around you and open gaps (hair, between fingers) by "
+                                    "comparing each edge pixel with the captured background")
+        form.addRow(self.edge_refine)
 
         self.gate = _slider(MAX_GATE_DM, int(round(settings.max_subject_distance_m * 10)))
         self.gate.setToolTip("Pixels farther than this are always background (0 = off)")
@@ -101,6 +106,7 @@ class EngineControls(QGroupBox):
         self.mode.currentIndexChanged.connect(self._on_engine)
         self.refiner.toggled.connect(self._on_engine)
         self.post_matting.toggled.connect(self._on_engine)
+        self.edge_refine.toggled.connect(self._on_engine)
         self.gate.valueChanged.connect(self._on_engine)
         self.smoothing.valueChanged.connect(self._on_engine)
         self.view.currentIndexChanged.connect(self._on_view)
@@ -117,6 +123,7 @@ class EngineControls(QGroupBox):
             s.refiner = self.refiner.isChecked()
         if self.post_matting.isEnabled():
             s.post_matting = self.post_matting.isChecked()
+        s.edge_refine = self.edge_refine.isChecked()
         s.max_subject_distance_m = self.gate.value() / 10.0
         s.temporal_smoothing = self.smoothing.value() / 100.0
         self._update_labels()

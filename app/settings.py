@@ -46,6 +46,7 @@ class AppSettings:
     temporal_smoothing: float = 0.0
     refiner: bool = True
     post_matting: bool = False
+    edge_refine: bool = True  # real-time edge refinement against the plate (engines.matting.edge_refine)
     background: str = "blur"  # image/video path, "#RRGGBB", "blur", "checker"
     blur_sigma_px: float = 12.0
     view: str = "composite"
@@ -63,6 +64,7 @@ class AppSettings:
             max_subject_distance_m=self.max_subject_distance_m if self.max_subject_distance_m > 0 else None,
             temporal_smoothing=min(max(self.temporal_smoothing, 0.0), 0.95),
             refiner=self.refiner,
+            edge_refine=self.edge_refine,
             post=GUI_POST_MATTING if self.post_matting else "none",
         )
 

@@ -3,7 +3,10 @@
 `process_recording` builds the background prior (from the recording's first N frames, another
 recording, or a saved .npz), mattes every other frame with `MattingPipeline` and writes each
 requested output as soon as the frame is done, so an error on frame k keeps frames 0..k-1 on disk.
-Progress is reported through a callback; nothing here prints.
+Background frames that show a person standing or someone passing through (`validate_capture`,
+`plate_check`) are refused before any matting, unless `ProcessOptions.accept_background`; other
+capture problems (too few frames, flicker) become warnings. Progress is reported through a callback;
+nothing here prints.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from engines.matting.background_prior import BackgroundPrior, build_prior
+from engines.matting.background_prior import BackgroundPrior, CaptureReport, build_prior
 from engines.matting.compositing import make_background, composite, rgba_foreground
 from engines.config import EngineConfig
 from engines.matting.foreground import ForegroundEstimator
@@ -42,6 +45,7 @@ class ProcessOptions:
     background_path: str | None = None  # another recording of the empty scene
     prior_path: str | None = None  # a saved BackgroundPrior (.npz)
     save_prior_path: str | None = None
+    accept_background: bool = False  # use background frames even when they show a person (a warning then)
 
 
 @dataclass
@@ -87,8 +91,10 @@ def process_recording(
             described = f"'{options.prior_path}'"
         elif options.background_path:
             with open_source(options.background_path) as background:
-                prior, warnings = build_prior(background, options.background_frames, engine.depth, on_progress)
+                prior, report = build_prior(background, options.background_frames, engine.depth, on_progress)
             described = f"'{options.background_path}' ({prior.n_frames} frames)"
+            warnings = _check_background(report, f"The background recording '{options.background_path}' shows",
+                                         "record the empty scene again", options)
         else:
             count = options.background_frames or info.background_frames
             if not count:
@@ -97,8 +103,11 @@ def process_recording(
                     "give --background-frames N, --background RECORDING or --prior FILE.npz.",
                     2,
                 )
-            prior, warnings = build_prior(frames, count, engine.depth, on_progress)
+            prior, report = build_prior(frames, count, engine.depth, on_progress)
             described = f"its first {count} frames"
+            warnings = _check_background(report, f"The background frames (the first {count} of '{input_path}') show",
+                                         "give frames of the empty scene (--background-frames N or --background "
+                                         "EMPTY_RECORDING)", options)
         if options.save_prior_path:
             prior.save(options.save_prior_path)
 
@@ -135,6 +144,17 @@ def process_recording(
         background_description=described,
         warnings=warnings,
     )
+
+
+def _check_background(report: CaptureReport, what: str, remedy: str, options: ProcessOptions) -> list[str]:
+    """Refuse background frames with a person or passer-by in them (UserError, exit 1) unless the user
+    accepts them (then a warning); the capture's other problems become warnings."""
+    if report.subject is None:
+        return [] if report.ok else [report.message]
+    found = f"{what} {report.subject.describe()}"
+    if not options.accept_background:
+        raise UserError(f"{found}: {remedy}, or pass --accept-background to use this background anyway.", 1)
+    return [f"{found}; used anyway (--accept-background), so the matte may miss that part of the subject."]
 
 
 class _OutputWriter:

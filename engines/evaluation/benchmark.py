@@ -49,6 +49,7 @@ def benchmark_variants(
     model_dir: str | None = None,
     refine_patches: int | None = None,
     depth: DepthConfig | None = None,
+    edge: bool = True,
 ) -> dict[str, EngineConfig]:
     """The named engine configurations of the accuracy table.
 
@@ -56,7 +57,8 @@ def benchmark_variants(
     II: without error-map correction, without the RGB-D refiner, without both), eq. 9 on the raw A_D as
     printed, and DART with the student distilled from the teacher (eq. 3) instead of the shipped one;
     each post-matting kind in `post` adds "<mode> + <kind>" for the modes that use depth (the
-    post-matting trimap is depth-derived, eqs. 12-13).
+    post-matting trimap is depth-derived, eqs. 12-13); with `edge`, "<mode> + edge" rows add the
+    real-time edge refinement against the plate (`engines.matting.edge_refine`) to depth and dart.
     """
     base = EngineConfig()
     if model_dir is not None:
@@ -73,6 +75,9 @@ def benchmark_variants(
         variants[DART_ABLATIONS[2]] = replace(dart, error_map_correction=False, depth_refiner=False)
         variants[DART_ABLATIONS[3]] = replace(dart, depth=replace(dart.depth, calibrated_residual=False))
         variants[DART_ABLATIONS[4]] = replace(dart, student_file=DISTILLED_STUDENT_FILE)
+    if edge:
+        for mode in (m for m in modes if m in ("depth", "dart")):
+            variants[f"{mode} + edge"] = replace(variants[mode], edge_refine=True)
     for kind in post:
         for mode in (m for m in modes if m in DEPTH_MODES):
             variants[f"{mode} + {kind}"] = replace(variants[mode], post=kind, post_band_px=post_band_px,

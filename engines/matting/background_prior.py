@@ -2,8 +2,8 @@
 
 Owns `BackgroundPriorBuilder` (streaming, constant memory: one `add` per captured frame),
 `BackgroundPrior` (the built statistics, saved/loaded as .npz without pickle, resizable),
-`validate_capture` (warns when the "empty" scene was not static during capture) and `build_prior`
-(a prior and its capture warnings from a stream of frames).
+`validate_capture` (warns when the "empty" scene moved during capture or is not empty, see
+`plate_check`) and `build_prior` (a prior and its capture report from a stream of frames).
 
 Units and conventions:
 - depth in metres, float32; a depth <= 0 (or NaN) is "no measurement";
@@ -35,6 +35,8 @@ import cv2
 import numpy as np
 
 from engines.config import DepthConfig
+from engines.matting import plate_check
+from engines.matting.plate_check import PlateFinding, expected_depth_noise_m
 from sensors.errors import UserError
 from sensors.frame import Frame
 
@@ -363,14 +365,7 @@ class CaptureReport:
     color_moving_fraction: float  # colour std above the threshold (nan when unknown)
     near_fraction: float  # mean depth closer than `near_m`
     valid_fraction: float  # pixels with a valid depth in at least half the frames
-
-
-def expected_depth_noise_m(
-    depth_m: np.ndarray, noise_floor_m: float = 0.005, noise_coef_per_m: float = 0.003
-) -> np.ndarray:
-    """A generous per-pixel sensor noise model: floor + coef * z^2 (metres; structured light / stereo)."""
-    z = np.asarray(depth_m, np.float32)
-    return np.float32(noise_floor_m) + np.float32(noise_coef_per_m) * z * z
+    subject: PlateFinding | None = None  # a person standing, or someone passing through (plate_check)
 
 
 def validate_capture(
@@ -386,6 +381,7 @@ def validate_capture(
     near_m: float = 0.5,
     max_near_fraction: float = 0.2,
     min_valid_fraction: float = 0.3,
+    fx_px: float | None = None,
 ) -> CaptureReport:
     """Check that the capture saw a static, empty scene.
 
@@ -394,7 +390,9 @@ def validate_capture(
     The capture fails when more than `max_moving_fraction` / `max_color_moving_fraction` of the image
     moved, when more than `max_near_fraction` of it is closer than `near_m` metres (someone or something
     right in front of the camera), when fewer than `min_frames` frames were added, or when fewer than
-    `min_valid_fraction` of the pixels have a usable depth.
+    `min_valid_fraction` of the pixels have a usable depth. It fails with a one-sentence `message` that
+    leads with the finding when `plate_check` finds a person standing in the plate or a compact region of
+    moving pixels (someone passing through); `fx_px` is the focal length in pixels (None: a guess).
 
     A `BackgroundPrior` can be checked too (its fallbacks make count-0/1 pixels look static).
     """
@@ -420,7 +418,8 @@ def validate_capture(
 
     limit = np.float32(motion_std_factor) * expected_depth_noise_m(stats.depth_mean_m, noise_floor_m, noise_coef_per_m)
     with np.errstate(invalid="ignore"):
-        moving = np.count_nonzero(stats.depth_std_m > limit) / n_pixels  # NaN (< 2 samples) compares false
+        moving_mask = stats.depth_std_m > limit  # NaN (< 2 samples) compares false
+    moving = np.count_nonzero(moving_mask) / n_pixels
     if moving > max_moving_fraction:
         problems.append(f"the depth changed during capture on {100 * moving:.1f}% of the image (something moved)")
 
@@ -441,19 +440,27 @@ def validate_capture(
     if usable < min_valid_fraction:
         problems.append(f"only {100 * usable:.0f}% of the image has a usable depth")
 
-    if problems:
+    subject = (plate_check.find_standing_person(stats.depth_mean_m, stats.valid_count > 0, fx_px)
+               or plate_check.find_moving_region(moving_mask))
+    if subject is not None:
+        action = ("step out of view and capture the background again" if subject.kind == "standing"
+                  else "keep the scene empty and still, then capture the background again")
+        also = f" Also: {'; '.join(problems)}." if problems else ""
+        message = f"The background capture shows {subject.describe()}: {action}.{also}"
+    elif problems:
         message = ("Background capture is not clean: " + "; ".join(problems)
                    + ". Keep the scene empty and still, then capture again.")
     else:
         message = f"Background capture looks static and empty ({stats.n_frames} frames)."
     report = CaptureReport(
-        ok=not problems,
+        ok=not problems and subject is None,
         message=message,
         n_frames=stats.n_frames,
         moving_fraction=float(moving),
         color_moving_fraction=float(color_moving),
         near_fraction=float(near),
         valid_fraction=float(usable),
+        subject=subject,
     )
     if not report.ok:
         log.info("%s", report.message)
@@ -462,10 +469,11 @@ def validate_capture(
 
 def build_prior(
     frames: Iterable[Frame], count: int | None, config: DepthConfig, on_progress: Callable[[str, int, int | None], None] | None = None
-) -> tuple[BackgroundPrior, list[str]]:
-    """The background prior from the first `count` frames (all when None), plus capture warnings."""
+) -> tuple[BackgroundPrior, CaptureReport]:
+    """The background prior from the first `count` frames (all when None), and `validate_capture`'s report."""
     builder: BackgroundPriorBuilder | None = None
     for frame in frames:
+        fx_px = frame.intrinsics.fx
         if builder is None:
             builder = BackgroundPriorBuilder(frame.height, frame.width)
         elif (frame.height, frame.width) != (builder.height, builder.width):
@@ -482,6 +490,4 @@ def build_prior(
         raise UserError("No background frames were read: the background recording is empty.")
     if count is not None and builder.count < count:
         raise UserError(f"Asked for {count} background frames but the recording has only {builder.count}.")
-    report = validate_capture(builder)
-    warnings = [] if report.ok else [report.message]
-    return builder.build(config), warnings
+    return builder.build(config), validate_capture(builder, fx_px=fx_px)
