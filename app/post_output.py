@@ -17,6 +17,7 @@ from app.engine_state import PostStats
 from app.post_worker import PostJob, PostMattingWorker, make_post_worker
 from engines.config import EngineConfig
 from engines.matting.background_prior import BackgroundPrior
+from engines.matting.gate_smooth import depth_gate
 
 
 def post_key(config: EngineConfig) -> tuple:
@@ -79,7 +80,7 @@ class PostOutput:
         if done is not None and done.seq != self.seq:
             alpha = done.alpha
             if max_subject_distance_m is not None:
-                alpha = np.where(done.depth_m > max_subject_distance_m, np.float32(0.0), alpha)
+                alpha = depth_gate(alpha, done.depth_m, max_subject_distance_m)
             self.output = self.compositor.compose(done.color, done.depth_m, alpha)
             self.seq, self.ms = done.seq, done.ms
         behind = live_seq - self.seq if self.output is not None else None

@@ -40,7 +40,7 @@ class EngineConfig:
     mode: str = "depth"  # one of engines.pipeline.MODES
     depth: DepthConfig = DepthConfig()
     max_subject_distance_m: float | None = None  # depth gate: farther pixels are background
-    temporal_smoothing: float = 0.0  # 0 = none; alpha_t = (1 - s) * alpha + s * alpha_{t-1}
+    temporal_smoothing: float = 0.0  # 0 = none; s of engines.matting.gate_smooth (still pixels only)
     refiner: bool = True  # network modes: run the patch refiner (off = upsampled coarse alpha)
     error_map_correction: bool = True  # dart: select refined patches by E_RGBD (eq. 10), else by E_RGB
     depth_refiner: bool = True  # dart: RGB-D patches in the refiner (eq. 11), else the RGB refiner

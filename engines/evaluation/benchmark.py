@@ -147,7 +147,8 @@ def _median_ms(fn, repeats: int) -> float:
 
 def speed_benchmark(width: int = 640, height: int = 480, frames: int = 100) -> dict[str, float]:
     """Median ms per frame: DART's depth stages one by one, the network stages of DART and of the RGB
-    baseline (student, posterior, fusion, refiner, total), each mode end to end, then compositing."""
+    baseline (student, posterior, fusion, refiner, total), each mode end to end (and depth with the edge
+    refinement, the default of `process` and the app), then compositing."""
     from engines.matting.compositing import composite, make_background
     from engines.evaluation.speed import measure_depth_stage_ms, measure_network_ms
     from engines.matting.foreground import estimate_foreground
@@ -171,6 +172,11 @@ def speed_benchmark(width: int = 640, height: int = 480, frames: int = 100) -> d
         pipeline.set_prior(prior)
         pipeline.process(frame.color, depth_m)  # warm-up
         rows[f"mode {mode}: MattingPipeline.process"] = _median_ms(lambda: pipeline.process(frame.color, depth_m), frames)
+    edge = MattingPipeline(EngineConfig(mode="depth", edge_refine=True))  # the default of process and the app
+    edge.set_prior(prior)
+    edge.process(frame.color, depth_m)
+    rows["mode depth + edge refinement: MattingPipeline.process"] = _median_ms(
+        lambda: edge.process(frame.color, depth_m), frames)
 
     alpha = frame.alpha.astype(np.float32)
     image = frame.color.astype(np.float32) / 255.0

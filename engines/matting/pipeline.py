@@ -2,7 +2,7 @@
 
 It holds the captured background prior, runs the matting backend chosen by `EngineConfig.mode`, the
 optional edge refinement against the plate (`EngineConfig.edge_refine`), then the stages every mode
-shares (depth gate, temporal smoothing), and reports per-stage milliseconds. The GUI worker and the
+shares (`gate_smooth`: depth gate, motion-aware temporal smoothing), and reports per-stage milliseconds. The GUI worker and the
 headless `process` command use it unchanged.
 """
 
@@ -17,6 +17,7 @@ from engines.matting.background_prior import BackgroundPrior
 from engines.config import EngineConfig
 from engines.matting.depth_matting import DepthMatting
 from engines.matting.edge_refine import EdgeRefiner
+from engines.matting.gate_smooth import MotionAwareSmoother, depth_gate
 from engines.matting.post_matting import PostMattingStage, make_post_matting
 from engines.matting.rgb_subtraction import RgbSubtraction
 from engines.matting.result import MattingResult
@@ -94,7 +95,8 @@ class MattingPipeline:
             backend = make_post_matting(config.post, config.vitmatte_dir)
             self._post = PostMattingStage(backend, config.depth, band_px=config.post_band_px)
         self.prior: BackgroundPrior | None = None
-        self._previous_alpha: np.ndarray | None = None
+        smoothing = config.temporal_smoothing
+        self._smoother = MotionAwareSmoother(smoothing) if smoothing > 0.0 else None
 
     @property
     def has_prior(self) -> bool:
@@ -107,7 +109,8 @@ class MattingPipeline:
             self._edge.set_plate(prior.color_mean)
         if self._post is not None:
             self._post.set_prior(prior)
-        self._previous_alpha = None
+        if self._smoother is not None:
+            self._smoother.reset()
 
     def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> MattingResult:
         """Matte one frame: colour uint8 HxWx3 RGB, depth float32 HxW metres (0 = unknown)."""
@@ -127,14 +130,12 @@ class MattingPipeline:
         if self._post is not None:
             self._post(result, color_rgb, depth_m)
         start = time.perf_counter()
-        alpha = result.alpha
+        alpha = np.asarray(result.alpha, dtype=np.float32)
         gate = self.config.max_subject_distance_m
         if gate is not None:
-            alpha = np.where(depth_m > gate, np.float32(0.0), alpha)
-        smoothing = self.config.temporal_smoothing
-        if smoothing > 0.0 and self._previous_alpha is not None:
-            alpha = (1.0 - smoothing) * alpha + smoothing * self._previous_alpha
-        self._previous_alpha = alpha
-        result.alpha = alpha.astype(np.float32, copy=False)
+            alpha = depth_gate(alpha, depth_m, gate)
+        if self._smoother is not None:
+            alpha = self._smoother(alpha, color_rgb)
+        result.alpha = alpha
         result.timings_ms["gate_smooth"] = (time.perf_counter() - start) * 1e3
         return result
