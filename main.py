@@ -22,6 +22,17 @@ import os
 import sys
 from pathlib import Path
 
+from app.cli_args import (
+    Parser,
+    fraction,
+    positive_float,
+    positive_int,
+    runtime_error,
+    save_kinds,
+    unit,
+    usage_error,
+)
+
 REPO_ROOT = Path(__file__).resolve().parent
 DEMO_RECORDING = REPO_ROOT / "assets" / "demo_recording"
 DEFAULT_OUT = Path("out")
@@ -29,11 +40,7 @@ DEFAULT_OUT = Path("out")
 log = logging.getLogger("main")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-sentence errors (exit 2) instead of a usage dump."""
 
-    def error(self, message: str) -> None:  # noqa: D102
-        self.exit(2, f"error: {message} (see '{self.prog} --help').\n")
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -67,23 +74,11 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     from engines.config import DepthConfig, EngineConfig
 
     p.add_argument("--models", metavar="DIR", help="network weights folder (default: assets/models)")
-    p.add_argument("--patches", type=_positive_int, default=EngineConfig.refine_patches, metavar="K",
+    p.add_argument("--patches", type=positive_int, default=EngineConfig.refine_patches, metavar="K",
                    help=f"dart/rgb: 4x4 patches the refiner recomputes per frame (default: "
                         f"{EngineConfig.refine_patches}; more = finer, slower)")
-    p.add_argument("--beta", type=_unit, default=None,
+    p.add_argument("--beta", type=unit, default=None,
                    help=f"dart: weight of the depth residual in the error map, eq. 10 (default: {DepthConfig.beta})")
-
-
-def _save_kinds(text: str) -> tuple[str, ...]:
-    from engines.batch import SAVE_KINDS
-
-    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in SAVE_KINDS]
-    if unknown or not kinds:
-        raise argparse.ArgumentTypeError(
-            f"unknown output '{','.join(unknown) or text}': choose from {','.join(SAVE_KINDS)}"
-        )
-    return kinds
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -145,7 +140,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
-        raise _usage(f"'{out}' already exists and is not empty: choose a new folder for the recording.")
+        raise usage_error(f"'{out}' already exists and is not empty: choose a new folder for the recording.")
     write_scene(config, out)
     print(f"Wrote a synthetic recording ({args.background_frames} background + {args.test_frames} test frames, "
           f"{args.width}x{args.height}, seed {args.seed}) to {out}/")
@@ -184,7 +179,7 @@ def _bench_semi_real(args: argparse.Namespace, variants: dict, format_table) -> 
     from engines.evaluation import semireal
 
     if (args.scenes, args.test_frames) != (12, 5):
-        raise _usage("--scenes and --test-frames belong to '--suite synthetic'; the semi-real suite takes --frames.")
+        raise usage_error("--scenes and --test-frames belong to '--suite synthetic'; the semi-real suite takes --frames.")
     data, shown = Path(args.data or semireal.default_data_root()), args.data or "../shared/data"
     semireal.require_data(data, shown=f"{shown}/{semireal.FOREGROUND_DIR}")
     config = semireal.SemiRealConfig(width=args.width, height=args.height, background_frames=args.background_frames,
@@ -202,11 +197,11 @@ def cmd_photo(args: argparse.Namespace) -> int:
 
     for path in (args.image, args.plate):
         if not Path(path).is_file():
-            raise _usage(f"'{path}' does not exist: give a photo and a photo of the same scene without the subject.")
+            raise usage_error(f"'{path}' does not exist: give a photo and a photo of the same scene without the subject.")
     try:
         views = real_photo_check(args.image, args.plate, _engine_config(args), width=args.width)
     except ValueError as error:
-        raise _runtime(f"Could not align the plate to the photo ({error}): take the plate from the same spot.") from None
+        raise runtime_error(f"Could not align the plate to the photo ({error}): take the plate from the same spot.") from None
     alpha_rgb = np.repeat(views["alpha"][..., None], 3, axis=2)
     sheet = np.vstack([np.hstack([views["image"], views["plate"]]), np.hstack([alpha_rgb, views["composite"]])])
     write_color(args.out, sheet)
@@ -271,7 +266,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     from app.soak_samples import Limits
 
     if "://" not in args.source and not Path(args.source).exists():
-        raise _usage(f"'{args.source}' does not exist: give a recording folder or a camera URI with --source.")
+        raise usage_error(f"'{args.source}' does not exist: give a recording folder or a camera URI with --source.")
     limits = Limits() if args.warmup is None else Limits(min_warmup_s=args.warmup)
     options = SoakOptions(source=args.source, minutes=args.minutes, out_dir=Path(args.out),
                           action_every_s=args.every, sample_every_s=args.sample_every,
@@ -279,7 +274,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     try:
         result = run_soak(options)
     except SoakSetupError as error:
-        raise _runtime(str(error)) from None
+        raise runtime_error(str(error)) from None
     print(format_summary(result), flush=True)
     return result.exit_code
 
@@ -287,7 +282,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """No arguments: the app on the bundled recording, or headless processing into out/ without a display."""
     if not DEMO_RECORDING.is_dir():
-        raise _runtime(f"The bundled demo recording '{DEMO_RECORDING}' is missing: restore it with git checkout assets/.")
+        raise runtime_error(f"The bundled demo recording '{DEMO_RECORDING}' is missing: restore it with git checkout assets/.")
     if _has_display():
         gui = argparse.Namespace(source=str(DEMO_RECORDING), background=None, mode=None, snapshot=None,
                                  quit_after=None, virtual_camera=False)
@@ -300,67 +295,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------------------
-def _usage(message: str):
-    from sensors.errors import UserError
-
-    return UserError(message, 2)
-
-
-def _runtime(message: str):
-    from sensors.errors import UserError
-
-    return UserError(message, 1)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _float_where(accept, requirement: str):
-    """An argparse type: a float for which `accept(value)` holds, else '<value> must be <requirement>'."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"{value} must be {requirement}")
-        return value
-
-    return parse
-
-
-_fraction = _float_where(lambda v: 0.0 <= v < 1.0, "in [0, 1)")
-_unit = _float_where(lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
-_positive_float = _float_where(lambda v: v > 0.0, "positive")
-
-
 def _frame_size(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--width", type=_positive_int, default=640, help="frame width (default: 640)")
-    p.add_argument("--height", type=_positive_int, default=480, help="frame height (default: 480)")
+    p.add_argument("--width", type=positive_int, default=640, help="frame width (default: 640)")
+    p.add_argument("--height", type=positive_int, default=480, help="frame height (default: 480)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from engines.matting.pipeline import MODES
     from engines.matting.post_matting import KINDS as POST_KINDS
 
-    parser = _Parser(prog="main.py", description="Live background replacement with an RGB-D camera (DART).")
+    parser = Parser(prog="main.py", description="Live background replacement with an RGB-D camera (DART).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
     parser.set_defaults(run=cmd_demo)
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
 
     def engine_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--mode", choices=MODES, default="depth", help="matting engine (default: depth)")
-        p.add_argument("--max-distance", type=_positive_float, default=None, metavar="METRES",
+        p.add_argument("--max-distance", type=positive_float, default=None, metavar="METRES",
                        help="depth gate: pixels farther than this are background")
-        p.add_argument("--smoothing", type=_fraction, default=0.0, help="temporal smoothing in [0, 1)")
+        p.add_argument("--smoothing", type=fraction, default=0.0, help="temporal smoothing in [0, 1)")
         _network_options(p)
         p.add_argument("--no-refiner", action="store_true", help="dart/rgb: upsample the coarse alpha instead")
         p.add_argument("--no-edge-refine", action="store_true", help="skip the edge refinement against the plate")
@@ -381,13 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (created; existing files are overwritten)")
     engine_options(p)
     p.add_argument("--background", metavar="PATH", help="a recording of the empty scene to build the background from")
-    p.add_argument("--background-frames", type=_positive_int, metavar="N",
+    p.add_argument("--background-frames", type=positive_int, metavar="N",
                    help="the first N frames show the empty scene (default: the recording's meta)")
     p.add_argument("--prior", metavar="FILE.npz", help="a saved background model instead of background frames")
     p.add_argument("--save-prior", metavar="FILE.npz", help="also save the background model built here")
     p.add_argument("--accept-background", action="store_true",
                    help="use background frames that seem to show a person (default: refuse them, exit code 1)")
-    p.add_argument("--save", type=_save_kinds, default=("alpha",),
+    p.add_argument("--save", type=save_kinds, default=("alpha",),
                    help="comma-separated outputs: alpha,composite,foreground,trimap (default: alpha)")
     p.add_argument("--replace", default="blur", metavar="IMAGE|blur|#RRGGBB",
                    help="new background for composites (default: blur)")
@@ -402,20 +355,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--seed", type=int, default=0)
     _frame_size(p)
-    p.add_argument("--background-frames", type=_positive_int, default=30)
-    p.add_argument("--test-frames", type=_positive_int, default=5)
+    p.add_argument("--background-frames", type=positive_int, default=30)
+    p.add_argument("--test-frames", type=positive_int, default=5)
     p.set_defaults(run=cmd_synth)
 
     p = sub.add_parser("bench-accuracy", help="accuracy of every mode on the semi-real or the synthetic suite")
     p.add_argument("--suite", choices=("semi-real", "synthetic"), default="semi-real",
                    help="semi-real (default; needs ../shared/data): real foregrounds over real and generated RGB-D")
     p.add_argument("--data", metavar="DIR", help="semi-real: the shared data folder (default: ../shared/data)")
-    p.add_argument("--frames", type=_positive_int, default=60, help="semi-real: test frames in all (default: 60)")
+    p.add_argument("--frames", type=positive_int, default=60, help="semi-real: test frames in all (default: 60)")
     p.add_argument("--modes", type=lambda s: tuple(s.split(",")), default=MODES)
-    p.add_argument("--scenes", type=_positive_int, default=12, help="synthetic: scenes (default: 12)")
+    p.add_argument("--scenes", type=positive_int, default=12, help="synthetic: scenes (default: 12)")
     _frame_size(p)
-    p.add_argument("--background-frames", type=_positive_int, default=30)
-    p.add_argument("--test-frames", type=_positive_int, default=5, help="synthetic: test frames per scene")
+    p.add_argument("--background-frames", type=positive_int, default=30)
+    p.add_argument("--test-frames", type=positive_int, default=5, help="synthetic: test frames per scene")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--post", dest="post_kinds", type=lambda s: tuple(k for k in s.split(",") if k != "none"),
                    default=("closed-form",), metavar="KINDS",
@@ -430,13 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image")
     p.add_argument("plate")
     p.add_argument("--out", required=True, metavar="PNG", help="contact sheet to write")
-    p.add_argument("--width", type=_positive_int, default=960)
+    p.add_argument("--width", type=positive_int, default=960)
     engine_options(p)
     p.set_defaults(run=cmd_photo, mode="rgb")
 
     p = sub.add_parser("bench-speed", help="per-stage median milliseconds")
     _frame_size(p)
-    p.add_argument("--frames", type=_positive_int, default=100)
+    p.add_argument("--frames", type=positive_int, default=100)
     p.set_defaults(run=cmd_bench_speed)
 
     p = sub.add_parser("gui", help="open the desktop app (default when a display is available)")
@@ -444,13 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", metavar="IMAGE|blur|#RRGGBB|checker", help="replacement background")
     p.add_argument("--mode", choices=MODES, default=None, help="matting engine (default: last used)")
     p.add_argument("--snapshot", metavar="PNG", help="save a screenshot of the window after --quit-after frames")
-    p.add_argument("--quit-after", type=_positive_int, metavar="N", help="quit after N processed frames")
+    p.add_argument("--quit-after", type=positive_int, metavar="N", help="quit after N processed frames")
     p.add_argument("--virtual-camera", action="store_true", help="start streaming to the virtual webcam")
     p.set_defaults(run=cmd_gui)
 
     p = sub.add_parser("train", help="train the networks (see assets/MODEL_CARD.md), or fine-tune on a scene")
     p.add_argument("--out", required=True, help="output folder for checkpoints, logs and ONNX files")
-    p.add_argument("--budget-minutes", type=_positive_float, default=68.0, help="total time for all stages")
+    p.add_argument("--budget-minutes", type=positive_float, default=68.0, help="total time for all stages")
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     p.add_argument("--scene", metavar="RECORDING", help="fine-tune the shipped student on this recording's background")
     p.add_argument("--models", default=str(REPO_ROOT / "assets" / "models"), help="student to fine-tune from")
@@ -460,14 +413,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_devices)
 
     p = sub.add_parser("soak", help="run the live window for a long time, exercising it; fail on errors, hangs, growth")
-    p.add_argument("--minutes", type=_positive_float, default=60.0, help="length of the run (default: 60)")
+    p.add_argument("--minutes", type=positive_float, default=60.0, help="length of the run (default: 60)")
     p.add_argument("--source", default=str(DEMO_RECORDING), help="recording or camera URI (default: the demo)")
     p.add_argument("--out", default=str(DEFAULT_OUT / "soak"), help="folder for soak.csv and soak.png (default: out/soak)")
-    p.add_argument("--every", type=_positive_float, default=30.0, metavar="SECONDS",
+    p.add_argument("--every", type=positive_float, default=30.0, metavar="SECONDS",
                    help="seconds between user actions (default: 30)")
-    p.add_argument("--sample-every", type=_positive_float, default=10.0, metavar="SECONDS",
+    p.add_argument("--sample-every", type=positive_float, default=10.0, metavar="SECONDS",
                    help="seconds between samples (default: 10)")
-    p.add_argument("--warmup", type=_positive_float, default=None, metavar="SECONDS",
+    p.add_argument("--warmup", type=positive_float, default=None, metavar="SECONDS",
                    help="minimum warm-up before growth is judged (default: 60; also >= 20%% of the run and one cycle)")
     p.set_defaults(run=cmd_soak)
     return parser
