@@ -19,8 +19,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
+
+# Ctrl-C while the modules below load: exit 130 without a traceback (main() installs the full handling).
+signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
 
 from app.cli_args import (
     Parser,
@@ -82,8 +86,10 @@ def _network_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from engines.batch import ProcessOptions, process_recording
+    from engines.batch import FRAMES_CSV, ProcessOptions, process_recording
 
+    if not 0 <= args.post_band <= 256:  # the band's kernel grows with its square: bound it before allocating
+        raise usage_error(f"--post-band must be from 0 to 256 pixels, not {args.post_band}.")
     options = ProcessOptions(
         save=args.save,
         replace=args.replace,
@@ -111,10 +117,12 @@ def cmd_process(args: argparse.Namespace) -> int:
             bar.close()
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    gaps = f"; {summary.describe_gaps()}" if summary.gaps else ""
     print(f"Processed {summary.frames} frames of '{args.input}' in {summary.seconds:.1f} s "
-          f"(mode {args.mode}, background from {summary.background_description}).")
+          f"(mode {args.mode}, background from {summary.background_description}{gaps}).")
     for kind in summary.saved:
         print(f"  {kind:<11} {out_dir / kind}/")
+    print(f"  {'frames':<11} {out_dir / FRAMES_CSV}")
     print("Median milliseconds per frame by stage:")
     for stage, ms in summary.stage_ms_median.items():
         print(f"  {stage:<14} {ms:7.2f}")
@@ -255,7 +263,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
     from app.launch import GuiOptions, run_gui
 
     options = GuiOptions(source=args.source, background=args.background, mode=args.mode,
-                         snapshot=Path(args.snapshot) if args.snapshot else None,
+                         snapshot=Path(args.snapshot) if args.snapshot else None, data_dir=getattr(args, "data_dir", None),
                          quit_after_frames=args.quit_after, virtual_camera=args.virtual_camera)
     return run_gui(options)
 
@@ -301,6 +309,7 @@ def _frame_size(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from app.launch import background_choices
     from engines.matting.pipeline import MODES
     from engines.matting.post_matting import KINDS as POST_KINDS
 
@@ -310,40 +319,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
 
     def engine_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--mode", choices=MODES, default="depth", help="matting engine (default: depth)")
+        p.add_argument("--mode", choices=MODES, default="depth", help="matting engine (default: %(default)s)")
         p.add_argument("--max-distance", type=positive_float, default=None, metavar="METRES",
-                       help="depth gate: pixels farther than this are background")
-        p.add_argument("--smoothing", type=fraction, default=0.0, help="temporal smoothing in [0, 1)")
+                       help="depth gate: pixels farther than this are background (default: off)")
+        p.add_argument("--smoothing", type=fraction, default=0.0, help="temporal smoothing in [0, 1) (default: 0, off)")
         _network_options(p)
-        p.add_argument("--no-refiner", action="store_true", help="dart/rgb: upsample the coarse alpha instead")
-        p.add_argument("--no-edge-refine", action="store_true", help="skip the edge refinement against the plate")
+        p.add_argument("--no-refiner", action="store_true", help="dart/rgb: upsample the coarse alpha (default: refiner on)")
+        p.add_argument("--no-edge-refine", action="store_true", help="skip edge refinement against the plate (default: on)")
         p.add_argument("--no-error-map-correction", action="store_true",
-                       help="dart ablation: select refined patches by the network's E_RGB, not E_RGBD")
+                       help="dart ablation: select refined patches by the network's E_RGB (default: E_RGBD)")
         p.add_argument("--no-depth-refiner", action="store_true",
-                       help="dart ablation: refine RGB patches (no depth in the refiner)")
+                       help="dart ablation: refine RGB patches (default: RGB-D patches)")
         post_options(p)
 
     def post_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--post", choices=POST_KINDS, default="none",
-                       help="post-matting on a depth-derived trimap (default: none)")
-        p.add_argument("--post-band", type=int, default=3, metavar="PX", help="widen the unknown band (pixels)")
-        p.add_argument("--vitmatte", metavar="DIR", help="local ViTMatte weights for --post vitmatte")
+                       help="post-matting on a depth-derived trimap (default: %(default)s)")
+        p.add_argument("--post-band", type=int, default=3, metavar="PX", help="widen the unknown band (default: 3 px)")
+        p.add_argument("--vitmatte", metavar="DIR", help="local ViTMatte weights for --post vitmatte (default: none)")
 
     p = sub.add_parser("process", help="matte a recording headless and write the results")
     p.add_argument("input", help="recording: rgbd-folder, TUM or Redwood folder, RealSense .bag/.db3")
     p.add_argument("--out", required=True, help="output folder (created; existing files are overwritten)")
     engine_options(p)
-    p.add_argument("--background", metavar="PATH", help="a recording of the empty scene to build the background from")
+    p.add_argument("--background", metavar="PATH", help="a recording of the empty scene (default: the input's first frames)")
     p.add_argument("--background-frames", type=positive_int, metavar="N",
                    help="the first N frames show the empty scene (default: the recording's meta)")
-    p.add_argument("--prior", metavar="FILE.npz", help="a saved background model instead of background frames")
-    p.add_argument("--save-prior", metavar="FILE.npz", help="also save the background model built here")
+    p.add_argument("--prior", metavar="FILE.npz", help="a saved background model instead of frames (default: none)")
+    p.add_argument("--save-prior", metavar="FILE.npz", help="also save the background model built here (default: no)")
     p.add_argument("--accept-background", action="store_true",
                    help="use background frames that seem to show a person (default: refuse them, exit code 1)")
     p.add_argument("--save", type=save_kinds, default=("alpha",),
                    help="comma-separated outputs: alpha,composite,foreground,trimap (default: alpha)")
-    p.add_argument("--replace", default="blur", metavar="IMAGE|blur|#RRGGBB",
-                   help="new background for composites (default: blur)")
+    replace_metavar, replace_help = background_choices(video=False)
+    p.add_argument("--replace", default="blur", metavar=replace_metavar,
+                   help=f"new background of the composite output: {replace_help} (default: %(default)s)")
     p.set_defaults(run=cmd_process)
 
     p = sub.add_parser("eval", help="score predicted alpha against a recording's ground truth")
@@ -393,12 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_bench_speed)
 
     p = sub.add_parser("gui", help="open the desktop app (default when a display is available)")
-    p.add_argument("--source", help="camera URI (realsense://, orbbec://) or recording path")
-    p.add_argument("--background", metavar="IMAGE|blur|#RRGGBB|checker", help="replacement background")
-    p.add_argument("--mode", choices=MODES, default=None, help="matting engine (default: last used)")
-    p.add_argument("--snapshot", metavar="PNG", help="save a screenshot of the window after --quit-after frames")
-    p.add_argument("--quit-after", type=positive_int, metavar="N", help="quit after N processed frames")
-    p.add_argument("--virtual-camera", action="store_true", help="start streaming to the virtual webcam")
+    p.add_argument("--source", help="camera URI or recording path (default: the last that opened, else the demo)")
+    background_metavar, background_help = background_choices(video=True)
+    p.add_argument("--background", metavar=background_metavar,
+                   help=f"replacement background: {background_help} (default: the last used; first run: blur)")
+    p.add_argument("--mode", choices=MODES, default=None, help="matting engine (default: the last used; first run: depth)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="keep settings and backgrounds in DIR (new DIR: default settings; default: the usual places)")
+    p.add_argument("--snapshot", metavar="PNG", help="save a screenshot of the window after --quit-after frames (default: none)")
+    p.add_argument("--quit-after", type=positive_int, metavar="N", help="quit after N frames (default: never; 30 with --snapshot)")
+    p.add_argument("--virtual-camera", action="store_true", help="start streaming to the virtual webcam (default: off)")
     p.set_defaults(run=cmd_gui)
 
     p = sub.add_parser("train", help="train the networks (see assets/MODEL_CARD.md), or fine-tune on a scene")
@@ -427,24 +441,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; Ctrl-C exits 130, SIGTERM 143, each with one sentence and no traceback."""
+    import signal
+    import threading
     from sensors.errors import UserError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    class Terminated(KeyboardInterrupt):
+        pass
+
+    def on_sigterm(signum, frame):
+        raise Terminated()
+
+    args, handlers = None, threading.current_thread() is threading.main_thread()  # signals: main thread only
+    previous = ((signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGTERM, on_sigterm))
+                if handlers else None)
     try:
+        args = build_parser().parse_args(argv)
+        if handlers and (args.run in (cmd_gui, cmd_soak) or (args.run is cmd_demo and _has_display())):
+            signal.signal(signal.SIGTERM, previous[1] or signal.SIG_DFL)  # the Qt window: default (quits at once)
+        logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
         return args.run(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("\nInterrupted; results written so far are kept.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        for signum in (signal.SIGINT, signal.SIGTERM) if handlers else ():  # a second one while saying goodbye
+            signal.signal(signum, signal.SIG_IGN)
+        why = "Terminated (SIGTERM)" if isinstance(stop, Terminated) else "Interrupted"
+        print(f"\n{why}; results written so far are kept.", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
     except Exception as error:  # last resort: one sentence, never a traceback, unless --debug
-        if args.debug:
+        if args is None or args.debug:
             raise
         print(f"error: unexpected {type(error).__name__}: {error} (run again with --debug for details).", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            for signum, handler in zip((signal.SIGINT, signal.SIGTERM), previous):
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 if __name__ == "__main__":

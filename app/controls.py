@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QStandardItemModel
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -23,19 +23,44 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QListView,
     QPushButton,
     QSlider,
     QWidget,
 )
 
 from app.backgrounds import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_video
-from app.settings import AppSettings, switch_available
+from app.settings import NETWORK_MODES, AppSettings, switch_available
 from app.views import VIEWS
 from engines.matting.pipeline import MODES
 
 MAX_GATE_DM = 60  # depth gate slider: decimetres, 0 = off
 MAX_SMOOTHING_PERCENT = 90
 NOT_YET = "Not available in this version of the engine yet."
+
+# mode -> (label in the Mode box, one-line explanation); the technical name goes in the tooltip
+MODE_LABELS: dict[str, tuple[str, str]] = {
+    "depth": ("Depth (fast, default)",
+              "Cuts you out by distance, against the captured empty scene: fast, not fooled by lighting changes."),
+    "dart": ("DART networks",
+             "Depth plus neural networks (the DART method): slower; trained on synthetic people only."),
+    "rgb": ("Colour networks (RGB baseline)",
+            "The same neural networks on colour alone, without depth: for comparison with DART."),
+    "rgb-subtract": ("Colour difference (simple)",
+                     "Plain colour background subtraction: keeps the whole room after a change of light."),
+}
+HIDDEN_MODES = ("rgb-subtract",)  # offered only when it is the saved setting
+REFINER_TIP = ("Recompute the most uncertain 4x4 patches at full resolution with the refiner network "
+               "(finer hair and edges, about 15 ms more a frame).")
+REFINER_OFF = "Only the network modes (DART networks, Colour networks) use it."
+POST_MATTING_TIP = ("Closed-form matting on a thin band along the edges, on its own thread: finer hair and "
+                    "edges in the Composite view, a few frames late. The virtual webcam and recordings keep "
+                    "the live matte.")
+
+
+def mode_order() -> list[str]:
+    """The engine's modes, the default and the plain-language ones first."""
+    return [m for m in MODE_LABELS if m in MODES] + [m for m in MODES if m not in MODE_LABELS]
 
 
 def _slider(maximum: int, value: int) -> QSlider:
@@ -66,11 +91,21 @@ class EngineControls(QGroupBox):
         form = QFormLayout(self)
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self.mode = QComboBox()
-        for mode in MODES:
-            self.mode.addItem(mode, mode)
+        for mode in mode_order():
+            label, explanation = MODE_LABELS.get(mode, (mode, ""))
+            self.mode.addItem(label, mode)
+            self.mode.setItemData(self.mode.count() - 1, f"{explanation}\n(--mode {mode})",
+                                  Qt.ItemDataRole.ToolTipRole)
         self.mode.setCurrentIndex(max(self.mode.findData(settings.mode), 0))
-        self.mode.setToolTip("Matting engine: 'depth' uses the depth prior only, 'rgb-subtract' colour only")
+        # offered only when it is the saved setting: it keeps the whole room after a light change
+        self._show_hidden_modes = settings.mode in HIDDEN_MODES
         form.addRow("Mode", self.mode)
+        self.mode_help = QLabel()
+        self.mode_help.setWordWrap(True)
+        font = self.mode_help.font()
+        font.setPointSizeF(font.pointSizeF() * 0.9)
+        self.mode_help.setFont(font)
+        form.addRow(self.mode_help)
 
         self.refiner = QCheckBox("Refiner")
         self.post_matting = QCheckBox("Post-matting")
@@ -78,13 +113,14 @@ class EngineControls(QGroupBox):
             available = switch_available(switch)
             box.setChecked(bool(getattr(settings, switch)) and available)
             box.setEnabled(available)
-            box.setToolTip("" if available else NOT_YET)
+        self.post_matting.setToolTip(POST_MATTING_TIP if switch_available("post_matting") else NOT_YET)
         form.addRow(self.refiner)
         form.addRow(self.post_matting)
         self.edge_refine = QCheckBox("Clean edges")
         self.edge_refine.setChecked(bool(settings.edge_refine))
         self.edge_refine.setToolTip("Remove the halo around you and open gaps (hair, between fingers) by "
-                                    "comparing each edge pixel with the captured background")
+                                    "comparing each edge pixel with the captured background (every mode; "
+                                    "a few ms a frame)")
         form.addRow(self.edge_refine)
 
         self.gate = _slider(MAX_GATE_DM, int(round(settings.max_subject_distance_m * 10)))
@@ -92,7 +128,8 @@ class EngineControls(QGroupBox):
         self.gate_label = QLabel()
         form.addRow("Max subject distance", _with_value(self.gate, self.gate_label))
         self.smoothing = _slider(MAX_SMOOTHING_PERCENT, int(round(settings.temporal_smoothing * 100)))
-        self.smoothing.setToolTip("Blend each matte with the previous one (less flicker, more lag)")
+        self.smoothing.setToolTip("Steady the matte where nothing moves (less flicker); moving parts are "
+                                  "not smoothed, so there are no trails (0 = off)")
         self.smoothing_label = QLabel()
         form.addRow("Temporal smoothing", _with_value(self.smoothing, self.smoothing_label))
 
@@ -100,8 +137,10 @@ class EngineControls(QGroupBox):
         for key, label in VIEWS.items():
             self.view.addItem(label, key)
         self.view.setCurrentIndex(max(self.view.findData(settings.view), 0))
+        self.view.setToolTip("What the big picture shows (keys 1-7)")
         form.addRow("View", self.view)
         self._update_labels()
+        self._update_mode()
 
         self.mode.currentIndexChanged.connect(self._on_engine)
         self.refiner.toggled.connect(self._on_engine)
@@ -116,9 +155,32 @@ class EngineControls(QGroupBox):
         self.gate_label.setText("off" if gate == 0 else f"{gate / 10:.1f} m")
         self.smoothing_label.setText(f"{self.smoothing.value()} %")
 
+    def _update_mode(self) -> None:
+        """The mode's explanation, the hidden modes (unless current or saved) and the refiner box's state."""
+        mode = self.mode.currentData()
+        _label, explanation = MODE_LABELS.get(mode, (mode, ""))
+        self.mode_help.setText(explanation)
+        self.mode.setToolTip(f"{explanation}\nTechnical name: {mode} (main.py --mode {mode})")
+        self._show_hidden_modes = self._show_hidden_modes or mode in HIDDEN_MODES
+        view = self.mode.view()
+        for i in range(self.mode.count()):
+            hidden = self.mode.itemData(i) in HIDDEN_MODES and not self._show_hidden_modes
+            if isinstance(view, QListView):
+                view.setRowHidden(i, hidden)
+            item = self.mode.model().item(i) if isinstance(self.mode.model(), QStandardItemModel) else None
+            if item is not None:  # hidden rows must not be reached with the arrow keys or the wheel either
+                item.setEnabled(not hidden)
+        network = mode in NETWORK_MODES and switch_available("refiner")
+        self.refiner.blockSignals(True)  # unticked where it does nothing; the saved choice comes back with a network mode
+        self.refiner.setChecked(network and bool(self.settings.refiner))
+        self.refiner.blockSignals(False)
+        self.refiner.setEnabled(network)
+        self.refiner.setToolTip(REFINER_TIP if network else REFINER_TIP + "\n" + REFINER_OFF)
+
     def _on_engine(self, *_) -> None:
         s = self.settings
         s.mode = self.mode.currentData()
+        self._update_mode()
         if self.refiner.isEnabled():
             s.refiner = self.refiner.isChecked()
         if self.post_matting.isEnabled():
@@ -142,6 +204,7 @@ class EngineControls(QGroupBox):
         self.mode.setCurrentIndex(max(self.mode.findData(mode), 0))
         self.mode.blockSignals(False)
         self.settings.mode = self.mode.currentData()
+        self._update_mode()
 
 
 class BackgroundControls(QGroupBox):

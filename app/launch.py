@@ -24,13 +24,27 @@ DEMO_RECORDING = REPO_ROOT / "assets" / "demo_recording"
 UNATTENDED_TIMEOUT_S = 300.0
 
 
+def background_choices(video: bool) -> tuple[str, str]:
+    """(metavar, help) of a background option: the choices `parse_background_spec` accepts (plus a looped
+    video file in the app), with their defaults, so `process --replace` and `gui --background` agree."""
+    from engines.matting.compositing import CHECKER_CELL_PX, DEFAULT_BLUR_SIGMA_PX, NAMED_COLORS
+
+    names = ", ".join(sorted(set(NAMED_COLORS) - {"grey"}))
+    metavar = ("IMAGE|VIDEO|" if video else "IMAGE|") + "blur[:SIGMA]|#RRGGBB|NAME|checker[:CELL]"
+    text = (("an image or video file (looped)" if video else "an image file")
+            + f", blur (blur:SIGMA: blur strength in pixels, default {DEFAULT_BLUR_SIGMA_PX:g}), #RRGGBB, "
+            f"a colour name ({names}), checker (checker:CELL: cell size in pixels, default {CHECKER_CELL_PX})")
+    return metavar, text
+
+
 @dataclass(frozen=True)
 class GuiOptions:
     """Command-line choices; None means "the saved setting" (or its default).
 
     source: camera URI ("realsense://", "orbbec://SERIAL") or recording path; None: the last one,
         else the demo recording.
-    background: image or video path, "blur", "#RRGGBB" or "checker".
+    background: see `background_choices` (image or video path, blur[:SIGMA], #RRGGBB, a colour name,
+        checker[:CELL]).
     mode: one of engines.pipeline.MODES.
     snapshot: save a PNG of the window after `quit_after_frames` matted frames (default 30), then exit.
     quit_after_frames: exit (code 0) after this many matted frames.

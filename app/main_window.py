@@ -2,8 +2,13 @@
 
 The window owns one `EngineWorker` and a ~33 ms QTimer. Each tick drains the worker's events
 (errors, capture results, virtual-camera problems) and shows its newest snapshot in the live view
-and status bar; nothing in the GUI thread ever waits for the engine. Controls only edit
-`AppSettings` and forward the change to the worker. Closing the window stops everything.
+and status bar (`app.status_panel`); nothing in the GUI thread ever waits for the engine. Controls only
+edit `AppSettings` and forward the change to the worker. Closing the window stops everything.
+
+No stale state: a message in the message bar names its cause and is cleared when that cause is gone
+(the webcam started, the source opened, a clean capture); a source that fails to open is dropped from
+the source list and never becomes `settings.last_source`. The menu bar holds File, View and Help
+(keyboard shortcuts, camera and virtual webcam set-up, About: `app.help_dialogs`).
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -28,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import events as ev
+from app import help_dialogs
 from app.backgrounds import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from app.capture import COUNTDOWN
 from app.capture_panel import CapturePanel, failure_dialog
@@ -39,13 +45,20 @@ from app.message_bar import MessageBar
 from app.recorder import RecordOptions, default_recording_folder
 from app.settings import AppSettings, videos_dir
 from app.source_picker import SourcePicker, source_label
-from app.views import VIEWS, LiveView, post_status, render_view
+from app.status_panel import StatusPanel
+from app.views import VIEWS, LiveView, render_view
 
 log = logging.getLogger(__name__)
 
 TICK_MS = 33
 ENGINE_DEBOUNCE_MS = 150
 SIDE_PANEL_WIDTH = 330
+PATH_CHARS = 70  # a longer path in a message is shortened in the middle (the tooltip has all of it)
+
+
+def short_path(path: Path | str, limit: int = PATH_CHARS) -> str:
+    text = str(path)
+    return text if len(text) <= limit else text[: limit // 3] + "…" + text[-(limit - limit // 3 - 1):]
 
 
 class MainWindow(QMainWindow):
@@ -67,6 +80,9 @@ class MainWindow(QMainWindow):
         self._shown_seq = -1
         self._display_times: deque[float] = deque(maxlen=FPS_WINDOW)  # when new frames were shown
         self._dialog: QMessageBox | None = None
+        self._opening: deque[str] = deque()  # sources asked for, not yet opened or failed (in order)
+        self._uri = ""  # the source asked for last
+        self._recording_folder: Path | None = None
 
         self.source_picker = SourcePicker(demo_path, list_cameras)
         self.message_bar = MessageBar()
@@ -77,6 +93,7 @@ class MainWindow(QMainWindow):
         self._build_layout()
         self._build_actions()
         self._build_status_bar()
+        self._build_menus()
 
         self.source_picker.source_chosen.connect(self.open_source)
         self.capture_panel.capture_requested.connect(self.capture_background)
@@ -84,8 +101,7 @@ class MainWindow(QMainWindow):
         self._engine_timer.timeout.connect(lambda: self.worker.set_engine_config(settings.engine_config()))
         self.engine_controls.engine_changed.connect(self._engine_timer.start)
         self.engine_controls.view_changed.connect(lambda _view: self._redraw())
-        self.background_controls.background_changed.connect(
-            lambda: self.worker.set_background(settings.background, settings.blur_sigma_px))
+        self.background_controls.background_changed.connect(self._background_changed)
 
         self.worker.start()
         self._timer = QTimer(self, interval=TICK_MS)
@@ -127,7 +143,7 @@ class MainWindow(QMainWindow):
         self.capture_action.triggered.connect(self.capture_background)
         self.vcam_action = QAction("Virtual webcam", self, checkable=True, shortcut=QKeySequence("V"))
         self.vcam_action.setToolTip("Stream the composite to a virtual webcam for video calls (V)")
-        self.vcam_action.toggled.connect(self.worker.set_virtual_camera)
+        self.vcam_action.toggled.connect(self._toggle_vcam)
         self.record_action = QAction("Record", self, checkable=True, shortcut=QKeySequence("R"))
         self.record_action.setToolTip("Record the composite video and/or the raw RGB-D stream (R)")
         self.record_action.toggled.connect(self._toggle_recording)
@@ -145,33 +161,82 @@ class MainWindow(QMainWindow):
         record_button.setMenu(record_menu)
         record_button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
         toolbar.addWidget(record_button)
+        self.view_actions = []
         for number, (key, label) in enumerate(VIEWS.items(), start=1):
             action = QAction(label, self, shortcut=QKeySequence(str(number)))
+            action.setToolTip(f"View: {label}")
             action.triggered.connect(lambda _checked=False, key=key: self.engine_controls.set_view(key))
             self.addAction(action)
+            self.view_actions.append(action)
 
     def _build_status_bar(self) -> None:
-        bar = self.statusBar()
-        self.fps_label = QLabel()
-        self.stages_label = QLabel()
-        self.queue_label = QLabel()
-        self.post_label = QLabel()
-        self.post_label.setToolTip("Post-matting runs beside the live picture on the newest frame it can take; "
-                                   "the composite view shows its result, a few frames late")
-        self.output_label = QLabel()
-        for label in (self.fps_label, self.stages_label, self.queue_label, self.post_label, self.output_label):
-            bar.addPermanentWidget(label)
+        self.status = StatusPanel(self.statusBar(), self.settings.show_details)
+        self.status.details_action.toggled.connect(lambda on: setattr(self.settings, "show_details", on))
+        self.fps_label, self.post_label = self.status.fps_label, self.status.post_label
+        self.stages_label, self.output_label = self.status.stages_label, self.status.webcam_label
+        self.status.set_state("No source")
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        open_folder = file_menu.addAction("Open recording folder…", self.source_picker.open_folder)
+        open_folder.setShortcut(QKeySequence.StandardKey.Open)
+        open_folder.setToolTip("Open a recording folder")
+        file_menu.addAction("Open RealSense file (.bag, .db3)…", self.source_picker.open_file)
+        file_menu.addSeparator()
+        quit_action = file_menu.addAction("Quit", self.close)
+        quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        quit_action.setToolTip("Quit")
+        actions_menu = bar.addMenu("&Actions")
+        for action in (self.capture_action, self.vcam_action, self.record_action):
+            actions_menu.addAction(action)
+        view_menu = bar.addMenu("&View")
+        for action in self.view_actions:
+            view_menu.addAction(action)
+        view_menu.addSeparator()
+        view_menu.addAction(self.status.details_action)
+        help_menu = bar.addMenu("&Help")
+        shortcuts = help_menu.addAction("Keyboard shortcuts", self.show_shortcuts)
+        shortcuts.setShortcut(QKeySequence("F1"))
+        shortcuts.setToolTip("This list of keyboard shortcuts")
+        help_menu.addAction("Camera set-up…", lambda: self._help("Camera set-up",
+                                                                 help_dialogs.camera_setup_markdown(), markdown=True))
+        help_menu.addAction("Virtual webcam set-up…", lambda: self._help("Virtual webcam set-up",
+                                                                         help_dialogs.vcam_setup_text()))
+        help_menu.addSeparator()
+        help_menu.addAction(f"About {help_dialogs.APP_NAME}",
+                            lambda: self._help(f"About {help_dialogs.APP_NAME}", help_dialogs.about_html(), rich=True))
+        self._shortcut_actions = [self.capture_action, self.vcam_action, self.record_action, *self.view_actions,
+                                  open_folder, quit_action, shortcuts]
+
+    def show_shortcuts(self) -> None:
+        self._help("Keyboard shortcuts", help_dialogs.shortcuts_html(self._shortcut_actions), rich=True)
+
+    def _help(self, title: str, text: str, markdown: bool = False, rich: bool = False) -> None:
+        self.help_dialog = help_dialogs.show_help(self, title, text, markdown=markdown, rich=rich)
 
     # -- user actions ---------------------------------------------------------------------------------
     def open_source(self, uri: str) -> None:
-        self.settings.last_source = uri
+        """Open `uri`; it becomes settings.last_source only once it opened (SOURCE_OPENED)."""
+        self._uri = uri
+        self._opening.append(uri)
         self.source_picker.set_current(uri)
         self._shown_seq = -1
         self._display_times.clear()
         self.message_bar.hide()
         self._clear_live_state()
+        self.status.set_state("Opening…")
         self.view.set_overlay(f"Opening {source_label(uri)}…")
         self.worker.open_source(uri)
+
+    def _toggle_vcam(self, on: bool) -> None:
+        if on:
+            self.message_bar.clear("vcam")
+        self.worker.set_virtual_camera(on)
+
+    def _background_changed(self) -> None:
+        self.message_bar.clear("background")
+        self.worker.set_background(self.settings.background, self.settings.blur_sigma_px)
 
     def capture_background(self) -> None:
         self.message_bar.hide()
@@ -185,9 +250,14 @@ class MainWindow(QMainWindow):
             self.worker.stop_recording()
             return
         parent = Path(self.settings.record_dir) if self.settings.record_dir else videos_dir()
-        options = RecordOptions(default_recording_folder(parent), composite=self.settings.record_composite,
+        self._recording_folder = default_recording_folder(parent)
+        options = RecordOptions(self._recording_folder, composite=self.settings.record_composite,
                                 raw=self.settings.record_raw)
         self.worker.start_recording(options)
+
+    def _open_recording_folder(self, folder: Path | None) -> None:
+        if folder is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
     # -- following the engine -------------------------------------------------------------------------
     def tick(self) -> None:
@@ -198,6 +268,7 @@ class MainWindow(QMainWindow):
         if snapshot is not None and snapshot.seq != self._shown_seq:
             self._display_times.append(time.monotonic())
             self._show(snapshot)
+        self.status.tick()
 
     def _redraw(self) -> None:
         snapshot = self.worker.latest()
@@ -218,48 +289,38 @@ class MainWindow(QMainWindow):
         else:
             self.view.set_overlay(note)
         self.capture_panel.show_progress(capture, snapshot.has_prior)
-        stats = snapshot.stats
-        self.fps_label.setText(f"{running_fps(self._display_times):5.1f} fps")
-        self.fps_label.setToolTip(f"Frames shown per second (the engine finishes {stats.fps:.1f} a second)")
-        stages = dict(stats.timings_ms)
-        self.stages_label.setText("  ".join(f"{k} {v:.1f}" for k, v in stages.items()) + (" ms" if stages else ""))
-        latency = "–" if stats.latency_ms is None else f"{stats.latency_ms:.0f} ms"
-        self.queue_label.setText(f"dropped {stats.dropped}  latency {latency}")
-        self.post_label.setText(post_status(snapshot))
+        self.status.show_snapshot(snapshot, running_fps(self._display_times))
 
     def _clear_live_state(self) -> None:
         """Forget what the previous source showed (image, progress, rates)."""
         self.view.clear()
         self.capture_panel.show_progress(None, False)
         self.capture_panel.set_status("")
-        for label in (self.fps_label, self.stages_label, self.queue_label, self.post_label):
-            label.setText("")
-        self.statusBar().clearMessage()
+        self.status.clear()
 
     def _handle(self, event: EngineEvent) -> None:
         kind = event.kind
         if kind == ev.SOURCE_OPENED:
+            if self._opening:
+                self.settings.last_source = self._opening.popleft()
+            self.message_bar.clear("source")
             self.statusBar().showMessage(event.message, 5000)
         elif kind == ev.SOURCE_ERROR:
-            self._clear_live_state()
-            self.view.set_overlay("No picture: see the message above")
-            if self.unattended:
-                self.failed.emit(event.message)
-            uri = self.settings.last_source
-            self.message_bar.show_message(event.message, "error", "Retry" if uri else None,
-                                          (lambda: self.open_source(uri)) if uri else None)
-        elif kind in (ev.ERROR, ev.RECORDING_FAILED):
-            self.message_bar.show_message(event.message, "error")
-            if kind == ev.RECORDING_FAILED:
-                self._set_checked(self.record_action, False)
+            self._source_failed(event)
+        elif kind == ev.ERROR:
+            cause = "background" if event.message.startswith("Cannot use that background") else ""
+            self.message_bar.show_message(event.message, "error", cause=cause)
+        elif kind == ev.RECORDING_FAILED:
+            self.message_bar.show_message(event.message, "error", cause="recording")
+            self._set_checked(self.record_action, False)
+            self.status.recording_stopped()
         elif kind == ev.NEEDS_CAPTURE:
             self.capture_panel.set_status(event.message)
             if self.unattended and event.detail != "automatic":
                 self.capture_background()
-        elif kind == ev.PRIOR_RESTORED:
+        elif kind in (ev.PRIOR_RESTORED, ev.CAPTURE_DONE):
             self.capture_panel.set_status(event.message)
-        elif kind == ev.CAPTURE_DONE:
-            self.capture_panel.set_status(event.message)
+            self.message_bar.clear("scene")
         elif kind == ev.CAPTURE_FAILED:
             self.capture_panel.set_status(event.message)
             if self.unattended:
@@ -271,22 +332,50 @@ class MainWindow(QMainWindow):
         elif kind == ev.MODE_CHANGED:
             self.engine_controls.show_mode(event.detail)
         elif kind == ev.SCENE_CHANGED:
-            self.message_bar.show_message(event.message, "warning", "Capture again", self.capture_background)
+            self.message_bar.show_message(event.message, "warning", "Capture again", self.capture_background,
+                                          cause="scene")
         elif kind in (ev.VCAM_STARTED, ev.VCAM_STOPPED):
-            self.output_label.setText("● webcam" if kind == ev.VCAM_STARTED else "")
+            self.status.set_webcam(kind == ev.VCAM_STARTED)
+            if kind == ev.VCAM_STARTED:
+                self.message_bar.clear("vcam")
             self.statusBar().showMessage(event.message, 5000)
         elif kind == ev.VCAM_UNAVAILABLE:
             self._set_checked(self.vcam_action, False)
-            self.output_label.setText("")
+            self.status.set_webcam(False)
             self._show_vcam_help(event)
         elif kind == ev.RECORDING_STARTED:
-            self.statusBar().showMessage(event.message, 5000)
+            folder = self._recording_folder
+            self.status.recording_started(folder)
+            text = f"Recording to {short_path(folder)}" if folder else event.message
+            self.message_bar.show_message(text, "info", "Open folder", lambda: self._open_recording_folder(folder),
+                                          cause="recording", tooltip=str(folder or ""))
         elif kind == ev.RECORDING_STOPPED:
             self._set_checked(self.record_action, False)
-            self.message_bar.show_message(event.message, "info")
+            self.status.recording_stopped()
+            folder = self._recording_folder
+            self.message_bar.show_message(event.message, "info", "Open folder" if folder else None,
+                                          lambda: self._open_recording_folder(folder), cause="recording",
+                                          tooltip=str(folder or ""))
         elif kind == ev.FINISHED:
             self._redraw()
             self.finished.emit()
+
+    def _source_failed(self, event: EngineEvent) -> None:
+        """A source that failed to open is forgotten (list and last_source); one that failed while
+        streaming stays. Either way the message offers to try it again."""
+        self._clear_live_state()
+        self.status.set_state("No picture")
+        self.view.set_overlay("No picture: see the message above")
+        if self.unattended:
+            self.failed.emit(event.message)
+        uri = self._uri
+        if self._opening and event.message.startswith(f"Cannot open '{self._opening[0]}'"):
+            uri = self._opening.popleft()
+            self.source_picker.forget(uri)
+            if self.settings.last_source == uri and "://" not in uri:
+                self.settings.last_source = ""
+        self.message_bar.show_message(event.message, "error", "Retry" if uri else None,
+                                      (lambda: self.open_source(uri)) if uri else None, cause="source")
 
     @staticmethod
     def _set_checked(action: QAction, on: bool) -> None:
@@ -295,7 +384,9 @@ class MainWindow(QMainWindow):
         action.blockSignals(False)
 
     def _show_vcam_help(self, event: EngineEvent) -> None:
-        self.message_bar.show_message(event.message, "error")
+        self.message_bar.show_message(event.message, "error", "Set-up help" if event.detail else None,
+                                      (lambda: self._help("Virtual webcam set-up", event.detail)) if event.detail else None,
+                                      cause="vcam")
         if self.unattended or not event.detail:
             log.warning("%s\n%s", event.message, event.detail)
             return

@@ -52,10 +52,11 @@ class AppSettings:
     view: str = "composite"
     countdown_s: float = 3.0
     capture_frames: int = 60
-    last_source: str = ""
+    last_source: str = ""  # the last source that opened (one that failed to open is never saved)
     record_composite: bool = True
     record_raw: bool = False
     record_dir: str = ""  # "" = the user's Videos folder
+    show_details: bool = False  # per-stage timings and dropped frames in the status bar
 
     def engine_config(self) -> EngineConfig:
         mode = self.mode if self.mode in MODES else MODES[0]

@@ -3,7 +3,8 @@
 `SourcePicker` lists cameras from `sensors.devices.list_devices()` on a background thread (an SDK
 can take seconds to enumerate USB), so the window never waits for it; a missing `sensors.devices`
 module or SDK only shows up in the refresh button's tooltip. Choosing an entry emits
-`source_chosen(uri)`.
+`source_chosen(uri)`. `forget(uri)` drops an entry that failed to open (listed cameras and the demo
+stay), so a mistyped path is not offered again.
 """
 
 from __future__ import annotations
@@ -57,13 +58,14 @@ class SourcePicker(QWidget):
         super().__init__(parent)
         self.combo = QComboBox()
         self.combo.setMinimumContentsLength(24)
+        self.combo.setPlaceholderText("Choose a camera or a recording")
         self.combo.setToolTip("Camera or recording to process")
         self.open_button = QToolButton()
         self.open_button.setText("Open recording…")
         self.open_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.open_button)
-        menu.addAction("Recording folder…", self._open_folder)
-        menu.addAction("RealSense file (.bag, .db3)…", self._open_file)
+        menu.addAction("Recording folder…", self.open_folder)
+        menu.addAction("RealSense file (.bag, .db3)…", self.open_file)
         self.open_button.setMenu(menu)
         self.refresh_button = QToolButton()
         self.refresh_button.setText("⟳")
@@ -96,6 +98,22 @@ class SourcePicker(QWidget):
             index = self.combo.count() - 1
         self.combo.setCurrentIndex(index)
 
+    def forget(self, uri: str) -> None:
+        """Drop `uri` (a source that failed to open) unless it is a listed camera or the demo; when it was
+        selected, nothing is selected afterwards (emits nothing)."""
+        index = self._index_of(uri)
+        if index < 0 or index in self._kept_indices():
+            return
+        was_current = index == self.combo.currentIndex()
+        self.combo.removeItem(index)
+        if was_current:
+            self.combo.setCurrentIndex(-1)
+
+    def _kept_indices(self) -> set[int]:
+        listed = {f"{d.sdk}://{d.serial}" for d in (self._lister.devices if self._lister is not None else [])}
+        return {i for i in range(self.combo.count())
+                if self.combo.itemText(i) == DEMO_LABEL or self.combo.itemData(i) in listed}
+
     def _index_of(self, uri: str) -> int:
         for i in range(self.combo.count()):
             data = self.combo.itemData(i)
@@ -113,12 +131,12 @@ class SourcePicker(QWidget):
         self.set_current(uri)
         self.source_chosen.emit(uri)
 
-    def _open_folder(self) -> None:
+    def open_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a recording folder")
         if folder:
             self._choose(folder)
 
-    def _open_file(self) -> None:
+    def open_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a RealSense recording", "", "RealSense recordings (*.bag *.db3)")
         if path:
             self._choose(path)

@@ -7,12 +7,20 @@ Background frames that show a person standing or someone passing through (`valid
 `plate_check`) are refused before any matting, unless `ProcessOptions.accept_background`; other
 capture problems (too few frames, flicker) become warnings. Progress is reported through a callback;
 nothing here prints.
+
+Outputs keep the source's identity: `OUT/<kind>/<frame.index>.png` and one row per matted frame in
+`OUT/frames.csv` (index, colour and depth timestamps, their gap, how many source indices are missing
+just before it), appended after the frame's images are in place; `ProcessSummary.gaps` lists the
+missing index runs. Every file is written atomically (`sensors.safe_write`): a killed or failing run
+leaves complete files only. A damaged frame stops the run with one sentence saying how far the
+recording was read; the ground-truth alpha/ of a recording is never opened here (only `eval` reads it).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,12 +34,16 @@ from engines.matting.foreground import ForegroundEstimator
 from engines.matting.pipeline import MattingPipeline
 from sensors.errors import UserError
 from sensors.frame import Frame
-from sensors.image_io import write_alpha_png, write_color
-from sensors.source import open_source
+from sensors.image_header import LIMIT_TEXT, too_large
+from sensors.image_io import ImageFolderSource, write_alpha_png, write_color
+from sensors.safe_write import AppendOnlyCsv, prepare_output_folder
+from sensors.source import Source, open_source
 
 log = logging.getLogger(__name__)
 
 SAVE_KINDS = ("alpha", "composite", "foreground", "trimap")
+FRAMES_CSV = "frames.csv"
+CSV_COLUMNS = ["index", "color_time_s", "depth_time_s", "pair_gap_ms", "missing_before"]
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
@@ -56,6 +68,16 @@ class ProcessSummary:
     stage_ms_median: dict[str, float]
     background_description: str
     warnings: list[str] = field(default_factory=list)
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # (first, last) runs of missing source indices
+
+    def describe_gaps(self, shown: int = 6) -> str:
+        """'frames 6, 9-10 missing in the source' ('' without gaps)."""
+        if not self.gaps:
+            return ""
+        count = sum(b - a + 1 for a, b in self.gaps)
+        runs = [f"{a}" if a == b else f"{a}-{b}" for a, b in self.gaps[:shown]]
+        more = f" and {len(self.gaps) - shown} more runs" if len(self.gaps) > shown else ""
+        return f"{'frame' if count == 1 else 'frames'} {', '.join(runs)}{more} missing in the source"
 
 
 def frame_name(index: int) -> str:
@@ -67,6 +89,51 @@ def _frames_after(source_iter: Iterator[Frame], skip: int) -> Iterator[Frame]:
         if next(source_iter, None) is None:
             return
     yield from source_iter
+
+
+def _without_ground_truth(source: Source) -> Source:
+    if isinstance(source, ImageFolderSource):
+        source.load_alpha = False  # a damaged alpha/ file must not stop `process`
+    return source
+
+
+class _ReadTracker:
+    """Iterates a source, remembering the indices read, and turns a read error into one sentence that
+    says how far the recording was read."""
+
+    def __init__(self, source: Source, input_path: str) -> None:
+        self._frames = iter(source)
+        self.source = source
+        self.input_path = input_path
+        self.total = source.info.frame_count
+        self.read = 0
+        self.matted = 0
+        self.last_index: int | None = None
+        self.missing_before = 0
+        self.gaps: list[tuple[int, int]] = []
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            try:
+                frame = next(self._frames, None)
+            except UserError as error:
+                raise UserError(self._stopped(str(error)), error.exit_code) from error
+            if frame is None:
+                return
+            self.read += 1
+            if self.last_index is not None and frame.index > self.last_index + 1:
+                self.gaps.append((self.last_index + 1, frame.index - 1))
+            self.missing_before = 0 if self.last_index is None else max(frame.index - self.last_index - 1, 0)
+            self.last_index = frame.index
+            yield frame
+
+    def _stopped(self, message: str) -> str:
+        of = f" of its {self.total}" if self.total is not None else ""
+        where = f", after frame {self.last_index}" if self.last_index is not None else ""
+        kept = (f"the outputs of the {self.matted} {'frame' if self.matted == 1 else 'frames'} matted so far are "
+                "kept" if self.matted else "no frame had been matted yet")
+        return (f"{message.rstrip('.')}; '{self.input_path}' ends early there: {self.read}{of} frames were "
+                f"read{where} ({kept}).")
 
 
 def process_recording(
@@ -82,15 +149,20 @@ def process_recording(
         raise UserError(f"Unknown output '{unknown[0]}': choose from {', '.join(SAVE_KINDS)}.", 2)
     started = time.perf_counter()
     warnings: list[str] = []
-    with open_source(input_path) as source:
+    with ExitStack() as stack:
+        source = stack.enter_context(_without_ground_truth(open_source(input_path)))
         info = source.info
-        frames = iter(source)
+        if too_large(info.width, info.height):
+            raise UserError(f"'{input_path}' has {info.width}x{info.height} frames, larger than the limit of "
+                            f"{LIMIT_TEXT}.")
+        frames = _ReadTracker(source, input_path)
         writer = _OutputWriter(out_dir, options, info.width, info.height)  # checks --replace before any work
+        stack.callback(writer.close)
         if options.prior_path:
             prior = BackgroundPrior.load(options.prior_path)
             described = f"'{options.prior_path}'"
         elif options.background_path:
-            with open_source(options.background_path) as background:
+            with _without_ground_truth(open_source(options.background_path)) as background:
                 prior, report = build_prior(background, options.background_frames, engine.depth, on_progress)
             described = f"'{options.background_path}' ({prior.n_frames} frames)"
             warnings = _check_background(report, f"The background recording '{options.background_path}' shows",
@@ -103,7 +175,7 @@ def process_recording(
                     "give --background-frames N, --background RECORDING or --prior FILE.npz.",
                     2,
                 )
-            prior, report = build_prior(frames, count, engine.depth, on_progress)
+            prior, report = build_prior(iter(frames), count, engine.depth, on_progress)
             described = f"its first {count} frames"
             warnings = _check_background(report, f"The background frames (the first {count} of '{input_path}') show",
                                          "give frames of the empty scene (--background-frames N or --background "
@@ -126,6 +198,8 @@ def process_recording(
             result = pipeline.process(frame.color, depth_m)
             write_start = time.perf_counter()
             writer.write(frame, depth_m, result, prior)
+            writer.record(frame, source, frames.missing_before)
+            frames.matted += 1
             done_at = time.perf_counter()
             result.timings_ms["write"] = (done_at - write_start) * 1e3
             result.timings_ms["frame (all)"] = (done_at - frame_start) * 1e3
@@ -143,6 +217,7 @@ def process_recording(
         stage_ms_median={stage: float(np.median(values)) for stage, values in timings.items()},
         background_description=described,
         warnings=warnings,
+        gaps=frames.gaps,
     )
 
 
@@ -165,8 +240,22 @@ class _OutputWriter:
         self.save = options.save
         self.background = make_background(options.replace, width, height) if "composite" in self.save else None
         self.foreground = ForegroundEstimator()  # keeps its buffers between frames
+        prepare_output_folder(out_dir)  # --out a file, read-only or not ours: one sentence before any work
         for kind in self.save:
-            (out_dir / kind).mkdir(parents=True, exist_ok=True)
+            prepare_output_folder(out_dir / kind, root=out_dir)
+        self.table = AppendOnlyCsv(out_dir / FRAMES_CSV, CSV_COLUMNS)
+
+    def record(self, frame: Frame, source: Source, missing_before: int) -> None:
+        """frames.csv's row for a frame whose images are written."""
+        color_t, depth_t = frame.timestamp, None
+        if isinstance(source, ImageFolderSource):
+            color_t, depth_t = source.stream_times(frame.index)
+        gap_ms = None if color_t is None or depth_t is None else f"{abs(color_t - depth_t) * 1e3:.3f}"
+        self.table.write([frame.index, None if color_t is None else f"{color_t:.6f}",
+                          None if depth_t is None else f"{depth_t:.6f}", gap_ms, missing_before])
+
+    def close(self) -> None:
+        self.table.close()
 
     def write(self, frame: Frame, depth_m: np.ndarray, result, prior: BackgroundPrior) -> None:
         name = frame_name(frame.index)

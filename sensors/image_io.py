@@ -3,7 +3,10 @@
 Reading and writing go through `cv2.imdecode`/`cv2.imencode` on bytes (fast, and safe with any
 path encoding). Readers return project conventions: colour uint8 HxWx3 RGB, depth_raw uint16 HxW,
 alpha float32 HxW in [0, 1]. A file that is missing, truncated or of the wrong kind raises
-`UserError` naming the file.
+`UserError` naming the file. Before decoding, the size in the file's header is checked against
+`image_header.MAX_IMAGE_PIXELS` (8192x8192) and, for a recording's frames, the recording's size; a
+PNG's chunk checksums and a frame JPEG's end marker are checked too, so damage is one sentence and
+no library prints to the terminal. Writes are atomic (`safe_write.atomic_write_bytes`).
 
 `ImageFolderSource` is what the rgbd-folder, TUM and Redwood readers share: a subclass lists its
 frames' files once (`_scan`), the base class reads them in order or by frame index.
@@ -12,6 +15,7 @@ frames' files once (`_scan`), the base class reads them in order or by frame ind
 from __future__ import annotations
 
 import logging
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +24,8 @@ import numpy as np
 
 from sensors.errors import UserError
 from sensors.frame import Frame, Intrinsics
+from sensors.image_header import LIMIT_TEXT, MAX_IMAGE_FILE_BYTES, check_pixels, damage, header_size
+from sensors.safe_write import atomic_write_bytes
 from sensors.source import Source, SourceInfo
 
 log = logging.getLogger(__name__)
@@ -29,22 +35,46 @@ JPEG_QUALITY = 95
 
 
 # -- reading --------------------------------------------------------------------------------------
-def _decode(path: Path, what: str) -> np.ndarray:
-    """The image in `path` as cv2 decodes it (channels BGR/BGRA), unchanged in depth and channels."""
+def _decode(path: Path, what: str, expected: tuple[int, int] | None = None) -> np.ndarray:
+    """The image in `path` as cv2 decodes it (channels BGR/BGRA), unchanged in depth and channels.
+
+    Its size is read from the file header first: over `MAX_IMAGE_PIXELS`, or other than `expected`
+    (width, height) when given, it is refused before anything is decoded.
+    """
     try:
+        info = path.stat()
+        size = info.st_size
+        if not stat.S_ISREG(info.st_mode):  # a pipe or device would block or never end
+            raise UserError(f"The {what} image '{path}' is not a regular file.")
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise UserError(f"The {what} image '{path}' is a {size / 2**20:.0f} MB file, larger than any "
+                            f"image within the limit of {LIMIT_TEXT}.")
         data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise UserError(f"Cannot read the {what} image '{path}': {exc.strerror or exc}.") from exc
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in a listed name
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"Cannot read the {what} image '{path}': {reason}.") from exc
+    raw = data.tobytes()
+    header = header_size(raw)
+    if header is None:
+        raise UserError(f"The {what} image '{path}' is corrupt, truncated or not an image file "
+                        "(PNG, JPEG, BMP, WebP or TIFF).")
+    check_pixels(header[0], header[1], f"The {what} image '{path}'")
+    problem = damage(raw, jpeg_end=expected is not None)  # recording frames: strict
+    if problem is not None:
+        raise UserError(f"The {what} image '{path}' {problem}.")
+    if expected is not None and header != expected:
+        raise UserError(f"The image '{path}' is {header[0]}x{header[1]} but the recording is "
+                        f"{expected[0]}x{expected[1]}.")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise UserError(f"The {what} image '{path}' is corrupt, truncated or not an image file.")
     return image
 
 
-def read_color(path: str | Path) -> np.ndarray:
+def read_color(path: str | Path, expected: tuple[int, int] | None = None) -> np.ndarray:
     """An 8-bit colour image as uint8 HxWx3, RGB order (grey and BGRA files are converted)."""
     path = Path(path)
-    image = _decode(path, "colour")
+    image = _decode(path, "colour", expected)
     if image.dtype != np.uint8:
         raise UserError(f"The colour image '{path}' is {image.dtype.itemsize * 8}-bit; expected 8-bit.")
     if image.ndim == 2:
@@ -56,20 +86,20 @@ def read_color(path: str | Path) -> np.ndarray:
     raise UserError(f"The colour image '{path}' has {image.shape[2]} channels; expected 3.")
 
 
-def read_depth(path: str | Path) -> np.ndarray:
+def read_depth(path: str | Path, expected: tuple[int, int] | None = None) -> np.ndarray:
     """A 16-bit single-channel depth image as uint16 HxW (raw sensor units)."""
     path = Path(path)
-    image = _decode(path, "depth")
+    image = _decode(path, "depth", expected)
     if image.dtype != np.uint16 or image.ndim != 2:
         kind = f"{image.dtype.itemsize * 8}-bit with {1 if image.ndim == 2 else image.shape[2]} channel(s)"
         raise UserError(f"The depth image '{path}' is {kind}; expected a 16-bit single-channel PNG.")
     return image
 
 
-def read_alpha(path: str | Path) -> np.ndarray:
+def read_alpha(path: str | Path, expected: tuple[int, int] | None = None) -> np.ndarray:
     """An 8- or 16-bit single-channel alpha image as float32 HxW in [0, 1]."""
     path = Path(path)
-    image = _decode(path, "alpha")
+    image = _decode(path, "alpha", expected)
     if image.ndim == 3:
         image = image[:, :, 0]
     if image.dtype == np.uint8:
@@ -81,13 +111,11 @@ def read_alpha(path: str | Path) -> np.ndarray:
 
 # -- writing --------------------------------------------------------------------------------------
 def _encode_to(path: Path, image: np.ndarray, params: list[int]) -> None:
+    """Encode by extension and write atomically (temporary file + rename: never a broken file)."""
     ok, buf = cv2.imencode(path.suffix.lower(), image, params)
     if not ok:
         raise UserError(f"Cannot encode the image '{path}'.")
-    try:
-        buf.tofile(path)
-    except OSError as exc:
-        raise UserError(f"Cannot write '{path}': {exc.strerror or exc}.") from exc
+    atomic_write_bytes(path, buf)
 
 
 def write_color(path: str | Path, color: np.ndarray) -> None:
@@ -118,13 +146,15 @@ def write_alpha_png(path: str | Path, alpha: np.ndarray) -> None:
 # -- folder sources -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FrameFiles:
-    """The files of one recorded frame. `timestamp` in seconds from the start of the recording."""
+    """The files of one recorded frame. `timestamp` (of the colour image) and `depth_timestamp` in
+    seconds from the start of the recording; `depth_timestamp` None: the same as `timestamp`."""
 
     index: int
     timestamp: float
     color: Path
     depth: Path
     alpha: Path | None = None
+    depth_timestamp: float | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +178,7 @@ class ImageFolderSource(Source):
     `start`/`stop` select the frames with `start <= frame.index < stop` (frame indices, which equal
     file positions in folders numbered from 0). `read_frame(index)` reads any frame of the
     recording directly. Problems with a single file are raised when that frame is read, so the
-    frames before it are delivered.
+    frames before it are delivered. `load_alpha = False` leaves ground-truth alpha/ files unopened.
     """
 
     def __init__(self, path: str, start: int = 0, stop: int | None = None) -> None:
@@ -160,6 +190,7 @@ class ImageFolderSource(Source):
         self._by_index: dict[int, FrameFiles] = {}
         self._selected: list[FrameFiles] = []
         self._pos = 0
+        self.load_alpha = True  # False: ground-truth alpha/ files are never opened (`process` needs none)
 
     def _scan(self) -> FolderLayout:
         """List the recording's frames (raise `UserError` if the folder is not readable as one)."""
@@ -226,6 +257,14 @@ class ImageFolderSource(Source):
             raise IndexError(f"{self.path} has no frame {index}")
         return self._load(files)
 
+    def stream_times(self, index: int) -> tuple[float | None, float | None]:
+        """(colour, depth) timestamps in seconds of frame `index`, (None, None) for an unknown index."""
+        files = self._by_index.get(index)
+        if files is None:
+            return None, None
+        depth_t = files.timestamp if files.depth_timestamp is None else files.depth_timestamp
+        return files.timestamp, depth_t
+
     def _check_size(self, image: np.ndarray, path: Path) -> None:
         layout = self._layout
         assert layout is not None
@@ -239,13 +278,14 @@ class ImageFolderSource(Source):
     def _load(self, files: FrameFiles) -> Frame:
         layout = self._layout
         assert layout is not None
-        color = read_color(files.color)
+        size = (layout.width, layout.height)
+        color = read_color(files.color, size)
         self._check_size(color, files.color)
-        depth_raw = read_depth(files.depth)
+        depth_raw = read_depth(files.depth, size)
         self._check_size(depth_raw, files.depth)
         alpha = None
-        if files.alpha is not None:
-            alpha = read_alpha(files.alpha)
+        if files.alpha is not None and self.load_alpha:
+            alpha = read_alpha(files.alpha, size)
             self._check_size(alpha, files.alpha)
         return Frame(
             color=color,

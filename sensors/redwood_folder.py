@@ -30,7 +30,7 @@ def read_open3d_intrinsics(path: Path) -> tuple[int, int, Intrinsics]:
         width, height = int(data["width"]), int(data["height"])
         if len(m) != 9:
             raise ValueError("intrinsic_matrix needs 9 values")
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         raise UserError(
             f"Cannot read camera intrinsics from '{path}' (expected Open3D's width, height and "
             f"intrinsic_matrix): {exc}.",

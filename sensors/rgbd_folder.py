@@ -11,7 +11,8 @@
                                    registered to colour
     <recording>/alpha/000000.png   optional ground-truth alpha, 8 or 16 bit
 
-The file number is the frame index; a frame's timestamp is index / fps. Frames are read in file
+width x height is at most 8192x8192 pixels (checked before anything is allocated), fps at most
+10000, depth_scale at most 1. The file number is the frame index; a frame's timestamp is index / fps. Frames are read in file
 order. The frame list comes from the files, so a recording whose writer was interrupted (meta.json
 written without a frame count) still reads.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from sensors.errors import UserError
 from sensors.frame import Frame, Intrinsics
+from sensors.image_header import LIMIT_TEXT, too_large
 from sensors.image_io import (
     COLOR_EXTENSIONS,
     FolderLayout,
@@ -57,11 +59,13 @@ def _number(meta: dict, key: str, where: Path, *, integer: bool = False, minimum
         return None
     value = meta[key]
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or not math.isfinite(value) or \
+    finite = math.isfinite(value) if isinstance(value, float) else isinstance(value, int) and abs(value) < 2**53
+    if isinstance(value, bool) or not ok_type or not finite or \
             (value <= minimum if strict else value < minimum):
         kind = "an integer" if integer else "a number"
         bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        raise UserError(f"In '{where}', \"{key}\" must be {kind} {bound}, not {value!r}.", 2)
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise UserError(f"In '{where}', \"{key}\" must be {kind} {bound}, not {shown}.", 2)
     return value
 
 
@@ -69,8 +73,9 @@ def _parse_meta(meta_path: Path) -> dict:
     """The validated contents of meta.json: width, height, fps, depth_scale, intrinsics, optional fields."""
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"Cannot read '{meta_path}': {exc}.", 2) from exc
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, UTF-8 or a huge number
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise UserError(f"Cannot read '{meta_path}': {reason}.", 2) from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise UserError(f"'{meta_path}' is not an {FORMAT} meta file (format is {found!r}).", 2)
@@ -80,6 +85,9 @@ def _parse_meta(meta_path: Path) -> dict:
         )
     width = _number(meta, "width", meta_path, integer=True)
     height = _number(meta, "height", meta_path, integer=True)
+    if too_large(width, height):  # checked before anything of that size is allocated
+        raise UserError(f"In '{meta_path}', the frame size {width}x{height} is larger than the limit of "
+                        f"{LIMIT_TEXT}.", 2)
     intrinsics_dict = meta.get("intrinsics")
     if intrinsics_dict is None:
         intrinsics = Intrinsics.default_for(width, height)
@@ -90,11 +98,16 @@ def _parse_meta(meta_path: Path) -> dict:
     else:
         raise UserError(f"In '{meta_path}', \"intrinsics\" must be an object with fx, fy, cx and cy.", 2)
     depth_max = _number(meta, "depth_max_m", meta_path, required=False)
+    fps = float(_number(meta, "fps", meta_path))
+    depth_scale = float(_number(meta, "depth_scale", meta_path))
+    if fps > 10000 or depth_scale > 1.0:
+        key, value, bound = ("fps", fps, 10000) if fps > 10000 else ("depth_scale", depth_scale, 1)
+        raise UserError(f"In '{meta_path}', \"{key}\" must be at most {bound}, not {value:g}.", 2)
     return {
         "width": width,
         "height": height,
-        "fps": float(_number(meta, "fps", meta_path)),
-        "depth_scale": float(_number(meta, "depth_scale", meta_path)),
+        "fps": fps,
+        "depth_scale": depth_scale,
         "intrinsics": intrinsics,
         "background_frames": _number(meta, "background_frames", meta_path, integer=True, strict=False,
                                      required=False),

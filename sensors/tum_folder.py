@@ -11,6 +11,7 @@ Intrinsics: the "ROS default" set TUM recommends for its registered 640x480 imag
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,8 @@ def read_tum_list(path: Path) -> tuple[np.ndarray, list[str]]:
             if len(parts) < 2:
                 raise ValueError
             stamps.append(float(parts[0]))
+            if not math.isfinite(stamps[-1]):
+                raise ValueError
         except ValueError:
             raise UserError(f"Line {number} of '{path}' is not \"timestamp path\": {line!r}.", 2) from None
         names.append(parts[1])
@@ -84,8 +87,8 @@ class TumFolderSource(ImageFolderSource):
         depth_t, depth_names = lists["depth.txt"]
         pairs = associate(rgb_t, depth_t)
         if len(pairs) < len(rgb_t):
-            log.info("%s: %d of %d colour images have no depth within %.2f s and are skipped",
-                     self.path, len(rgb_t) - len(pairs), len(rgb_t), MAX_PAIR_DT_S)
+            log.warning("%s: %d of %d colour images have no depth within %.2f s and are skipped",
+                        self.path, len(rgb_t) - len(pairs), len(rgb_t), MAX_PAIR_DT_S)
         if not pairs:
             raise UserError(
                 f"The TUM folder '{self.path}' has no colour image with a depth image within {MAX_PAIR_DT_S} s.", 2
@@ -93,7 +96,7 @@ class TumFolderSource(ImageFolderSource):
         t0 = rgb_t[pairs[0][0]]
         frames = tuple(
             FrameFiles(index=k, timestamp=float(rgb_t[i] - t0), color=self.path / rgb_names[i],
-                       depth=self.path / depth_names[j])
+                       depth=self.path / depth_names[j], depth_timestamp=float(depth_t[j] - t0))
             for k, (i, j) in enumerate(pairs)
         )
         height, width = read_color(frames[0].color).shape[:2]
