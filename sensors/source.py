@@ -141,7 +141,7 @@ def _load(module: str, factory: str) -> SourceFactory:
 
 
 def open_source(uri: str) -> Source:
-    """A closed `Source` for a URI ("realsense://SERIAL", "orbbec://") or a path (folder, .bag, .db3)."""
+    """A closed `Source` for a URI ("realsense://SERIAL", "orbbec://") or a path (folder, .bag, .db3, .mkv)."""
     if "://" in uri:
         scheme = uri.split("://", 1)[0].lower()
         if scheme not in _SCHEMES:
@@ -150,13 +150,14 @@ def open_source(uri: str) -> Source:
         return _load(*_SCHEMES[scheme])(uri)
     path = Path(uri).expanduser()
     if not path.exists():
-        raise UserError(f"'{uri}' does not exist: give a recording folder, a .bag/.db3 file or a camera URI.", 2)
+        raise UserError(f"'{uri}' does not exist: give a recording folder, a .bag/.db3/.mkv file or a camera URI.", 2)
     for matches, module, factory in _PATH_KINDS:
         if matches(path):
             return _load(module, factory)(str(path))
     raise UserError(
-        f"'{uri}' is not a recording this program can read: expected an rgbd-folder (meta.json), "
-        "a Redwood or TUM RGB-D folder, or a RealSense .bag/.db3 file.",
+        f"'{uri}' is not a recording this program can read: expected an rgbd-folder (meta.json), a TUM "
+        "RGB-D folder (rgb.txt and depth.txt), a Redwood folder (color/, rgb/ or image/ beside depth/), a "
+        "RealSense .bag/.db3 file or an Azure Kinect .mkv file.",
         2,
     )
 
@@ -174,7 +175,12 @@ def _is_tum_folder(path: Path) -> bool:
 
 
 def _is_redwood_folder(path: Path) -> bool:
-    return (path / "color").is_dir() and (path / "depth").is_dir() and not (path / "meta.json").exists()
+    colour = any((path / name).is_dir() for name in ("color", "rgb", "image"))
+    return colour and (path / "depth").is_dir() and not (path / "meta.json").exists()
+
+
+def _is_azure_kinect_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".mkv"
 
 
 register_scheme("realsense", "sensors.realsense.source", "RealSenseSource")
@@ -183,3 +189,4 @@ register_path_kind(_is_realsense_file, "sensors.realsense.source", "RealSenseSou
 register_path_kind(_is_rgbd_folder, "sensors.rgbd_folder", "RgbdFolderSource")
 register_path_kind(_is_tum_folder, "sensors.tum_folder", "TumFolderSource")
 register_path_kind(_is_redwood_folder, "sensors.redwood_folder", "RedwoodFolderSource")
+register_path_kind(_is_azure_kinect_file, "sensors.azure_kinect", "AzureKinectSource")

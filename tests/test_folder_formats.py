@@ -1,4 +1,5 @@
-"""TUM RGB-D and Redwood folder readers, on real sample frames from ../shared/data (skipped without it)."""
+"""TUM RGB-D and Redwood folder readers: real sample frames from ../shared/data (skipped without it) and tiny
+folders made in tmp_path for the Redwood layouts as downloaded and for folders of no known layout."""
 
 from __future__ import annotations
 
@@ -150,3 +151,69 @@ def test_redwood_errors(tmp_path, redwood):
         RedwoodFolderSource(str(folder)).open()
     with pytest.raises(UserError, match="does not exist"):
         RedwoodFolderSource(str(tmp_path / "nothing")).open()
+
+
+# -- Redwood layouts as downloaded, and folders of no known layout (tiny fixtures) ----------------------
+def write_frames(folder: Path, sub: str, names: list[str], ext: str, value: int = 0) -> None:
+    """Tiny 8x6 images: colour (8-bit, value + frame number in red) or depth (16-bit millimetres)."""
+    (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        if ext == ".png" and sub == "depth":
+            image = np.full((6, 8), 1000 + 10 * i + value, np.uint16)
+        else:
+            image = np.zeros((6, 8, 3), np.uint8)
+            image[..., 2] = 40 * i + value
+        assert cv2.imwrite(str(folder / sub / f"{name}{ext}"), image)
+
+
+def test_redwood_scan_layout_rgb_with_timestamped_names(tmp_path):
+    folder = tmp_path / "00033"  # a Redwood 3D scan: rgb/FRAME-MICROSECONDS.jpg, depth/FRAME-MICROSECONDS.png
+    stamps = [0, 33_366, 66_733, 100_100]
+    write_frames(folder, "rgb", [f"{i + 1:07d}-{t:012d}" for i, t in enumerate(stamps)], ".png")
+    write_frames(folder, "depth", [f"{i + 1:07d}-{t + 5_000:012d}" for i, t in enumerate(stamps)], ".png")
+    source = open_source(str(folder))
+    assert isinstance(source, RedwoodFolderSource)
+    with source:
+        frames = list(source)
+        assert source.info.fps == pytest.approx(1e6 / 33_366.5, rel=1e-3)
+    assert [f.index for f in frames] == [0, 1, 2, 3]
+    assert [f.timestamp for f in frames] == pytest.approx([t * 1e-6 for t in stamps])
+    assert source.stream_times(2) == pytest.approx((0.066733, 0.071733))
+    assert [int(f.depth_raw[0, 0]) for f in frames] == [1000, 1010, 1020, 1030]  # paired by frame number
+    assert [int(f.color[0, 0, 0]) for f in frames] == [0, 40, 80, 120]  # RGB order: red first
+
+
+def test_redwood_lidar_layout_image_folder(tmp_path):
+    folder = tmp_path / "apartment"  # Redwood indoor LiDAR-RGBD: image/000001.jpg + depth/000001.png
+    write_frames(folder, "image", [f"{i:06d}" for i in range(1, 4)], ".jpg", value=20)
+    write_frames(folder, "depth", [f"{i:06d}" for i in range(1, 4)], ".png")
+    with open_source(str(folder)) as source:
+        frames = list(source)
+        assert (source.info.width, source.info.height, source.info.fps) == (8, 6, 30.0)
+    assert [f.index for f in frames] == [0, 1, 2]
+    assert frames[2].timestamp == pytest.approx(2 / 30)
+    assert frames[1].depth_m()[0, 0] == pytest.approx(1.010)
+    assert frames[0].intrinsics == Intrinsics.default_for(8, 6)
+
+
+def test_redwood_numbered_frames_need_both_images(tmp_path):
+    folder = tmp_path / "scan"
+    write_frames(folder, "rgb", ["0000001-000000000000", "0000002-000000033366", "0000003-000000066733"], ".png")
+    write_frames(folder, "depth", ["0000001-000000000000", "0000003-000000066733", "0000004-000000100100"], ".png")
+    with pytest.raises(UserError, match="3 colour and 3 depth images \\(frame 2 lacks its pair\\)"):
+        RedwoodFolderSource(str(folder)).open()
+
+
+def test_unknown_folder_names_the_expected_layouts(tmp_path):
+    for folder, subs in ((tmp_path / "photos", ["pictures"]), (tmp_path / "colour_only", ["rgb"])):
+        for sub in subs:
+            (folder / sub).mkdir(parents=True)
+        with pytest.raises(UserError) as caught:
+            open_source(str(folder))
+        message = str(caught.value)
+        assert caught.value.exit_code == 2
+        for layout in ("rgbd-folder (meta.json)", "rgb.txt and depth.txt", "color/, rgb/ or image/ beside depth/",
+                       ".bag/.db3", "Azure Kinect .mkv"):
+            assert layout in message
+    with pytest.raises(UserError, match="no color/, rgb/ or image/ folder"):
+        RedwoodFolderSource(str(tmp_path / "photos")).open()
