@@ -7,6 +7,7 @@
     python main.py bench-accuracy       accuracy table of every mode: semi-real suite (or --suite synthetic)
     python main.py bench-speed          per-stage milliseconds at 640x480 (medians)
     python main.py devices              connected RealSense / Orbbec cameras
+    python main.py doctor               is this machine ready? one line per check with its fix (app/doctor.py)
     python main.py soak --minutes 60    the live window for an hour, driven and measured (app/soak.py)
 
 This is the only module that parses arguments; it builds the engine's dataclasses and passes them
@@ -42,9 +43,6 @@ DEMO_RECORDING = REPO_ROOT / "assets" / "demo_recording"
 DEFAULT_OUT = Path("out")
 
 log = logging.getLogger("main")
-
-
-
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -121,7 +119,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     print(f"Processed {summary.frames} frames of '{args.input}' in {summary.seconds:.1f} s "
           f"(mode {args.mode}, background from {summary.background_description}{gaps}).")
     for kind in summary.saved:
-        print(f"  {kind:<11} {out_dir / kind}/")
+        implied = "  (--replace implies it)" if kind == "composite" and options.implied_composite else ""
+        print(f"  {kind:<11} {out_dir / kind}/{implied}")
     print(f"  {'frames':<11} {out_dir / FRAMES_CSV}")
     print("Median milliseconds per frame by stage:")
     for stage, ms in summary.stage_ms_median.items():
@@ -254,6 +253,13 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from app.doctor import doctor_report
+    lines, code = doctor_report(Path(args.out))
+    print("\n".join(lines))
+    return code
+
+
 def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and \
         os.environ.get("QT_QPA_PLATFORM") != "offscreen"
@@ -310,6 +316,7 @@ def _frame_size(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from app.launch import background_choices
+    from engines.batch import DEFAULT_REPLACE
     from engines.matting.pipeline import MODES
     from engines.matting.post_matting import KINDS as POST_KINDS
 
@@ -352,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", type=save_kinds, default=("alpha",),
                    help="comma-separated outputs: alpha,composite,foreground,trimap (default: alpha)")
     replace_metavar, replace_help = background_choices(video=False)
-    p.add_argument("--replace", default="blur", metavar=replace_metavar,
-                   help=f"new background of the composite output: {replace_help} (default: %(default)s)")
+    p.add_argument("--replace", default=DEFAULT_REPLACE, metavar=replace_metavar, help=f"new background of the "
+                   f"composite output (giving it implies --save composite): {replace_help} (default: %(default)s)")
     p.set_defaults(run=cmd_process)
 
     p = sub.add_parser("eval", help="score predicted alpha against a recording's ground truth")
@@ -362,11 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("synth", help="write a synthetic RGB-D recording with ground-truth alpha")
-    p.add_argument("out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("out", help="new (or empty) folder for the recording")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the scene (default: %(default)s)")
     _frame_size(p)
-    p.add_argument("--background-frames", type=positive_int, default=30)
-    p.add_argument("--test-frames", type=positive_int, default=5)
+    p.add_argument("--background-frames", type=positive_int, default=30, help="empty-scene frames first (default: 30)")
+    p.add_argument("--test-frames", type=positive_int, default=5, help="frames with a subject and ground truth (default: 5)")
     p.set_defaults(run=cmd_synth)
 
     p = sub.add_parser("bench-accuracy", help="accuracy of every mode on the semi-real or the synthetic suite")
@@ -374,18 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="semi-real (default; needs ../shared/data): real foregrounds over real and generated RGB-D")
     p.add_argument("--data", metavar="DIR", help="semi-real: the shared data folder (default: ../shared/data)")
     p.add_argument("--frames", type=positive_int, default=60, help="semi-real: test frames in all (default: 60)")
-    p.add_argument("--modes", type=lambda s: tuple(s.split(",")), default=MODES)
+    p.add_argument("--modes", type=lambda s: tuple(s.split(",")), default=MODES,
+                   help=f"comma-separated modes to score (default: {','.join(MODES)})")
     p.add_argument("--scenes", type=positive_int, default=12, help="synthetic: scenes (default: 12)")
     _frame_size(p)
-    p.add_argument("--background-frames", type=positive_int, default=30)
-    p.add_argument("--test-frames", type=positive_int, default=5, help="synthetic: test frames per scene")
-    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--background-frames", type=positive_int, default=30, help="empty-scene frames per scene (default: 30)")
+    p.add_argument("--test-frames", type=positive_int, default=5, help="synthetic: test frames per scene (default: 5)")
+    p.add_argument("--seed", type=int, default=2024, help="random seed of the scenes (default: %(default)s)")
     p.add_argument("--post", dest="post_kinds", type=lambda s: tuple(k for k in s.split(",") if k != "none"),
                    default=("closed-form",), metavar="KINDS",
                    help="post-matting backends to add as '<mode> + <post>' rows (default: closed-form; 'none': no rows)")
-    p.add_argument("--post-band", type=int, default=3, metavar="PX")
-    p.add_argument("--vitmatte", metavar="DIR", help="local ViTMatte weights, to add ViTMatte rows")
-    p.add_argument("--no-ablations", action="store_true", help="leave out DART's ablation and distillation rows")
+    p.add_argument("--post-band", type=int, default=3, metavar="PX", help="widen the unknown band (default: 3 px)")
+    p.add_argument("--vitmatte", metavar="DIR", help="local ViTMatte weights, to add ViTMatte rows (default: none)")
+    p.add_argument("--no-ablations", action="store_true", help="leave out DART's ablation and distillation rows (default: in)")
     _network_options(p)
     p.set_defaults(run=cmd_bench_accuracy)
 
@@ -399,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench-speed", help="per-stage median milliseconds")
     _frame_size(p)
-    p.add_argument("--frames", type=positive_int, default=100)
+    p.add_argument("--frames", type=positive_int, default=100, help="frames timed per row (default: %(default)s)")
     p.set_defaults(run=cmd_bench_speed)
 
     p = sub.add_parser("gui", help="open the desktop app (default when a display is available)")
@@ -425,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="list connected RealSense and Orbbec cameras")
     p.set_defaults(run=cmd_devices)
+
+    p = sub.add_parser("doctor", help="check cameras, udev, virtual webcam, GPU, display, disk; exit 1 if essentials fail")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder whose free space to check (default: out)")
+    p.set_defaults(run=cmd_doctor)
 
     p = sub.add_parser("soak", help="run the live window for a long time, exercising it; fail on errors, hangs, growth")
     p.add_argument("--minutes", type=positive_float, default=60.0, help="length of the run (default: 60)")

@@ -473,7 +473,8 @@ class EngineWorker:
             matted=self._matted,
             shown=self._shown,
         )
-        self._outputs.feed(frame, output, self._info.fps if self._info is not None and self._info.fps > 0 else 30.0)
+        fps = self._info.fps if self._info is not None and self._info.fps > 0 else 30.0
+        self._outputs.feed(frame, output, fps, background=capturing)  # the recorder counts background frames
         post_output, post_stats = None, None
         if self._post is not None and result is None:
             post_stats = PostStats(dropped=self._post.dropped)

@@ -1,8 +1,9 @@
 """Where finished frames go besides the screen: the virtual webcam and the recorder.
 
 `Outputs` lives in the engine thread: `set_virtual_camera` / `set_recording` say what is wanted,
-`feed(frame, output_rgb, fps)` opens what is wanted on the first frame (so sizes come from the
-stream) and writes to it, `close()` ends both. Everything that happens is reported as
+`feed(frame, output_rgb, fps, background)` opens what is wanted on the first frame (so sizes come from
+the stream) and writes to it (`background`: the frame belongs to the background capture, so a take
+that starts with the capture records how many of its first frames show the empty scene), `close()` ends both. Everything that happens is reported as
 `EngineEvent`s through the `emit` callback; nothing here raises into the engine loop.
 """
 
@@ -54,12 +55,12 @@ class Outputs:
             where = ", ".join(str(p) for p in recorder.paths)
             self._emit(EngineEvent(ev.RECORDING_STOPPED, f"Saved {recorder.frames} frames to {where}."))
 
-    def feed(self, frame: Frame, output: np.ndarray, fps: float) -> None:
+    def feed(self, frame: Frame, output: np.ndarray, fps: float, background: bool = False) -> None:
         """Send `output` (uint8 HxWx3 RGB) to the webcam and `frame` + `output` to the recorder, as wanted."""
         if self._vcam_wanted:
             self._feed_vcam(output, fps)
         if self._record_wanted is not None:
-            self._feed_recorder(frame, output, fps)
+            self._feed_recorder(frame, output, fps, background)
 
     def close(self) -> None:
         self._close_vcam()
@@ -91,7 +92,7 @@ class Outputs:
             self._emit(EngineEvent(ev.VCAM_UNAVAILABLE, f"The virtual webcam stopped: {describe(exc)}"))
 
     # -- recorder -------------------------------------------------------------------------------------
-    def _feed_recorder(self, frame: Frame, output: np.ndarray, fps: float) -> None:
+    def _feed_recorder(self, frame: Frame, output: np.ndarray, fps: float, background: bool) -> None:
         wanted = self._record_wanted
         if self._recorder is None:
             try:
@@ -102,7 +103,7 @@ class Outputs:
                 return
             self._emit(EngineEvent(ev.RECORDING_STARTED, f"Recording to {wanted.folder}."))
         try:
-            self._recorder.write(frame, output)
+            self._recorder.write(frame, output, background)
         except (UserError, ValueError, OSError) as exc:  # disk full, the stream changed size, ...
             self.stop_recording()
             self._emit(EngineEvent(ev.RECORDING_FAILED, f"Recording stopped: {describe(exc)}"))

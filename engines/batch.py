@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from engines.matting.background_prior import BackgroundPrior, CaptureReport, build_prior
-from engines.matting.compositing import make_background, composite, rgba_foreground
+from engines.matting.compositing import composite, make_background, parse_background_spec, rgba_foreground
 from engines.config import EngineConfig
 from engines.matting.foreground import ForegroundEstimator
 from engines.matting.pipeline import MattingPipeline
@@ -47,17 +47,40 @@ CSV_COLUMNS = ["index", "color_time_s", "depth_time_s", "pair_gap_ms", "missing_
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
+class _Unset(str):
+    """`ProcessOptions.replace` left at its default: told apart from the same value given on purpose."""
+
+
+DEFAULT_REPLACE = _Unset("blur")
+
+
 @dataclass(frozen=True)
 class ProcessOptions:
-    """What `process_recording` builds the background from and what it writes."""
+    """What `process_recording` builds the background from and what it writes.
+
+    Checked when made, before any work (UserError, exit code 2, one sentence): `save` holds known
+    kinds; `replace` is a valid background (a missing image file or '#12345' is refused). Giving
+    `replace` (anything but `DEFAULT_REPLACE`) implies the composite output: it is added to `save`
+    (`implied_composite` says so).
+    """
 
     save: tuple[str, ...] = ("alpha",)
-    replace: str = "blur"  # composite background: image path, "blur", "#RRGGBB", a colour name, "checker"
+    replace: str = DEFAULT_REPLACE  # composite background: image path, "blur", "#RRGGBB", a colour name, "checker"
     background_frames: int | None = None  # None: the recording's meta `background_frames`
     background_path: str | None = None  # another recording of the empty scene
     prior_path: str | None = None  # a saved BackgroundPrior (.npz)
     save_prior_path: str | None = None
     accept_background: bool = False  # use background frames even when they show a person (a warning then)
+    implied_composite: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.save if k not in SAVE_KINDS]
+        if unknown or not self.save:
+            raise UserError(f"Unknown output '{','.join(unknown)}': choose from {', '.join(SAVE_KINDS)}.", 2)
+        parse_background_spec(self.replace)  # one sentence (exit 2) for '#12345' or a missing image
+        if not isinstance(self.replace, _Unset) and "composite" not in self.save:
+            object.__setattr__(self, "save", tuple(self.save) + ("composite",))
+            object.__setattr__(self, "implied_composite", True)
 
 
 @dataclass
@@ -144,10 +167,10 @@ def process_recording(
     on_progress: ProgressCallback | None = None,
 ) -> ProcessSummary:
     """Matte every non-background frame of `input_path` and write the requested outputs under `out_dir`."""
-    unknown = [k for k in options.save if k not in SAVE_KINDS]
-    if unknown:
-        raise UserError(f"Unknown output '{unknown[0]}': choose from {', '.join(SAVE_KINDS)}.", 2)
     started = time.perf_counter()
+    # The matting engine first: a backend that cannot run (e.g. --post vitmatte without weights) fails
+    # before the recording is read, the background built or an output folder made.
+    pipeline = MattingPipeline(engine)
     warnings: list[str] = []
     with ExitStack() as stack:
         source = stack.enter_context(_without_ground_truth(open_source(input_path)))
@@ -183,7 +206,6 @@ def process_recording(
         if options.save_prior_path:
             prior.save(options.save_prior_path)
 
-        pipeline = MattingPipeline(engine)
         pipeline.set_prior(prior)
         total = None
         if info.frame_count is not None and not options.background_path and not options.prior_path:

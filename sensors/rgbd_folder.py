@@ -182,7 +182,9 @@ class RgbdFolderWriter:
     """Writes frames as an rgbd-folder recording (see the module docstring).
 
     `path` must be new or an empty folder. `intrinsics=None` takes the first frame's. meta.json is
-    written at once (so an interrupted recording can still be read) and completed by `close()`.
+    written at once (so an interrupted recording can still be read), again when the first frame brings
+    the intrinsics or `set_background_frames` is called, and completed by `close()`; each time
+    atomically (temp file + rename).
     `color_format` is "png" (lossless; the round trip is bit-exact) or "jpg" (quality 95, smaller
     and faster to write).
     """
@@ -236,8 +238,9 @@ class RgbdFolderWriter:
             )
         if not math.isclose(frame.depth_scale, self.depth_scale, rel_tol=1e-9):
             raise ValueError(f"frame depth_scale {frame.depth_scale} differs from the recording's {self.depth_scale}")
-        if self.intrinsics is None:
+        if self.intrinsics is None:  # taken from the first frame: in meta.json at once, not only at close()
             self.intrinsics = frame.intrinsics
+            self._write_meta(final=False)
         name = f"{frame.index:0{DIGITS}d}"
         write_depth(self.path / "depth" / f"{name}.png", frame.depth_raw)
         if frame.alpha is not None:
@@ -248,6 +251,13 @@ class RgbdFolderWriter:
         # Colour last: an interrupted write leaves a depth image without colour, which the reader names.
         write_color(self.path / "color" / f"{name}.{self.color_format}", frame.color)
         self._indices.add(frame.index)
+
+    def set_background_frames(self, count: int | None) -> None:
+        """Say (in meta.json, at once) that the first `count` frames show the empty scene."""
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise ValueError(f"background_frames must be a whole number >= 0, got {count!r}")
+        self.background_frames = count
+        self._write_meta(final=self._closed)
 
     @property
     def frame_count(self) -> int:

@@ -69,15 +69,18 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
         while view:
             written = _os_write(fd, view)
             view = view[written:]
-        os.close(fd)
-        fd = -1
+        closing, fd = fd, -1  # forget it first: a signal between the two must not close it twice
+        os.close(closing)
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
         raise UserError(os_error_sentence("write", path, exc)) from exc
     finally:  # also on KeyboardInterrupt / SIGTERM: no temporary file is left behind
         if fd >= 0:
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         if tmp is not None:
             try:
                 os.unlink(tmp)
@@ -147,5 +150,5 @@ class AppendOnlyCsv:
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            closing, self._fd = self._fd, -1
+            os.close(closing)

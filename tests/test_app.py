@@ -22,7 +22,7 @@ from app.engine_worker import EngineWorker  # noqa: E402
 from app.events import EngineEvent  # noqa: E402
 from app.launch import GuiOptions, run_gui  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
-from app.recorder import Recorder, RecordOptions  # noqa: E402
+from app.recorder import Recorder, RecordOptions, raw_folder  # noqa: E402
 from app.scene_monitor import SceneChangeMonitor, check_scene  # noqa: E402
 from app.scene_store import SceneStore, scene_key  # noqa: E402
 from app.settings import AppSettings, load_settings, open_qsettings, save_settings  # noqa: E402
@@ -208,7 +208,7 @@ def test_record_button_writes_video_and_raw_frames(qtbot, tmp_path, recording):
     assert len(folders) == 1
     video = cv2.VideoCapture(str(folders[0] / "composite.mp4"))
     assert video.isOpened() and video.get(cv2.CAP_PROP_FRAME_COUNT) >= 5
-    with open_source(str(folders[0] / "rgbd")) as source:
+    with open_source(str(raw_folder(folders[0]))) as source:
         assert source.info.frame_count >= 5 and (source.info.width, source.info.height) == (W, H)
 
 
@@ -344,7 +344,7 @@ def test_recorder_writes_composite_video_and_raw_recording(tmp_path):
     video = cv2.VideoCapture(str(tmp_path / "rec" / "composite.mp4"))
     ok, first = video.read()
     assert ok and first.shape == (H, W, 3) and first[..., 2].mean() > 200  # red in BGR
-    with open_source(str(tmp_path / "rec" / "rgbd")) as source:
+    with open_source(str(raw_folder(tmp_path / "rec"))) as source:
         frames = list(source)
     assert [f.index for f in frames] == list(range(5))
     assert int(frames[3].depth_raw[0, 0]) == 1503

@@ -4,7 +4,8 @@
 no depth (0 or NaN, common on a subject's outline: invalid edge pixels, flying pixels, shadows) are not
 passed through as subject when every valid depth around them (a 9x9 window at 640x480, scaled with the
 width) is beyond the gate, so a far subject leaves no glowing outline; next to a near subject, or with
-no valid depth around at all, the matte decides. The gate is softened over one pixel (no aliasing).
+no valid depth around at all, the matte decides. The gate is softened over one pixel on the near side
+(no aliasing); everything beyond it is exactly 0.
 
 `MotionAwareSmoother`: alpha_t = (1 - w) * alpha + w * alpha_{t-1} per pixel, with w = s where the image
 is still and w -> 0 where it changed since the previous frame (grey-level difference above `motion`),
@@ -30,7 +31,8 @@ def depth_gate(alpha: np.ndarray, depth_m: np.ndarray, max_distance_m: float) ->
     near_count = cv2.boxFilter(valid - far, -1, (size, size), normalize=False)
     undecided = valid == 0
     far[undecided] = ((far_count[undecided] > 0) & (near_count[undecided] == 0)).astype(np.float32)
-    keep = cv2.blur(1.0 - far, (3, 3))
+    near = 1.0 - far
+    keep = cv2.multiply(cv2.blur(near, (3, 3)), near)  # softened inwards only: beyond the gate stays 0
     return cv2.multiply(alpha, keep)
 
 

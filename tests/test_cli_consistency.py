@@ -1,0 +1,112 @@
+"""CLI consistency (issue 18, item 5): --replace implies the composite output and is checked before any
+work; an unavailable post-matting backend fails before the background is built and leaves no folder;
+every option of synth, bench-accuracy, bench-speed (and process) has help with its default."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+import main
+from engines import batch
+from engines.batch import ProcessOptions
+from sensors.errors import UserError
+from sensors.frame import Frame, Intrinsics
+from sensors.rgbd_folder import RgbdFolderWriter
+
+W, H = 48, 32
+
+
+@pytest.fixture
+def recording(tmp_path):
+    path = tmp_path / "rec"
+    rng = np.random.default_rng(1)
+    with RgbdFolderWriter(path, W, H, background_frames=4) as writer:
+        for i in range(6):
+            depth = np.full((H, W), 2500, np.uint16)
+            color = rng.integers(60, 90, (H, W, 3), dtype=np.uint8)
+            if i >= 4:
+                depth[8:, 10:30], color[8:, 10:30] = 1000, (200, 40, 40)
+            writer.write(Frame(color, depth, 0.001, i / 30, i, Intrinsics.default_for(W, H)))
+    return path
+
+
+def run(*args) -> int:
+    try:
+        return main.main([str(a) for a in args])
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def no_work(monkeypatch):
+    """Fail the test if the recording is opened or the background built."""
+    def forbidden(*_a, **_k):
+        raise AssertionError("work started before the options were checked")
+
+    monkeypatch.setattr(batch, "open_source", forbidden)
+    monkeypatch.setattr(batch, "build_prior", forbidden)
+
+
+def test_replace_implies_the_composite_output_and_says_so(recording, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run("process", recording, "--out", out, "--replace", "green") == 0
+    stdout = capsys.readouterr().out
+    assert len(list((out / "composite").iterdir())) == 2 and len(list((out / "alpha").iterdir())) == 2
+    assert "(--replace implies it)" in stdout
+    assert ProcessOptions(replace="blur").save == ("alpha", "composite")
+    assert ProcessOptions().save == ("alpha",) and not ProcessOptions().implied_composite
+
+
+@pytest.mark.parametrize("replace, phrase", [("#12345", "#RRGGBB"), ("missing.jpg", "does not exist"),
+                                             ("blur:-3", "blur")])
+def test_an_invalid_replace_fails_before_any_work(recording, tmp_path, capsys, monkeypatch, replace, phrase):
+    no_work(monkeypatch)
+    out = tmp_path / "out"
+    assert run("process", recording, "--out", out, "--replace", tmp_path / replace if "." in replace else replace) == 2
+    err = capsys.readouterr().err
+    assert phrase in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("weights", [None, "empty"])
+def test_vitmatte_without_weights_fails_before_the_background_and_leaves_nothing(recording, tmp_path, capsys,
+                                                                                monkeypatch, weights):
+    no_work(monkeypatch)
+    out = tmp_path / "out"
+    extra = [] if weights is None else ["--vitmatte", tmp_path / weights]
+    if weights:
+        (tmp_path / weights).mkdir()
+    assert run("process", recording, "--out", out, "--post", "vitmatte", *extra) == 2
+    err = capsys.readouterr().err
+    assert "hf download" in err and "--vitmatte DIR" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not (out / "alpha").exists()
+
+
+def test_batch_api_checks_save_kinds_when_the_options_are_made():
+    with pytest.raises(UserError, match="bogus"):
+        ProcessOptions(save=("alpha", "bogus"))
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = main.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("command", ["synth", "bench-accuracy", "bench-speed", "process", "doctor"])
+def test_every_option_has_help_with_its_default(command):
+    parser = _subcommands()[command]
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help, f"{command} {action.dest} has no help"
+        if action.option_strings and not action.required:  # a required option has no default to state
+            assert "default" in action.help, f"{command} {'/'.join(action.option_strings)} does not say its default"
+
+
+def test_replace_help_names_every_choice_with_its_default():
+    text = _subcommands()["process"].format_help()
+    for word in ("blur:SIGMA", "checker:CELL", "#RRGGBB", "implies --save composite", "(default: blur)"):
+        assert word in " ".join(text.split()), word
