@@ -38,6 +38,7 @@ from app.engine_state import (
     EngineStats,
     PostStats,
     WorkerOptions,
+    release_freed_memory,
     replace_config,
     running_fps,
 )
@@ -265,6 +266,7 @@ class EngineWorker:
             self._emit(ev.SOURCE_ERROR, f"Cannot open '{uri}': {describe(exc)}")
             return
         self._info = info
+        release_freed_memory()  # the previous source's frames and queue are gone
         self._emit(ev.SOURCE_OPENED, f"Opened {info.name} ({info.width}x{info.height}, {info.fps:g} fps)")
         store = self.options.scene_store
         prior = store.load(uri, (info.height, info.width)) if store is not None else None
@@ -324,8 +326,8 @@ class EngineWorker:
             else:
                 self._emit(ev.ERROR, f"Cannot switch to mode '{config.mode}': {describe(exc)}")
                 return
-        old = self._config
-        self._config, self._pipeline = config, pipeline
+        old, self._config, self._pipeline = self._config, config, pipeline
+        release_freed_memory()
         if self._post is None or post_key(config) != post_key(old):
             self._start_post(config)
 

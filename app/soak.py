@@ -440,7 +440,8 @@ def run_soak(options: SoakOptions) -> SoakResult:
         shutil.rmtree(temp, ignore_errors=True)
     errors = list(problems.errors)
     warm = options.limits.warmup_s(options.duration_s, options.cycle_s)
-    verdict = judge(soak.samples, options.limits, errors, warmup_s=warm)
+    verdict = judge(soak.samples, options.limits, errors, warmup_s=warm,
+                    period_s=len(options.schedule) * options.action_every_s)
     plot_path = None
     if options.plot:
         plot_path = write_plot(soak.samples, options.out_dir / PLOT_NAME, verdict.warmup_s,

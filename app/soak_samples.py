@@ -18,7 +18,11 @@ The verdict (`judge`) fails the run on
   `min_warmup_s` (60 s) and at least one full cycle of the schedule (so that every first-use cost,
   network models, numba kernels, the video encoder, is paid inside it). Over the samples after
   warm-up (at least `min_post_samples`, else growth is not judged and the summary says so) it fails
-  when the final RSS exceeds their median by more than `rss_growth` (5%), when the final OS or
+  when memory grew by more than `rss_growth` (5%): with two or more whole cycles of the schedule after
+  warm-up, when the highest or the lowest RSS of the last whole cycle exceeds that of the first one
+  (RSS follows the states a cycle visits, so only the same point of two cycles compares; a first
+  60-minute run failed the end-against-median rule only because it ended in a high-memory state, with
+  flat per-cycle peaks); with fewer cycles, when the final RSS exceeds their median; when the final OS or
   Python thread count exceeds their maximum by more than `thread_slack` (2), when the final number of
   open file descriptors exceeds their maximum by more than `fd_slack` (2), or when the final
   refcount of None differs from their median by more than `none_drift` (1000; on Python 3.11 a
@@ -93,8 +97,13 @@ class Verdict:
 
 # -- the verdict (pure) ------------------------------------------------------------------------------------
 def judge(samples: list[Sample], limits: Limits = Limits(), errors: tuple[str, ...] | list[str] = (),
-          warmup_s: float | None = None) -> Verdict:
-    """Pass or fail over the samples (the last one is "the end"); see the module docstring."""
+          warmup_s: float | None = None, period_s: float | None = None) -> Verdict:
+    """Pass or fail over the samples (the last one is "the end"); see the module docstring.
+
+    period_s: the length of one cycle of the schedule. With at least two whole cycles after warm-up,
+    memory is judged cycle against cycle (see `_cycle_growth`), because RSS rises and falls with the
+    states a cycle visits (network models loaded, post-matting, recording) and "the end" may fall in
+    any of them."""
     failures: list[str] = []
     notes: list[str] = []
     figures: dict[str, float] = {}
@@ -125,7 +134,17 @@ def judge(samples: list[Sample], limits: Limits = Limits(), errors: tuple[str, .
 
     rss_ref = statistics.median(s.rss_mb for s in post)
     figures.update(rss_ref_mb=rss_ref, rss_end_mb=end.rss_mb, rss_first_mb=samples[0].rss_mb)
-    if end.rss_mb > rss_ref * (1.0 + limits.rss_growth):
+    cycles = _cycle_growth(post, period_s, warm) if period_s else None
+    if cycles is not None:
+        (first_peak, last_peak), (first_low, last_low), count = cycles
+        figures.update(rss_first_cycle_peak_mb=first_peak, rss_last_cycle_peak_mb=last_peak,
+                       rss_first_cycle_low_mb=first_low, rss_last_cycle_low_mb=last_low, rss_cycles=count)
+        for what, first, last in (("peak", first_peak, last_peak), ("lowest", first_low, last_low)):
+            if last > first * (1.0 + limits.rss_growth):
+                failures.append(f"memory grew: the {what} RSS of the last whole cycle is {last:.0f} MB, of the first "
+                                f"after warm-up {first:.0f} MB (+{100 * (last / first - 1):.1f}%, limit "
+                                f"+{100 * limits.rss_growth:.0f}%)")
+    elif end.rss_mb > rss_ref * (1.0 + limits.rss_growth):
         failures.append(f"memory grew: RSS {end.rss_mb:.0f} MB at the end, {rss_ref:.0f} MB median after "
                         f"warm-up (+{100 * (end.rss_mb / rss_ref - 1):.1f}%, limit +{100 * limits.rss_growth:.0f}%)")
     for name, label, slack in (("threads_os", "OS threads", limits.thread_slack),
@@ -144,6 +163,19 @@ def judge(samples: list[Sample], limits: Limits = Limits(), errors: tuple[str, .
     if span_h > 0:
         figures["rss_mb_per_hour"] = (end.rss_mb - post[0].rss_mb) / span_h
     return Verdict(not failures, tuple(failures), tuple(notes), warm, figures)
+
+
+def _cycle_growth(post: list[Sample], period_s: float, start_s: float):
+    """((first, last) peak RSS, (first, last) lowest RSS, number) over the whole schedule cycles after
+    `start_s`, or None with fewer than two whole cycles."""
+    cycles: dict[int, list[float]] = {}
+    for sample in post:
+        cycles.setdefault(int((sample.t_s - start_s) // period_s), []).append(sample.rss_mb)
+    last_whole = int((post[-1].t_s - start_s) // period_s) - 1  # the cycle the last sample is in is not whole
+    whole = [cycles[k] for k in sorted(cycles) if k <= last_whole and len(cycles[k]) >= 2]
+    if len(whole) < 2:
+        return None
+    return (max(whole[0]), max(whole[-1])), (min(whole[0]), min(whole[-1])), len(whole)
 
 
 # -- measuring the process ------------------------------------------------------------------------------------

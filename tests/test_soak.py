@@ -135,3 +135,28 @@ def test_missing_source_is_one_sentence_and_exit_2(tmp_path):
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "does not exist" in run.stderr and "Traceback" not in run.stderr
+
+
+def cyclic(cycles: int = 5, period_s: float = 600.0, every_s: float = 10.0, growth_mb_per_cycle: float = 0.0):
+    """RSS that rises and falls with a schedule (models loaded, then freed), as in the real soak."""
+    samples = []
+    for i in range(int(cycles * period_s / every_s) + 1):
+        t = i * every_s
+        phase = (t % period_s) / period_s
+        rss = (740.0 if 0.2 < phase < 0.5 else 600.0) + growth_mb_per_cycle * (t // period_s)
+        samples.append(dataclasses.replace(flat(1)[0], t_s=t, rss_mb=rss, frames=i * 180))
+    return samples
+
+
+def test_cyclic_memory_is_judged_cycle_against_cycle():
+    samples = cyclic()
+    samples[-1] = dataclasses.replace(samples[-1], rss_mb=740.0)  # ends in a high-memory state
+    assert not judge(samples, LIMITS, warmup_s=600.0).ok  # end against median: a false alarm
+    verdict = judge(samples, LIMITS, warmup_s=600.0, period_s=600.0)
+    assert verdict.ok, verdict.failures
+    assert verdict.figures["rss_cycles"] >= 2
+
+
+def test_cyclic_memory_that_grows_every_cycle_fails():
+    verdict = judge(cyclic(growth_mb_per_cycle=20.0), LIMITS, warmup_s=600.0, period_s=600.0)
+    assert not verdict.ok and any("peak RSS" in f or "lowest RSS" in f for f in verdict.failures)
