@@ -162,7 +162,9 @@ def speed_benchmark(width: int = 640, height: int = 480, frames: int = 100) -> d
         rows.update({f"network {variant} (k={engine.refine_patches}): {name}": ms for name, ms in stages.items()
                      if variant == "dart" or name not in ("posterior", "fusion")})
 
-    config = SceneConfig(width=width, height=height, n_background=10, n_test=1, seed=7)
+    # Seed 3 shows the subject over about 11% of the frame (seed 7, used before, hid it: alpha 0 everywhere,
+    # so the edge refinement, foreground and compositing rows timed an empty frame).
+    config = SceneConfig(width=width, height=height, n_background=10, n_test=1, seed=3)
     scene = list(generate_scene(config))
     prior, _ = build_prior(scene[:10], 10, DepthConfig())
     frame = scene[-1]
