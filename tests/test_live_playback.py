@@ -101,3 +101,28 @@ def test_engine_failure_is_reported_once_and_falls_back_to_depth(tmp_path, monke
     errors = [e for e in events if e.kind == ev.ERROR]
     assert len(errors) == 1 and "switched to 'depth'" in errors[0].message, [e.message for e in errors]
     assert [e.detail for e in events if e.kind == ev.MODE_CHANGED] == ["depth"]
+
+
+def test_window_fps_counts_frames_displayed_not_engine_frames(qtbot, tmp_path):
+    """The engine runs unpaced (fast); the window shows a new frame 10 times a second: fps says ~10."""
+    pytest.importorskip("pytestqt")
+    from app.main_window import MainWindow
+    from app.scene_store import SceneStore
+    from app.settings import AppSettings
+
+    settings = AppSettings(background="checker", countdown_s=0.0, capture_frames=8)
+    options = WorkerOptions(scene_store=SceneStore(tmp_path / "scenes"), capture_frames=8, countdown_s=0.0,
+                            pace_recordings=False)
+    window = MainWindow(settings, options, list_cameras=False)
+    qtbot.addWidget(window)
+    window.show()
+    window._timer.stop()  # the test decides when the window repaints
+    window.open_source(str(_recording(tmp_path, 64, 48, n_background=6, n_test=30)))
+    _wait(lambda: window.worker.latest() is not None and window.worker.latest().result is not None)
+    for _ in range(25):
+        window.tick()
+        qtbot.wait(100)
+    engine_fps = window.worker.latest().stats.fps
+    shown = float(window.fps_label.text().split()[0])
+    assert engine_fps > 25.0  # unpaced: the engine finishes far more frames than are shown
+    assert 6.0 < shown < 12.0, (shown, engine_fps)
