@@ -37,6 +37,16 @@ from app.cli_args import (
     unit,
     usage_error,
 )
+from app.commands import (
+    cmd_devices,
+    cmd_doctor,
+    cmd_gui,
+    cmd_process,
+    cmd_soak,
+    depth_config,
+    engine_config,
+    has_display,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEMO_RECORDING = REPO_ROOT / "assets" / "demo_recording"
@@ -46,32 +56,6 @@ log = logging.getLogger("main")
 
 
 # -- commands ----------------------------------------------------------------------------------------
-def _engine_config(args: argparse.Namespace):
-    from engines.config import EngineConfig
-
-    return EngineConfig(
-        mode=args.mode,
-        depth=_depth_config(args),
-        refine_patches=args.patches,
-        max_subject_distance_m=args.max_distance,
-        temporal_smoothing=args.smoothing,
-        post=args.post,
-        post_band_px=args.post_band,
-        vitmatte_dir=args.vitmatte,
-        refiner=not args.no_refiner,
-        error_map_correction=not args.no_error_map_correction,
-        depth_refiner=not args.no_depth_refiner,
-        edge_refine=not args.no_edge_refine,
-        **({"model_dir": args.models} if args.models else {}),
-    )
-
-
-def _depth_config(args: argparse.Namespace):
-    from engines.config import DepthConfig
-
-    return DepthConfig() if args.beta is None else DepthConfig(beta=args.beta)
-
-
 def _network_options(p: argparse.ArgumentParser) -> None:
     from engines.config import DepthConfig, EngineConfig
 
@@ -81,51 +65,6 @@ def _network_options(p: argparse.ArgumentParser) -> None:
                         f"{EngineConfig.refine_patches}; more = finer, slower)")
     p.add_argument("--beta", type=unit, default=None,
                    help=f"dart: weight of the depth residual in the error map, eq. 10 (default: {DepthConfig.beta})")
-
-
-def cmd_process(args: argparse.Namespace) -> int:
-    from engines.batch import FRAMES_CSV, ProcessOptions, process_recording
-
-    if not 0 <= args.post_band <= 256:  # the band's kernel grows with its square: bound it before allocating
-        raise usage_error(f"--post-band must be from 0 to 256 pixels, not {args.post_band}.")
-    options = ProcessOptions(
-        save=args.save,
-        replace=args.replace,
-        background_frames=args.background_frames,
-        background_path=args.background,
-        prior_path=args.prior,
-        save_prior_path=args.save_prior,
-        accept_background=args.accept_background,
-    )
-    out_dir = Path(args.out)
-    from tqdm import tqdm
-
-    bars: dict[str, tqdm] = {}
-
-    def on_progress(stage: str, done: int, total: int | None) -> None:
-        bar = bars.get(stage)
-        if bar is None:  # drawn on a terminal only (disable=None), so logs and pipes get just the summary
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="frame", file=sys.stderr, disable=None)
-        bar.update(done - bar.n)
-
-    try:
-        summary = process_recording(args.input, out_dir, _engine_config(args), options, on_progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
-    for warning in summary.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    gaps = f"; {summary.describe_gaps()}" if summary.gaps else ""
-    print(f"Processed {summary.frames} frames of '{args.input}' in {summary.seconds:.1f} s "
-          f"(mode {args.mode}, background from {summary.background_description}{gaps}).")
-    for kind in summary.saved:
-        implied = "  (--replace implies it)" if kind == "composite" and options.implied_composite else ""
-        print(f"  {kind:<11} {out_dir / kind}/{implied}")
-    print(f"  {'frames':<11} {out_dir / FRAMES_CSV}")
-    print("Median milliseconds per frame by stage:")
-    for stage, ms in summary.stage_ms_median.items():
-        print(f"  {stage:<14} {ms:7.2f}")
-    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -170,7 +109,7 @@ def cmd_bench_accuracy(args: argparse.Namespace) -> int:
 
     variants = benchmark_variants(args.modes, post=args.post_kinds, ablations=not args.no_ablations,
                                   post_band_px=args.post_band, vitmatte_dir=args.vitmatte, model_dir=args.models,
-                                  refine_patches=args.patches, depth=_depth_config(args))
+                                  refine_patches=args.patches, depth=depth_config(args))
     if args.suite == "semi-real":
         return _bench_semi_real(args, variants, format_table)
     table = accuracy_benchmark(
@@ -206,7 +145,7 @@ def cmd_photo(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise usage_error(f"'{path}' does not exist: give a photo and a photo of the same scene without the subject.")
     try:
-        views = real_photo_check(args.image, args.plate, _engine_config(args), width=args.width)
+        views = real_photo_check(args.image, args.plate, engine_config(args), width=args.width)
     except ValueError as error:
         raise runtime_error(f"Could not align the plate to the photo ({error}): take the plate from the same spot.") from None
     alpha_rgb = np.repeat(views["alpha"][..., None], 3, axis=2)
@@ -237,67 +176,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_devices(args: argparse.Namespace) -> int:
-    from sensors.devices import list_devices, sdk_status
-
-    for sdk, status in sdk_status().items():
-        print(f"{sdk}: {status}")
-    devices = list_devices()
-    if not devices:
-        print("No camera found: connect a RealSense or Orbbec camera to a USB 3 port, or give a recording path.")
-        return 0
-    for device in devices:
-        print(f"{device.sdk}://{device.serial}  {device.model}  firmware {device.firmware}  USB {device.usb}")
-        for mode in device.modes:
-            print(f"    {mode}")
-    return 0
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from app.doctor import doctor_report
-    lines, code = doctor_report(Path(args.out))
-    print("\n".join(lines))
-    return code
-
-
-def _has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and \
-        os.environ.get("QT_QPA_PLATFORM") != "offscreen"
-
-
-def cmd_gui(args: argparse.Namespace) -> int:
-    from app.launch import GuiOptions, run_gui
-
-    options = GuiOptions(source=args.source, background=args.background, mode=args.mode,
-                         snapshot=Path(args.snapshot) if args.snapshot else None, data_dir=getattr(args, "data_dir", None),
-                         quit_after_frames=args.quit_after, virtual_camera=args.virtual_camera)
-    return run_gui(options)
-
-
-def cmd_soak(args: argparse.Namespace) -> int:
-    """The real window on a looping recording for --minutes, exercised and measured; exit 1 on a failed verdict."""
-    from app.soak import SoakOptions, SoakSetupError, format_summary, run_soak
-    from app.soak_samples import Limits
-
-    if "://" not in args.source and not Path(args.source).exists():
-        raise usage_error(f"'{args.source}' does not exist: give a recording folder or a camera URI with --source.")
-    limits = Limits() if args.warmup is None else Limits(min_warmup_s=args.warmup)
-    options = SoakOptions(source=args.source, minutes=args.minutes, out_dir=Path(args.out),
-                          action_every_s=args.every, sample_every_s=args.sample_every,
-                          settle_s=min(10.0, args.sample_every), limits=limits)
-    try:
-        result = run_soak(options)
-    except SoakSetupError as error:
-        raise runtime_error(str(error)) from None
-    print(format_summary(result), flush=True)
-    return result.exit_code
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """No arguments: the app on the bundled recording, or headless processing into out/ without a display."""
     if not DEMO_RECORDING.is_dir():
         raise runtime_error(f"The bundled demo recording '{DEMO_RECORDING}' is missing: restore it with git checkout assets/.")
-    if _has_display():
+    if has_display():
         gui = argparse.Namespace(source=str(DEMO_RECORDING), background=None, mode=None, snapshot=None,
                                  quit_after=None, virtual_camera=False)
         return cmd_gui(gui)
@@ -469,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 if handlers else None)
     try:
         args = build_parser().parse_args(argv)
-        if handlers and (args.run in (cmd_gui, cmd_soak) or (args.run is cmd_demo and _has_display())):
+        if handlers and (args.run in (cmd_gui, cmd_soak) or (args.run is cmd_demo and has_display())):
             signal.signal(signal.SIGTERM, previous[1] or signal.SIG_DFL)  # the Qt window: default (quits at once)
         logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
