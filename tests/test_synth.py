@@ -303,3 +303,11 @@ def test_config_is_validated():
         SceneConfig(width=8)
     with pytest.raises(ValueError):
         SceneConfig(subject_distance_m=(2.0, 1.0))
+
+
+def test_default_shared_dir_is_beside_the_repository():
+    """The generator finds ../shared (photo textures, the TUM plate) from its own place in the tree."""
+    from engines.synth.textures import default_shared_dir
+    from tests.conftest import REPO_ROOT, SHARED
+
+    assert default_shared_dir() == SHARED == REPO_ROOT.parent / "shared"

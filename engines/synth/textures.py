@@ -31,7 +31,7 @@ GAMMA = 2.2
 
 def default_shared_dir() -> Path:
     """`../shared` next to the repository root (absent in users' clones)."""
-    return Path(__file__).resolve().parents[2] / "shared"
+    return Path(__file__).resolve().parents[3] / "shared"
 
 
 def srgb_to_linear(image: np.ndarray) -> np.ndarray:
