@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--vitmatte", metavar="DIR", help="local ViTMatte weights for --post vitmatte (default: none)")
 
     p = sub.add_parser("process", help="matte a recording headless and write the results")
-    p.add_argument("input", help="recording: rgbd-folder, TUM or Redwood folder, RealSense .bag/.db3")
+    p.add_argument("input", help="recording: rgbd-folder, TUM or Redwood folder, RealSense .bag/.db3, Azure Kinect .mkv, "
+                                  "orbbec:///path.bag")
     p.add_argument("--out", required=True, help="output folder (created; existing files are overwritten)")
     engine_options(p)
     p.add_argument("--background", metavar="PATH", help="a recording of the empty scene (default: the input's first frames)")
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="PNG", help="contact sheet to write")
     p.add_argument("--width", type=positive_int, default=960)
     engine_options(p)
-    p.set_defaults(run=cmd_photo, mode="rgb")
+    p.set_defaults(run=cmd_photo, mode="rgb", no_edge_refine=True)  # a check of the networks alone
 
     p = sub.add_parser("bench-speed", help="per-stage median milliseconds")
     _frame_size(p)

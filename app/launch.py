@@ -140,18 +140,32 @@ def _apply_options(settings, options: GuiOptions) -> None:
 def run_gui(options: GuiOptions) -> int:
     """Run the app until its window closes (or, unattended, until the frames are done). Exit code."""
     _ensure_platform(options)
-    from PySide6.QtCore import QCoreApplication, QTimer
+    from PySide6.QtCore import QCoreApplication
     from PySide6.QtWidgets import QApplication
 
-    from app.engine_state import WorkerOptions
-    from app.main_window import MainWindow
-    from app.scene_store import SceneStore
-    from app.settings import APPLICATION, ORGANIZATION, data_dir, load_settings, open_qsettings, save_settings
+    from app.settings import APPLICATION, ORGANIZATION
 
     route_qt_messages()
     QCoreApplication.setOrganizationName(ORGANIZATION)
     QCoreApplication.setApplicationName(APPLICATION)
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "rgbd-matting"])
+    opened: dict = {}  # the window, once it exists, for Ctrl-C
+    previous = _close_on_interrupt(app, opened)
+
+    try:
+        return _run_window(app, options, opened)
+    finally:
+        _restore_interrupt(previous)
+
+
+def _run_window(app, options: GuiOptions, opened: dict) -> int:
+    """`run_gui` once the QApplication exists: the window on its source until it closes. Exit code."""
+    from PySide6.QtCore import QTimer
+
+    from app.engine_state import WorkerOptions
+    from app.main_window import MainWindow
+    from app.scene_store import SceneStore
+    from app.settings import data_dir, load_settings, open_qsettings, save_settings
 
     store = open_qsettings(options.data_dir)
     settings = load_settings(store)
@@ -171,8 +185,8 @@ def run_gui(options: GuiOptions) -> int:
         stop_after_matted=quit_after,
     )
     demo = DEMO_RECORDING if DEMO_RECORDING.is_dir() else None
-    window = MainWindow(settings, worker_options, demo_path=demo, list_cameras=options.list_cameras,
-                        unattended=options.unattended)
+    window = opened["window"] = MainWindow(settings, worker_options, demo_path=demo,
+                                           list_cameras=options.list_cameras, unattended=options.unattended)
     outcome = {"code": 0, "error": None}
 
     def finish() -> None:
@@ -216,3 +230,28 @@ def run_gui(options: GuiOptions) -> int:
     if outcome["error"]:
         raise UserError(outcome["error"], 1)
     return outcome["code"] or code
+
+
+def _close_on_interrupt(app, opened: dict):
+    """Ctrl-C (SIGINT) in the terminal closes the window like its close button (settings saved, threads
+    stopped), or quits before it exists, instead of raising KeyboardInterrupt inside a Qt callback: the
+    handler only queues the close on the event loop. Returns the previous handler (None off the main thread)."""
+    import signal
+    import threading
+
+    from PySide6.QtCore import QTimer
+
+    def close() -> None:
+        window = opened.get("window")
+        window.close() if window is not None else app.quit()
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, lambda *_: QTimer.singleShot(0, close))
+
+
+def _restore_interrupt(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)

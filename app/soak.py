@@ -442,6 +442,11 @@ def run_soak(options: SoakOptions) -> SoakResult:
     warm = options.limits.warmup_s(options.duration_s, options.cycle_s)
     verdict = judge(soak.samples, options.limits, errors, warmup_s=warm,
                     period_s=len(options.schedule) * options.action_every_s)
+    missing = [name for name in options.schedule if not soak.actions.get(name)]
+    if missing:  # a run too short to exercise the app says so instead of passing
+        verdict = dataclasses.replace(verdict, ok=False, failures=verdict.failures + (
+            f"{len(missing)} of the {len(set(options.schedule))} scheduled actions never ran (first: {missing[0]}): "
+            f"run longer than {len(options.schedule)} x --every seconds",))
     plot_path = None
     if options.plot:
         plot_path = write_plot(soak.samples, options.out_dir / PLOT_NAME, verdict.warmup_s,
