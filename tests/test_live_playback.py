@@ -117,7 +117,7 @@ def test_window_fps_counts_frames_displayed_not_engine_frames(qtbot, tmp_path):
     qtbot.addWidget(window)
     window.show()
     window._timer.stop()  # the test decides when the window repaints
-    window.open_source(str(_recording(tmp_path, 64, 48, n_background=6, n_test=30)))
+    window.open_source(str(_recording(tmp_path, 64, 48, n_background=6, n_test=150)))
     _wait(lambda: window.worker.latest() is not None and window.worker.latest().result is not None)
     for _ in range(25):
         window.tick()
