@@ -266,7 +266,6 @@ class MainWindow(QMainWindow):
             self._handle(event)
         snapshot = self.worker.latest()
         if snapshot is not None and snapshot.seq != self._shown_seq:
-            self._display_times.append(time.monotonic())
             self._show(snapshot)
         self.status.tick()
 
@@ -276,6 +275,8 @@ class MainWindow(QMainWindow):
             self._show(snapshot)
 
     def _show(self, snapshot: EngineSnapshot) -> None:
+        if snapshot.seq != self._shown_seq:  # a new frame on screen, whoever asked for the repaint
+            self._display_times.append(time.monotonic())
         self._shown_seq = snapshot.seq
         image, note = render_view(self.settings.view, snapshot)
         self.view.set_image(image)
