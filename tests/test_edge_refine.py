@@ -68,3 +68,12 @@ def test_no_subject_and_bad_input():
     assert out is not empty and not out.any()
     with pytest.raises(ValueError):
         refiner(image[:60], empty)
+
+
+def test_a_frame_that_is_all_subject_has_no_band_and_no_error():
+    """Before: the band's bounding box was taken from an empty band (IndexError in the live path)."""
+    plate, image, _ = _scene()
+    refiner = EdgeRefiner()
+    refiner.set_plate(plate)
+    out = refiner(image, np.ones((H, W), np.float32))
+    assert out.shape == (H, W) and np.isfinite(out).all() and 0.0 <= out.min() and out.max() <= 1.0

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from engines.matting.post_inputs import mask_box
+
 
 @dataclass(frozen=True)
 class EdgeRefineConfig:
@@ -64,7 +66,7 @@ class EdgeRefiner:
         plate = self._plate
         if plate is None or plate.shape[:2] != alpha.shape or color_rgb.shape[:2] != alpha.shape:
             raise ValueError("edge refinement needs a plate, colour and alpha of one size")
-        h, w = alpha.shape
+        w = alpha.shape[1]
         scale = w / 640.0
         band_px = max(1, int(round(self.config.band_px * scale)))
         sure_fg = (alpha > np.float32(0.5)).view(np.uint8)
@@ -74,12 +76,9 @@ class EdgeRefiner:
         outer = cv2.dilate(sure_fg, kernel)
         inner = cv2.erode(sure_fg, kernel)
         band = outer > inner
-        rows = np.flatnonzero(band.any(axis=1))
-        cols = np.flatnonzero(band.any(axis=0))
         pad = 3 * int(round(self.config.sigma_px * scale)) + 1
-        y0, y1 = max(0, rows[0] - pad), min(h, rows[-1] + 1 + pad)
-        x0, x1 = max(0, cols[0] - pad), min(w, cols[-1] + 1 + pad)
-        box = (slice(y0, y1), slice(x0, x1))
+        # The band's box; a frame that is all subject has no band, only its interior (the whole frame).
+        box = mask_box(band, pad) or mask_box(outer > 0, pad)
 
         image = np.multiply(color_rgb[box], np.float32(1.0 / 255.0), dtype=np.float32)
         gain = self._gain(color_rgb, plate, outer)

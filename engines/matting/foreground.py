@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from engines.matting.compositing import alpha_f32
+from engines.matting.post_inputs import mask_box
 
 log = logging.getLogger(__name__)
 
@@ -185,16 +186,7 @@ def _low_res_means(
 
 def _soft_box(alpha: np.ndarray, margin: int) -> tuple[slice, slice] | None:
     """Row and column slices of the soft pixels' (0 < a < 1) bounding box grown by `margin`."""
-    soft = (alpha > 0.0) & (alpha < 1.0)
-    rows = np.flatnonzero(soft.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(soft.any(axis=0))
-    h, w = alpha.shape
-    return (
-        slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)),
-        slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)),
-    )
+    return mask_box((alpha > 0.0) & (alpha < 1.0), margin)
 
 
 class ForegroundEstimator:

@@ -1,5 +1,6 @@
 """What every post-matting backend shares: the trimap's unknown value, input checks, the known part of
-the alpha and the crop box around the unknown region (so backends solve only where it matters).
+the alpha and the crop box around the unknown region (so backends solve only where it matters;
+`mask_box` also serves foreground estimation and edge refinement).
 
 Conventions: colour uint8 HxWx3 RGB; alpha float32 HxW in [0, 1]; trimap float32 HxW with values
 {0 (background), `UNKNOWN` = 0.5, 1 (foreground)}.
@@ -12,22 +13,25 @@ import numpy as np
 UNKNOWN = 0.5  # the trimap's value for the unknown region
 
 
-def unknown_box(trimap: np.ndarray, margin_px: int, multiple: int = 1) -> tuple[slice, slice] | None:
-    """Row and column slices of the unknown region's (trimap == 0.5) bounding box, grown by `margin_px`.
-
-    With `multiple` > 1 the box is grown further (centred, inside the image) until each side is a
-    multiple of it, where the image allows. None when the trimap has no unknown pixel.
-    """
-    unknown = trimap == np.float32(UNKNOWN)
-    rows = np.flatnonzero(unknown.any(axis=1))
+def mask_box(mask: np.ndarray, margin_px: int, multiple: int = 1) -> tuple[slice, slice] | None:
+    """Row and column slices of the bounding box of `mask` (bool HxW), grown by `margin_px` and clipped to
+    the image. With `multiple` > 1 the box is grown further (centred, inside the image) until each side
+    is a multiple of it, where the image allows. None when `mask` has no True pixel. Shared by the
+    post-matting backends, foreground estimation and edge refinement (each works on a crop only)."""
+    rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return None
-    cols = np.flatnonzero(unknown.any(axis=0))
-    h, w = trimap.shape
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
     return (
         _grow(int(rows[0]) - margin_px, int(rows[-1]) + 1 + margin_px, h, multiple),
         _grow(int(cols[0]) - margin_px, int(cols[-1]) + 1 + margin_px, w, multiple),
     )
+
+
+def unknown_box(trimap: np.ndarray, margin_px: int, multiple: int = 1) -> tuple[slice, slice] | None:
+    """`mask_box` of the trimap's unknown region (trimap == 0.5)."""
+    return mask_box(trimap == np.float32(UNKNOWN), margin_px, multiple)
 
 
 def _grow(start: int, stop: int, size: int, multiple: int) -> slice:
