@@ -10,6 +10,7 @@ from collections import deque
 from pathlib import Path
 
 from sensors.errors import UserError
+from sensors.realsense.clock import StreamClock
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,10 @@ class RecordingPlayer:
     pipeline's syncer pairs every colour frame with the latest depth frame when one stream runs
     ahead of the other in the file (or on a busy machine), and it drops a file's first frameset.
     Each colour frame is paired with the depth frame nearest in device time (within 0.6 of the
-    slower stream's frame period); colour frames without such a depth frame are skipped.
+    slower stream's frame period); colour frames without such a depth frame are skipped and counted
+    (`skipped_colour`, a warning at the end). Each stream's time is made continuous first
+    (`StreamClock`), so a clock that resets or jumps mid-recording re-synchronises instead of leaving
+    every later colour frame without a partner; `clock_jumps` counts those re-synchronisations.
 
     real_time=False: the SDK waits for the reader (every frame, in order); True: recording speed,
     frames the reader misses are dropped. `next_frameset` returns an `rs.composite_frame` with one
@@ -53,6 +57,9 @@ class RecordingPlayer:
         self.depth_profile, self.color_profile, self.depth_sensor, groups = self._pick_profiles()
         periods = [1000.0 / max(1, p.fps()) for p in (self.depth_profile, self.color_profile)]
         self.max_gap_ms = 0.6 * max(periods)
+        self._depth_clock, self._color_clock = StreamClock(periods[0]), StreamClock(periods[1])
+        self.skipped_colour = 0
+        self._reported = False
         # Frames from the SDK's threads. In batch mode a full queue makes the SDK wait (no frame is
         # lost), but only once `resume()` has returned: the SDK cannot resume while a callback waits.
         self._incoming: deque = deque()
@@ -140,6 +147,7 @@ class RecordingPlayer:
             if pair is not None:
                 return self._compose(*pair)
             if self._file_read:
+                self._report_pairing()
                 return None
             frame = self._take(POLL_MS / 1000.0)
             if frame is None:
@@ -160,7 +168,8 @@ class RecordingPlayer:
             stopped_since = None
             is_depth = frame.get_profile().stream_type() == self.rs.stream.depth
             pending = self._depths if is_depth else self._colors
-            pending.append(frame)
+            clock, other = (self._depth_clock, self._color_clock) if is_depth else (self._color_clock, self._depth_clock)
+            pending.append((clock(frame.get_timestamp(), other.last_ms), frame))
             if len(pending) > self.MAX_PENDING:
                 pending.popleft()
 
@@ -168,7 +177,7 @@ class RecordingPlayer:
         """(depth, colour) for the oldest colour frame whose nearest depth frame is known, else None."""
         depths, colors = self._depths, self._colors
         if colors and depths and self._same_clock is None:
-            self._same_clock = colors[0].get_frame_timestamp_domain() == depths[0].get_frame_timestamp_domain()
+            self._same_clock = colors[0][1].get_frame_timestamp_domain() == depths[0][1].get_frame_timestamp_domain()
             if not self._same_clock:
                 logger.warning("%s: depth and colour use different clocks; pairing them in order", self.path.name)
         while colors:
@@ -177,18 +186,36 @@ class RecordingPlayer:
                     colors.clear()
                 return None
             if not self._same_clock:
-                return depths.popleft(), colors.popleft()
-            tc = colors[0].get_timestamp()
-            while len(depths) >= 2 and depths[1].get_timestamp() <= tc:
+                return depths.popleft()[1], colors.popleft()[1]
+            tc = colors[0][0]
+            while len(depths) >= 2 and depths[1][0] <= tc:
                 depths.popleft()
-            if depths[-1].get_timestamp() < tc and not self._file_read:
+            if depths[-1][0] < tc and not self._file_read:
                 return None  # a later depth frame may still be nearer
-            nearest = min(list(depths)[:2], key=lambda d: abs(d.get_timestamp() - tc))
-            color = colors.popleft()
-            if abs(nearest.get_timestamp() - tc) <= self.max_gap_ms:
+            td, nearest = min(list(depths)[:2], key=lambda d: abs(d[0] - tc))
+            color = colors.popleft()[1]
+            if abs(td - tc) <= self.max_gap_ms:
                 return nearest, color
+            self.skipped_colour += 1
             logger.debug("%s: colour frame at %.1f ms has no depth frame near it", self.path.name, tc)
         return None
+
+    @property
+    def clock_jumps(self) -> int:
+        """How often a stream's clock jumped or reset and was re-synchronised (see `StreamClock`)."""
+        return self._depth_clock.jumps + self._color_clock.jumps
+
+    def _report_pairing(self) -> None:
+        """One warning at the end of the file when frames were skipped or clocks re-synchronised."""
+        if self._reported:
+            return
+        self._reported = True
+        if self.clock_jumps:
+            logger.warning("%s: a stream's clock jumped %d time(s) (a camera reset?); its frames were "
+                           "re-synchronised by frame period", self.path.name, self.clock_jumps)
+        if self.skipped_colour:
+            logger.warning("%s: %d colour frame(s) had no depth frame within %.0f ms and were skipped",
+                           self.path.name, self.skipped_colour, self.max_gap_ms)
 
     def _compose(self, depth, color):
         self._pending = (depth, color)
