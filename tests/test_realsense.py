@@ -222,6 +222,36 @@ def test_corrupt_or_truncated_recording_is_a_user_error(tmp_path, kind):
     assert "broken." + ext in str(err.value) and str(err.value).count(". ") == 0  # one sentence
 
 
+def _damage_image_message(path, nth: int, how: str) -> None:
+    """Flip one bit of, or empty, the `nth` image message of a .db3 (SQLite) recording."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT m.id, m.data FROM messages m JOIN topics t ON t.id = m.topic_id "
+                          "WHERE t.name LIKE '%/image/data%' ORDER BY m.timestamp").fetchall()
+        message_id, data = rows[nth]
+        data = bytearray(data)
+        if how == "flip":
+            data[len(data) // 2] ^= 0x10
+        db.execute("UPDATE messages SET data = ? WHERE id = ?", (bytes(data) if how == "flip" else b"", message_id))
+    db.close()
+
+
+@pytest.mark.parametrize("how", ["flip", "empty"])
+def test_damaged_message_is_reported_with_how_far_the_file_was_read(tmp_path, how, capsys):
+    # Before: one flipped bit gave 1 frame of 8 and an emptied colour message 3 of 8, both exit 0 and silent.
+    path = mf.write_realsense_recording(tmp_path / "damaged.db3", frames=8)
+    _damage_image_message(path, 6, how)
+    with pytest.raises(UserError) as err:
+        call_with_timeout(lambda: read_all(RealSenseSource(str(path))))
+    assert "could not be read past" in str(err.value) and "damaged" in str(err.value)
+    import main
+
+    code = main.main(["process", str(path), "--out", str(tmp_path / "out"), "--background-frames", "2",
+                      "--mode", "depth"])
+    message = capsys.readouterr().err
+    assert code != 0 and "ends early there" in message and "frames were read" in message
+    assert "Traceback" not in message
+
+
 def test_missing_recording_is_a_usage_error(tmp_path):
     with pytest.raises(UserError) as err:
         RealSenseSource(str(tmp_path / "nope.db3")).open()

@@ -60,6 +60,7 @@ class RecordingPlayer:
         self._depth_clock, self._color_clock = StreamClock(periods[0]), StreamClock(periods[1])
         self.skipped_colour = 0
         self._reported = False
+        self._reached_s = 0.0  # how far into the file (playback position) frames have come from
         # Frames from the SDK's threads. In batch mode a full queue makes the SDK wait (no frame is
         # lost), but only once `resume()` has returned: the SDK cannot resume while a callback waits.
         self._incoming: deque = deque()
@@ -120,6 +121,7 @@ class RecordingPlayer:
             if self._closing:
                 return
             self._incoming.append(frame)
+            self._reached_s = max(self._reached_s, self.playback.get_position() / 1e9)
             self._cond.notify_all()
 
     def _take(self, timeout_s: float):
@@ -148,6 +150,7 @@ class RecordingPlayer:
                 return self._compose(*pair)
             if self._file_read:
                 self._report_pairing()
+                self._check_complete()
                 return None
             frame = self._take(POLL_MS / 1000.0)
             if frame is None:
@@ -199,6 +202,16 @@ class RecordingPlayer:
             self.skipped_colour += 1
             logger.debug("%s: colour frame at %.1f ms has no depth frame near it", self.path.name, tc)
         return None
+
+    def _check_complete(self) -> None:
+        """UserError when the SDK stopped reading well before the file's duration (a damaged message
+        ends playback silently): the last frame came from `_reached_s` of `duration_s` seconds."""
+        missing_s = self.duration_s - self._reached_s
+        if self._received and missing_s > min(0.1 * self.duration_s, 1.0):
+            raise UserError(
+                f"'{self.path.name}' could not be read past {self._reached_s:.2f} s of its {self.duration_s:.2f} s: "
+                "the rest of the file is damaged."
+            )
 
     @property
     def clock_jumps(self) -> int:
