@@ -282,10 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_bench_accuracy)
 
     p = sub.add_parser("photo", help="matte a photo against a hand-held plate of the empty scene (no depth)")
-    p.add_argument("image")
-    p.add_argument("plate")
+    p.add_argument("image", help="photo with the subject (PNG or JPEG)")
+    p.add_argument("plate", help="photo of the same scene without the subject, taken from the same spot")
     p.add_argument("--out", required=True, metavar="PNG", help="contact sheet to write")
-    p.add_argument("--width", type=positive_int, default=960)
+    p.add_argument("--width", type=positive_int, default=960, help="width the photos are scaled to (default: %(default)s)")
     engine_options(p)
     p.set_defaults(run=cmd_photo, mode="rgb", no_edge_refine=True)  # a check of the networks alone
 
@@ -309,10 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the networks (see assets/MODEL_CARD.md), or fine-tune on a scene")
     p.add_argument("--out", required=True, help="output folder for checkpoints, logs and ONNX files")
-    p.add_argument("--budget-minutes", type=positive_float, default=68.0, help="total time for all stages")
-    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
-    p.add_argument("--scene", metavar="RECORDING", help="fine-tune the shipped student on this recording's background")
-    p.add_argument("--models", default=str(REPO_ROOT / "assets" / "models"), help="student to fine-tune from")
+    p.add_argument("--budget-minutes", type=positive_float, default=68.0, help="total time for all stages (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: %(default)s)")
+    p.add_argument("--scene", metavar="RECORDING", help="fine-tune the shipped student on this recording's background (default: none, train from scratch)")
+    p.add_argument("--models", default=str(REPO_ROOT / "assets" / "models"), help="folder of the student to fine-tune from (default: assets/models)")
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("devices", help="list connected RealSense and Orbbec cameras")

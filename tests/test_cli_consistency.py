@@ -95,7 +95,7 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
     return dict(action.choices)
 
 
-@pytest.mark.parametrize("command", ["synth", "bench-accuracy", "bench-speed", "process", "doctor"])
+@pytest.mark.parametrize("command", sorted(_subcommands()))
 def test_every_option_has_help_with_its_default(command):
     parser = _subcommands()[command]
     for action in parser._actions:
