@@ -37,6 +37,7 @@ from app.cli_args import (
     unit,
     usage_error,
 )
+from app.many_inputs import add_batch_arguments
 from app.commands import (
     cmd_devices,
     cmd_doctor,
@@ -161,18 +162,55 @@ def cmd_train(args: argparse.Namespace) -> int:
     def on_log(event: dict) -> None:
         print(json.dumps(event), flush=True)
 
+    minutes = args.budget_minutes or (4.5 if args.scene or args.take else 68.0)
+    if (args.scene or args.take) and args.scene_method == "teacher":
+        from engines.training.adapt import AdaptConfig, adapt_recording, adapt_to_take
+        from engines.training.adapt_data import read_saved_take
+
+        if args.take and not args.prior:
+            raise usage_error("--take needs --prior FILE.npz, the background captured with it.")
+        config = AdaptConfig(budget_s=minutes * 60, device=args.device, threads=args.threads,
+                             **({"height": args.size[1], "width": args.size[0]} if args.size else {}),
+                             **({"generic_samples": args.generic_samples} if args.generic_samples else {}))
+        if args.take:
+            result = adapt_to_take(read_saved_take(args.take, args.prior), args.models, args.out, config, on_log=on_log)
+        else:
+            result = adapt_recording(args.scene, args.models, args.out, config, take_frames=args.take_frames,
+                                     on_log=on_log)
+        print(f"{'Adapted' if result.accepted else 'Not adapted'} in {result.seconds['total']:.0f} s "
+              f"({result.steps} steps): {result.reason}; models in {args.out}/ (--models {args.out}).")
+        return 0
     if args.scene:
         from engines.training.scene import finetune_on_scene
 
         student = Path(args.models) / "student.safetensors"
-        result = finetune_on_scene(args.scene, student, budget_s=args.budget_minutes * 60, out_dir=args.out,
+        result = finetune_on_scene(args.scene, student, budget_s=minutes * 60, out_dir=args.out,
                                    device=args.device, on_log=on_log)
     else:
         from engines.training.stages import TrainConfig, train_all
 
-        config = TrainConfig.with_budget_minutes(args.budget_minutes, device=args.device)
+        config = TrainConfig.with_budget_minutes(minutes, device=args.device)
         result = train_all(config, args.out, on_log)
     print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_bench_adapt(args: argparse.Namespace) -> int:
+    from engines.evaluation.adaptation import AdaptBenchConfig, format_adaptation
+    from engines.training.adapt import AdaptConfig
+    from engines.training.adapt_bench import run_adapt_benchmark
+
+    bench = AdaptBenchConfig(suite=args.suite, scenes=args.scenes, take_frames=args.take_frames,
+                             test_frames=args.test_frames, seed=args.seed)
+    if bench.suite == "semi-real":
+        from engines.evaluation import semireal
+
+        semireal.require_data(semireal.default_data_root(), shown="../shared/data/alphamatting_dev")
+    adapt = AdaptConfig(budget_s=args.budget_minutes * 60, threads=args.threads, generic_cache=args.generic_cache)
+    report = run_adapt_benchmark(bench, adapt, args.models, args.out, on_log=lambda e: print(e.get("name", e), flush=True))
+    print(format_adaptation(report, f"{bench.suite} suite: {len(report['scenes'])} scenes, {bench.take_frames} take "
+                                    f"+ {bench.test_frames} test frames each, 640x480, seed {bench.seed}, "
+                                    f"{args.budget_minutes} min budget, {args.threads} threads"))
     return 0
 
 
@@ -229,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--vitmatte", metavar="DIR", help="local ViTMatte weights for --post vitmatte (default: none)")
 
     p = sub.add_parser("process", help="matte a recording headless and write the results")
-    p.add_argument("input", help="recording: rgbd-folder, TUM or Redwood folder, RealSense .bag/.db3, Azure Kinect .mkv, "
-                                  "orbbec:///path.bag")
+    p.add_argument("input", nargs="*", help="recording: rgbd-folder, TUM or Redwood folder, RealSense .bag/.db3, Azure "
+                   "Kinect .mkv, orbbec:///path.bag; several (or a quoted glob, or --list) write OUT/<name>/ each")
     p.add_argument("--out", required=True, help="output folder (created; existing files are overwritten)")
     engine_options(p)
     p.add_argument("--background", metavar="PATH", help="a recording of the empty scene (default: the input's first frames)")
@@ -245,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     replace_metavar, replace_help = background_choices(video=False)
     p.add_argument("--replace", default=DEFAULT_REPLACE, metavar=replace_metavar, help=f"new background of the "
                    f"composite output (giving it implies --save composite): {replace_help} (default: %(default)s)")
+    add_batch_arguments(p)
     p.set_defaults(run=cmd_process)
 
     p = sub.add_parser("eval", help="score predicted alpha against a recording's ground truth")
@@ -307,13 +346,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--virtual-camera", action="store_true", help="start streaming to the virtual webcam (default: off)")
     p.set_defaults(run=cmd_gui)
 
-    p = sub.add_parser("train", help="train the networks (see assets/MODEL_CARD.md), or fine-tune on a scene")
+    p = sub.add_parser("train", help="train the networks (see assets/MODEL_CARD.md), or adapt them to a scene")
     p.add_argument("--out", required=True, help="output folder for checkpoints, logs and ONNX files")
-    p.add_argument("--budget-minutes", type=positive_float, default=68.0, help="total time for all stages (default: %(default)s)")
+    p.add_argument("--budget-minutes", type=positive_float, default=None,
+                   help="total time for all stages (default: 68; with --scene or --take: 4.5)")
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: %(default)s)")
-    p.add_argument("--scene", metavar="RECORDING", help="fine-tune the shipped student on this recording's background (default: none, train from scratch)")
+    p.add_argument("--scene", metavar="RECORDING", help="adapt the shipped networks to this recording: its frames "
+                   "after the empty-scene frames are the take (default: none, train from scratch)")
+    p.add_argument("--scene-method", choices=("teacher", "synthetic"), default="teacher",
+                   help="teacher: the offline closed-form path labels the take; synthetic: synthetic people over "
+                        "the recording's background (default: %(default)s)")
+    p.add_argument("--take", metavar="FILE.npz", help="adapt to a take saved by the app (default: none)")
+    p.add_argument("--prior", metavar="FILE.npz", help="with --take: its captured background (default: none)")
+    p.add_argument("--take-frames", type=positive_int, help="teacher: frames of the take (default: all the rest)")
+    p.add_argument("--size", type=lambda s: tuple(positive_int(v) for v in s.split("x")), metavar="WxH",
+                   help="teacher: training size (default: 320x240)")
+    p.add_argument("--generic-samples", type=positive_int, help="teacher: generic samples mixed in (default: 160)")
+    p.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default: %(default)s)")
     p.add_argument("--models", default=str(REPO_ROOT / "assets" / "models"), help="folder of the student to fine-tune from (default: assets/models)")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("bench-adapt", help="scene adaptation: adapted vs generic DART, teacher, default mode")
+    p.add_argument("--suite", choices=("synthetic", "semi-real"), default="synthetic",
+                   help="synthetic (generator) or semi-real (needs ../shared/data) (default: %(default)s)")
+    p.add_argument("--scenes", type=positive_int, default=3, help="scenes (default: %(default)s)")
+    p.add_argument("--take-frames", type=positive_int, default=40, help="take frames per scene (default: %(default)s)")
+    p.add_argument("--test-frames", type=positive_int, default=10, help="scored frames per scene (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=2024, help="random seed of the scenes (default: %(default)s)")
+    p.add_argument("--budget-minutes", type=positive_float, default=4.5, help="adaptation budget (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default: %(default)s)")
+    p.add_argument("--generic-cache", metavar="FILE.npz", help="reuse generic samples across scenes (default: none)")
+    p.add_argument("--models", default=str(REPO_ROOT / "assets" / "models"), help="generic networks (default: assets/models)")
+    p.add_argument("--out", default=str(DEFAULT_OUT / "bench_adapt"), help="work folder, resumable (default: out/bench_adapt)")
+    p.set_defaults(run=cmd_bench_adapt)
 
     p = sub.add_parser("devices", help="list connected RealSense and Orbbec cameras")
     p.set_defaults(run=cmd_devices)

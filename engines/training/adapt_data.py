@@ -1,0 +1,244 @@
+"""The data of scene adaptation (issue 15; capture-stage paper sec. 4.3): a take of the user in their own
+room, labelled by the offline teacher, and batches that mix it with the generic synthetic data.
+
+Owns `Take` and `read_take` (a recording's background frames -> `BackgroundPrior`, the frames after
+them -> the take; the ground-truth alpha/ folder is never opened), `TeacherConfig` and `label_take`
+(the geometry-based offline path as teacher: depth matte -> depth-derived trimap (DART eqs. 12-13) ->
+closed-form post-matting; unsure frames dropped, unsure pixels down-weighted), `take_pool` (the
+labelled frames as a `SamplePool` at training size plus a per-pixel weight) and `mixed_batch` (the
+paper's 80 % base / 20 % scene batches, with BGMv2 augmentation, at base-network resolution).
+
+Conventions: colour uint8 HxWx3 RGB; depth float32 HxW metres (0 = unknown); alpha and weights float32
+HxW in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from engines.config import DepthConfig, EngineConfig
+from engines.matting.background_prior import BackgroundPrior, build_prior
+from engines.training.data import AugmentConfig, SamplePool, augment_sample, pool_from_samples
+from sensors.errors import UserError
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class Take:
+    """The empty scene and the user's take.
+
+    prior: the background prior of the empty-scene frames; color: uint8 (T, H, W, 3) RGB; depth_m:
+    float32 (T, H, W) metres (0 = unknown); index: (T,) the frames' indices in the recording.
+    """
+
+    prior: BackgroundPrior
+    color: np.ndarray
+    depth_m: np.ndarray
+    index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return int(self.color.shape[0])
+
+
+def read_take(path: str | Path, background_frames: int | None = None, take_frames: int | None = None,
+              max_frames: int = 64, depth: DepthConfig = DepthConfig()) -> Take:
+    """The take of a recording: its first `background_frames` frames (default: meta.json's count) build
+    the prior; the next `take_frames` frames (default: all the rest) are the take, evenly subsampled to
+    at most `max_frames`. Ground-truth alpha is never read. Raises `UserError` (exit 2) for a recording
+    without an empty-scene count or without frames after it."""
+    from sensors.image_io import ImageFolderSource
+    from sensors.source import open_source
+
+    path = Path(path)
+    if background_frames is None and (path / "meta.json").is_file():
+        background_frames = json.loads((path / "meta.json").read_text()).get("background_frames")
+    if not background_frames:
+        raise UserError(f"Recording {path} does not say how many empty-scene frames it starts with: "
+                        "give --background-frames N (its meta.json has no background_frames).", 2)
+    b = int(background_frames)
+    plate, colors, depths, indices = [], [], [], []
+    with open_source(str(path)) as source:
+        if isinstance(source, ImageFolderSource):
+            source.load_alpha = False  # adaptation never sees the ground truth
+        for frame in source:
+            if len(plate) < b:
+                plate.append(frame)
+                continue
+            if take_frames is not None and len(colors) >= take_frames:
+                break
+            colors.append(frame.color)
+            depths.append(frame.depth_m())
+            indices.append(frame.index)
+    if len(plate) < b or not colors:
+        raise UserError(f"Recording {path} has no frames after its {b} empty-scene frames: record yourself "
+                        "in view after the background.", 2)
+    prior, _ = build_prior(plate, b, depth)
+    keep = np.unique(np.linspace(0, len(colors) - 1, min(max_frames, len(colors))).round().astype(int))
+    return Take(prior, np.stack([colors[i] for i in keep]), np.stack([depths[i] for i in keep]),
+                np.asarray([indices[i] for i in keep], np.int64))
+
+
+TAKE_KEYS = ("color", "depth_mm")  # a take saved by the app: uint8 (T, H, W, 3) RGB, uint16 (T, H, W) mm
+
+
+def read_saved_take(take_path: str | Path, prior_path: str | Path) -> Take:
+    """A take the app saved (.npz with `TAKE_KEYS`, no pickle) and the scene's saved background prior
+    (`BackgroundPrior.save`). Raises `UserError` (exit 2) for a missing or malformed file."""
+    prior = BackgroundPrior.load(prior_path)
+    try:
+        with np.load(str(take_path), allow_pickle=False) as data:
+            color, depth_mm = data["color"], data["depth_mm"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"'{take_path}' is not a take saved by the app ({exc}).", 2) from None
+    if (color.ndim != 4 or color.dtype != np.uint8 or depth_mm.shape != color.shape[:3]
+            or color.shape[1:3] != prior.shape or len(color) == 0):
+        raise UserError(f"The take '{take_path}' does not match its background ({color.shape} frames, "
+                        f"background {prior.shape}).", 2)
+    return Take(prior, color, depth_mm.astype(np.float32) / np.float32(1000.0), np.arange(len(color)))
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The offline teacher and how its doubt is handled.
+
+    post: post-matting on the depth-derived trimap ("closed-form"; "vitmatte" needs `vitmatte_dir`).
+    band_px: widening of the trimap's unknown band (pixels). A frame is dropped when its unknown band
+    covers more than `max_unknown_fraction` of the image or depth is missing on more than
+    `max_hole_fraction` of the region around the subject. Pixel weights: `unknown_weight` inside the
+    unknown band (the teacher's own estimate), `hole_weight` where depth is missing (the trimap there
+    is a guess), 1 elsewhere.
+    """
+
+    post: str = "closed-form"
+    band_px: int = 3
+    vitmatte_dir: str | None = None
+    max_unknown_fraction: float = 0.15
+    max_hole_fraction: float = 0.4
+    unknown_weight: float = 0.7
+    hole_weight: float = 0.25
+
+
+@dataclass
+class TeacherLabels:
+    """The teacher's answer for each take frame: alpha float32 (T, H, W) in [0, 1]; weight float32
+    (T, H, W) in [0, 1]; kept bool (T,); dropped: {frame position: reason}; ms_per_frame."""
+
+    alpha: np.ndarray
+    weight: np.ndarray
+    kept: np.ndarray
+    dropped: dict[int, str]
+    ms_per_frame: float
+
+
+def teacher_engine(config: TeacherConfig, depth: DepthConfig = DepthConfig()) -> EngineConfig:
+    """The teacher as an engine configuration: the depth matte with `config.post` post-matting."""
+    return EngineConfig(mode="depth", depth=depth, post=config.post, post_band_px=config.band_px,
+                        vitmatte_dir=config.vitmatte_dir)
+
+
+def label_take(take: Take, config: TeacherConfig = TeacherConfig(), depth: DepthConfig = DepthConfig(),
+               on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None
+               ) -> TeacherLabels:
+    """Label every take frame with the teacher (issue 15 item 1; DART sec. II-D as the offline path).
+
+    Returns `TeacherLabels`; `on_progress(done, total)` after each frame; `should_stop()` true ends the
+    labelling early (the rest of the frames are marked dropped, reason "stopped").
+    """
+    import time
+
+    from engines.matting.pipeline import MattingPipeline
+
+    pipeline = MattingPipeline(teacher_engine(config, depth))
+    pipeline.set_prior(take.prior)
+    n, (h, w) = len(take), take.color.shape[1:3]
+    alpha = np.zeros((n, h, w), np.float32)
+    weight = np.zeros((n, h, w), np.float32)
+    kept = np.zeros(n, bool)
+    dropped: dict[int, str] = {}
+    start = time.perf_counter()
+    for i in range(n):
+        if should_stop is not None and should_stop():
+            dropped.update({j: "stopped" for j in range(i, n)})
+            break
+        result = pipeline.process(take.color[i], take.depth_m[i])
+        alpha[i] = result.alpha
+        trimap = result.trimap if result.trimap is not None else np.where(result.alpha > 0.5, 1.0, 0.0)
+        unknown = np.isclose(trimap, 0.5)
+        holes = ~(take.depth_m[i] > 0)
+        near = cv2.dilate((result.alpha > 0.05).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+        hole_share = float(holes[near].mean()) if near.any() else 0.0
+        if unknown.mean() > config.max_unknown_fraction:
+            dropped[i] = f"unknown band {unknown.mean():.0%} of the image"
+        elif hole_share > config.max_hole_fraction:
+            dropped[i] = f"depth missing on {hole_share:.0%} around the subject"
+        else:
+            kept[i] = True
+        w_i = np.ones((h, w), np.float32)
+        w_i[unknown] = config.unknown_weight
+        w_i[holes & near] = np.minimum(w_i[holes & near], config.hole_weight)
+        weight[i] = w_i
+        if on_progress is not None:
+            on_progress(i + 1, n)
+    done = max(1, n - sum(1 for r in dropped.values() if r == "stopped"))
+    return TeacherLabels(alpha, weight, kept, dropped, (time.perf_counter() - start) * 1e3 / done)
+
+
+def take_pool(take: Take, labels: TeacherLabels, frames: np.ndarray, height: int, width: int
+              ) -> tuple[SamplePool, np.ndarray]:
+    """The take frames at positions `frames` as training samples of `height` x `width`: image = the
+    frame, background = the captured plate, alpha = the teacher's, foreground estimated from them
+    (`engines.matting.foreground`), depths from the frame and the prior. Returns the pool and the
+    teacher's weights as uint8 (N, height, width) (weight * 255)."""
+    from engines.matting.depth_bayes import resize_depth
+    from engines.matting.foreground import estimate_foreground
+
+    def size(x: np.ndarray) -> np.ndarray:
+        return cv2.resize(np.ascontiguousarray(x, np.float32), (width, height), interpolation=cv2.INTER_AREA)
+
+    plate = size(take.prior.color_mean)
+    plate_depth = resize_depth(take.prior.depth_mean_m, width, height)
+    samples, weights = [], []
+    for i in frames:
+        image = size(take.color[i].astype(np.float32) / np.float32(255.0))
+        alpha = np.clip(size(labels.alpha[i]), 0, 1)
+        fg = estimate_foreground(image, alpha, plate) * (alpha > 0)[..., None]
+        samples.append({"image": image, "background": plate, "foreground": fg, "alpha": alpha,
+                        "depth_m": resize_depth(take.depth_m[i], width, height), "background_depth_m": plate_depth})
+        weights.append(np.clip(size(labels.weight[i]) * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    return pool_from_samples(samples), np.stack(weights)
+
+
+def mixed_batch(generic: SamplePool, scene: SamplePool, scene_weight: np.ndarray, rng: np.random.Generator,
+                batch_size: int, scene_fraction: float, downsample: int, augment: AugmentConfig
+                ) -> dict[str, np.ndarray]:
+    """One augmented batch at base resolution: round(`scene_fraction` * batch_size) (at least one)
+    samples of the take, the rest generic (capture-stage paper sec. 5.1: 80 % / 20 %).
+
+    Returns float32 NCHW arrays: image, background, foreground (N, 3, h, w); alpha, weight (N, 1, h, w)
+    with h, w = the pools' size // `downsample` (weight 1 on generic samples, the teacher's on the
+    take's). Both pools must have the same size.
+    """
+    if generic.size != scene.size:
+        raise ValueError(f"generic pool {generic.size} and take pool {scene.size} differ in size")
+    n_scene = min(batch_size, max(1, int(round(scene_fraction * batch_size))))
+    h, w = generic.size
+    hs, ws = h // downsample, w // downsample
+    out: dict[str, list] = {k: [] for k in ("image", "background", "foreground", "alpha", "weight")}
+    picks = [(scene, int(i)) for i in rng.integers(0, len(scene), n_scene)]
+    picks += [(generic, int(i)) for i in rng.integers(0, len(generic), batch_size - n_scene)]
+    for pool, i in picks:
+        s = pool.sample(i)
+        s["weight"] = (scene_weight[i].astype(np.float32) / np.float32(255.0) if pool is scene
+                       else np.ones((h, w), np.float32))
+        s = augment_sample(s, rng, augment)
+        for k in out:
+            small = cv2.resize(s[k], (ws, hs), interpolation=cv2.INTER_AREA)
+            out[k].append(small[None] if small.ndim == 2 else small.transpose(2, 0, 1))
+    return {k: np.ascontiguousarray(np.stack(v), np.float32) for k, v in out.items()}
