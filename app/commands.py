@@ -1,5 +1,6 @@
-"""The product's commands behind `main.py`: `process` (headless matting of a recording), `gui`, `soak`,
-`devices` and `doctor`, plus the engine configuration every matting command builds from its options.
+"""The product's commands behind `main.py`: `process` (headless matting of a recording, or of many
+through `app/many_inputs.py`), `gui`, `soak`, `devices` and `doctor`, plus the engine configuration
+every matting command builds from its options.
 
 Each takes the parsed `argparse.Namespace` and returns an exit code; `main.py` owns the parser and the
 error handling (one sentence, exit code 2 for usage and 1 for runtime problems). The developer tools
@@ -44,7 +45,9 @@ def depth_config(args: argparse.Namespace):
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    """One recording into --out (as always), or many (several inputs, a glob, --list) into --out/<name>/."""
     from engines.batch import FRAMES_CSV, ProcessOptions, process_recording
+    from app.many_inputs import is_many, run_many
 
     if not 0 <= args.post_band <= 256:  # the band's kernel grows with its square: bound it before allocating
         raise usage_error(f"--post-band must be from 0 to 256 pixels, not {args.post_band}.")
@@ -56,7 +59,11 @@ def cmd_process(args: argparse.Namespace) -> int:
         prior_path=args.prior,
         save_prior_path=args.save_prior,
         accept_background=args.accept_background,
+        resume=args.resume,
     )
+    if is_many(args.input, args.list) or args.ray:
+        return run_many(args, engine_config(args), options)
+    (input_path,) = args.input
     out_dir = Path(args.out)
     from tqdm import tqdm
 
@@ -69,20 +76,26 @@ def cmd_process(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     try:
-        summary = process_recording(args.input, out_dir, engine_config(args), options, on_progress)
+        summary = process_recording(input_path, out_dir, engine_config(args), options, on_progress)
     finally:
         for bar in bars.values():
             bar.close()
+    if summary.already_complete:
+        print(f"'{input_path}' is already complete in {out_dir}/ ({summary.resumed} frames, same settings): "
+              "nothing to do (leave out --resume to process it again).")
+        return 0
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     gaps = f"; {summary.describe_gaps()}" if summary.gaps else ""
-    print(f"Processed {summary.frames} frames of '{args.input}' in {summary.seconds:.1f} s "
-          f"(mode {args.mode}, background from {summary.background_description}{gaps}).")
+    kept = f"; {summary.resumed} frames kept from an earlier run" if summary.resumed else ""
+    print(f"Processed {summary.frames} frames of '{input_path}' in {summary.seconds:.1f} s "
+          f"(mode {args.mode}, background from {summary.background_description}{gaps}{kept}).")
     for kind in summary.saved:
         implied = "  (--replace implies it)" if kind == "composite" and options.implied_composite else ""
         print(f"  {kind:<11} {out_dir / kind}/{implied}")
     print(f"  {'frames':<11} {out_dir / FRAMES_CSV}")
-    print("Median milliseconds per frame by stage:")
+    if summary.stage_ms_median:
+        print("Median milliseconds per frame by stage:")
     for stage, ms in summary.stage_ms_median.items():
         print(f"  {stage:<14} {ms:7.2f}")
     return 0

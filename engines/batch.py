@@ -14,10 +14,20 @@ just before it), appended after the frame's images are in place; `ProcessSummary
 missing index runs. Every file is written atomically (`sensors.safe_write`): a killed or failing run
 leaves complete files only. A damaged frame stops the run with one sentence saying how far the
 recording was read; the ground-truth alpha/ of a recording is never opened here (only `eval` reads it).
+
+Resume (`ProcessOptions.resume`): `OUT/run.json` records the settings a run used and whether it
+finished. An input whose record matches and says complete is skipped without opening it; otherwise
+the frames listed in `frames.csv` (rows are appended only after a frame's images are in place) are
+kept and not matted again, so the result is identical to an uninterrupted run. Different settings, or
+no record, start the input afresh. With temporal smoothing the kept frames still go through the
+pipeline (its state depends on them) but are not written again.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import json
 import logging
 import time
 from contextlib import ExitStack
@@ -36,13 +46,14 @@ from sensors.errors import UserError
 from sensors.frame import Frame
 from sensors.image_header import LIMIT_TEXT, too_large
 from sensors.image_io import ImageFolderSource, write_alpha_png, write_color
-from sensors.safe_write import AppendOnlyCsv, prepare_output_folder
+from sensors.safe_write import AppendOnlyCsv, atomic_write_bytes, prepare_output_folder
 from sensors.source import Source, open_source
 
 log = logging.getLogger(__name__)
 
 SAVE_KINDS = ("alpha", "composite", "foreground", "trimap")
 FRAMES_CSV = "frames.csv"
+RUN_RECORD = "run.json"  # the settings of the run that wrote OUT and whether it finished (resume)
 CSV_COLUMNS = ["index", "color_time_s", "depth_time_s", "pair_gap_ms", "missing_before"]
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
@@ -71,6 +82,8 @@ class ProcessOptions:
     prior_path: str | None = None  # a saved BackgroundPrior (.npz)
     save_prior_path: str | None = None
     accept_background: bool = False  # use background frames even when they show a person (a warning then)
+    resume: bool = False  # keep what an earlier run with the same settings wrote (module docstring); implies record_run
+    record_run: bool = False  # write OUT/run.json, so that a later run can resume this one
     implied_composite: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +94,8 @@ class ProcessOptions:
         if not isinstance(self.replace, _Unset) and "composite" not in self.save:
             object.__setattr__(self, "save", tuple(self.save) + ("composite",))
             object.__setattr__(self, "implied_composite", True)
+        if self.resume:
+            object.__setattr__(self, "record_run", True)
 
 
 @dataclass
@@ -92,6 +107,8 @@ class ProcessSummary:
     background_description: str
     warnings: list[str] = field(default_factory=list)
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (first, last) runs of missing source indices
+    resumed: int = 0  # frames an earlier run had written, kept as they were (ProcessOptions.resume)
+    already_complete: bool = False  # an earlier run with the same settings finished: nothing was done
 
     def describe_gaps(self, shown: int = 6) -> str:
         """'frames 6, 9-10 missing in the source' ('' without gaps)."""
@@ -165,12 +182,28 @@ def process_recording(
     engine: EngineConfig,
     options: ProcessOptions,
     on_progress: ProgressCallback | None = None,
+    pipeline: MattingPipeline | None = None,
 ) -> ProcessSummary:
-    """Matte every non-background frame of `input_path` and write the requested outputs under `out_dir`."""
+    """Matte every non-background frame of `input_path` and write the requested outputs under `out_dir`.
+
+    pipeline: a `MattingPipeline` built from `engine` to reuse (its networks stay loaded between
+    recordings; `set_prior` resets its per-stream state); None builds one. Errors the user can act on
+    raise `UserError`; outputs written before an error stay on disk.
+    """
     started = time.perf_counter()
+    settings = run_settings(input_path, engine, options) if options.record_run else None
+    earlier = _earlier_run(out_dir, settings) if options.resume else None
+    if earlier is not None and earlier.get("complete"):
+        return ProcessSummary(frames=0, seconds=time.perf_counter() - started, saved=tuple(options.save),
+                              stage_ms_median={}, background_description="an earlier run",
+                              resumed=int(earlier.get("frames", 0)), already_complete=True)
+    kept_rows = _written_rows(out_dir) if earlier is not None else []
     # The matting engine first: a backend that cannot run (e.g. --post vitmatte without weights) fails
     # before the recording is read, the background built or an output folder made.
-    pipeline = MattingPipeline(engine)
+    if pipeline is None:
+        pipeline = MattingPipeline(engine)
+    elif pipeline.config != engine:
+        raise ValueError("process_recording: the pipeline was built for another EngineConfig")
     warnings: list[str] = []
     with ExitStack() as stack:
         source = stack.enter_context(_without_ground_truth(open_source(input_path)))
@@ -179,8 +212,10 @@ def process_recording(
             raise UserError(f"'{input_path}' has {info.width}x{info.height} frames, larger than the limit of "
                             f"{LIMIT_TEXT}.")
         frames = _ReadTracker(source, input_path)
-        writer = _OutputWriter(out_dir, options, info.width, info.height)  # checks --replace before any work
+        writer = _OutputWriter(out_dir, options, info.width, info.height, kept_rows)  # checks --replace first
         stack.callback(writer.close)
+        if settings is not None:  # after frames.csv is rewritten: a record never vouches for rows of other settings
+            _write_run_record(out_dir, settings, complete=False, frames=len(kept_rows))
         if options.prior_path:
             prior = BackgroundPrior.load(options.prior_path)
             described = f"'{options.prior_path}'"
@@ -213,8 +248,18 @@ def process_recording(
         elif info.frame_count is not None:
             total = info.frame_count
         timings: dict[str, list[float]] = {}
-        done = 0
+        done = resumed = 0
+        kept = {int(row[0]) for row in kept_rows}
+        stateful = engine.temporal_smoothing > 0.0  # the smoother's state depends on every earlier frame
         for frame in frames:
+            if frame.index in kept:
+                if stateful:
+                    pipeline.process(frame.color, frame.depth_m())
+                resumed += 1
+                frames.matted += 1
+                if on_progress:
+                    on_progress("matting", done + resumed, total)
+                continue
             frame_start = time.perf_counter()
             depth_m = frame.depth_m()
             result = pipeline.process(frame.color, depth_m)
@@ -229,9 +274,11 @@ def process_recording(
                 timings.setdefault(stage, []).append(ms)
             done += 1
             if on_progress:
-                on_progress("matting", done, total)
-    if done == 0:
+                on_progress("matting", done + resumed, total)
+    if done + resumed == 0:
         raise UserError(f"'{input_path}' has no frames after the background frames: nothing to matte.")
+    if settings is not None:
+        _write_run_record(out_dir, settings, complete=True, frames=done + resumed)
     return ProcessSummary(
         frames=done,
         seconds=time.perf_counter() - started,
@@ -240,7 +287,58 @@ def process_recording(
         background_description=described,
         warnings=warnings,
         gaps=frames.gaps,
+        resumed=resumed,
     )
+
+
+def _resolved(path: str | None) -> str | None:
+    """An absolute path for files and folders; camera/recording URIs (scheme://) as given."""
+    return path if path is None or "://" in path else str(Path(path).resolve())
+
+
+def run_settings(input_path: str, engine: EngineConfig, options: ProcessOptions) -> dict:
+    """What decides a run's outputs, as JSON-ready values: two runs with equal settings write equal files."""
+    return {
+        "input": _resolved(input_path),
+        "engine": dataclasses.asdict(engine),
+        "save": sorted(options.save),
+        "replace": str(options.replace),
+        "background_frames": options.background_frames,
+        "background_path": _resolved(options.background_path),
+        "prior_path": _resolved(options.prior_path),
+        "accept_background": options.accept_background,
+    }
+
+
+def _earlier_run(out_dir: Path, settings: dict | None) -> dict | None:
+    """`OUT/run.json` of an earlier run with these settings, or None (absent, unreadable or other settings)."""
+    try:
+        record = json.loads((out_dir / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("settings") == settings else None
+
+
+def _written_rows(out_dir: Path) -> list[list[str]]:
+    """frames.csv's complete rows (each ends with a newline and has every column), in file order."""
+    try:
+        text = (out_dir / FRAMES_CSV).read_text()
+    except (OSError, UnicodeDecodeError):
+        return []
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != ",".join(CSV_COLUMNS):
+        return []
+    rows = []
+    for line in lines[1:]:
+        row = next(csv.reader([line]), [])
+        if line.endswith("\n") and len(row) == len(CSV_COLUMNS) and row[0].isdigit():
+            rows.append(row)
+    return rows
+
+
+def _write_run_record(out_dir: Path, settings: dict, complete: bool, frames: int) -> None:
+    record = {"settings": settings, "complete": complete, "frames": frames}
+    atomic_write_bytes(out_dir / RUN_RECORD, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
 
 
 def _check_background(report: CaptureReport, what: str, remedy: str, options: ProcessOptions) -> list[str]:
@@ -257,7 +355,8 @@ def _check_background(report: CaptureReport, what: str, remedy: str, options: Pr
 class _OutputWriter:
     """Writes alpha / composite / foreground / trimap images for one frame into their folders."""
 
-    def __init__(self, out_dir: Path, options: ProcessOptions, width: int, height: int) -> None:
+    def __init__(self, out_dir: Path, options: ProcessOptions, width: int, height: int,
+                 kept_rows: list[list[str]] = ()) -> None:
         self.out_dir = out_dir
         self.save = options.save
         self.background = make_background(options.replace, width, height) if "composite" in self.save else None
@@ -266,6 +365,8 @@ class _OutputWriter:
         for kind in self.save:
             prepare_output_folder(out_dir / kind, root=out_dir)
         self.table = AppendOnlyCsv(out_dir / FRAMES_CSV, CSV_COLUMNS)
+        for row in kept_rows:  # an earlier run's frames (resume): a killed rewrite only loses rows, not files
+            self.table.write(row)
 
     def record(self, frame: Frame, source: Source, missing_before: int) -> None:
         """frames.csv's row for a frame whose images are written."""
