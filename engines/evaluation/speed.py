@@ -8,12 +8,14 @@ the run-time modules never import the scene generator.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from engines.config import DepthConfig
-from engines.matting.background_prior import BackgroundPriorBuilder
+from engines.matting.background_prior import BackgroundPrior, BackgroundPriorBuilder
 from engines.matting.dart_matting import NetworkMatting
 from engines.matting.depth_bayes import (
     LikelihoodTables,
@@ -28,6 +30,19 @@ from engines.matting.depth_bayes import (
 )
 from engines.matting.depth_matting import DepthMatting, work_size
 from engines.synth.scene import SceneConfig, generate_scene
+
+CALIBRATION_SEEDS = (7000, 7001, 7002, 7003)  # generator scenes for INT8 calibration (no evaluation data)
+
+
+def generator_scenes(seeds: tuple[int, ...] = CALIBRATION_SEEDS, width: int = 640, height: int = 480,
+                     background_frames: int = 10, test_frames: int = 6) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Generated RGB-D scenes as lists of (colour uint8 HxWx3 RGB, depth float32 HxW metres): the first
+    `background_frames` of each show the empty scene; for INT8 calibration (`engines.nets.quantize`)."""
+    scenes = []
+    for seed in seeds:
+        config = SceneConfig(width=width, height=height, n_background=background_frames, n_test=test_frames, seed=seed)
+        scenes.append([(f.color, f.depth_m()) for f in generate_scene(config)])
+    return scenes
 
 
 def _synthetic_scene(width: int, height: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -114,3 +129,176 @@ def measure_network_ms(model_dir: str | Path, width: int = 640, height: int = 48
             for key, value in result.timings_ms.items():
                 times.setdefault(key, []).append(value)
     return {key: float(np.median(v)) for key, v in times.items()}
+
+
+# ---- the whole live path (`main.py bench-speed`) ----
+
+PEER_MODEL = "selfie_segmentation_landscape_144x256.onnx"  # MediaPipe selfie segmentation, 256x144 input
+Stage = Callable[[np.ndarray, np.ndarray, np.ndarray, dict], np.ndarray]
+
+
+@dataclass(frozen=True)
+class LivePathConfig:
+    """What `live_path_ms` times.
+
+    recording: an RGB-D recording whose first `background_frames` frames show the empty scene (the demo);
+    frames: frames timed per row (the recording's subject frames, looped); k: refined patches;
+    device: "auto" | "cpu" | "cuda" (`engines.matting.providers.resolve_providers`); precision: "auto" |
+    "float" | "int8" (`engines.matting.dart_matting.network_file`); threads: onnxruntime intra-op threads;
+    peer_dir: the MediaPipe selfie segmentation folder (None or missing: no peer row).
+    """
+
+    recording: Path
+    frames: int = 100
+    k: int = 700
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 2
+    peer_dir: Path | None = None
+    edge_refine: bool = True  # as the app ("Clean edges", on by default)
+
+
+def _read_frames(recording: Path, n: int) -> tuple[list, list[float], int]:
+    """(all frames of the recording, read/decode ms of `n` reads looping over it, background frames)."""
+    from sensors.source import open_source
+
+    frames, times = [], []
+    background = 0
+    while len(times) < n:
+        source = open_source(str(recording))
+        with source:
+            background = source.info.background_frames or 0
+            while len(times) < n:
+                t0 = time.perf_counter()
+                frame = source.read()
+                if frame is None:
+                    break
+                times.append((time.perf_counter() - t0) * 1e3)
+                if len(frames) < (source.info.frame_count or 10**6):
+                    frames.append(frame)
+    return frames, times, background
+
+
+class SelfieSegmentation:
+    """The MediaPipe selfie segmentation peer on onnxruntime: `__call__(color_rgb)` -> float32 HxW person
+    probability in [0, 1] at the frame's size (colour resized to the model's 256x144, mask resized back)."""
+
+    def __init__(self, model: Path, threads: int = 2) -> None:
+        from engines.matting.providers import SessionSettings, open_session
+
+        self.session = open_session(model, ["CPUExecutionProvider"], settings=SessionSettings(intra_op_threads=threads))
+        shape = self.session.get_inputs()[0].shape  # [1, h, w, 3]
+        self.size = (int(shape[2]), int(shape[1]))
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, color_rgb: np.ndarray) -> np.ndarray:
+        import cv2
+
+        small = cv2.resize(color_rgb, self.size, interpolation=cv2.INTER_AREA)
+        x = np.multiply(small, np.float32(1.0 / 255.0), dtype=np.float32)[None]
+        (mask,) = self.session.run(None, {self.input: x})
+        return cv2.resize(mask[0, :, :, 0], (color_rgb.shape[1], color_rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float("nan")
+
+
+def live_path_ms(config: LivePathConfig, compose_factory: Callable[[BackgroundPrior], Stage] | None = None,
+                 outputs: dict[str, Callable[[np.ndarray], object]] | None = None) -> dict[str, float]:
+    """Median milliseconds of every stage a frame takes through the live app in DART mode, on the frames
+    of `config.recording` that show the subject, then engine-only rows of dart, depth and the peer on the
+    same frames in memory, and their ratio (dart / peer, from the medians of this run).
+
+    compose_factory(prior) -> compose(color, depth_m, alpha, timings) -> uint8 HxWx3 output: the app's
+    compositing (`app.fps_probe.live_stages`); outputs: name -> conversion of the output image (virtual
+    webcam, display). Rows "dart: <stage>" come from `NetworkMatting`'s timings; "patches refined" is a count.
+    Raises `UserError` for a recording without empty-scene frames or a device without its provider.
+    """
+    from engines.config import EngineConfig
+    from engines.matting.dart_matting import NetworkMatting
+    from engines.matting.pipeline import MattingBackend, MattingPipeline, _network_result
+    from engines.matting.providers import SessionSettings
+    from sensors.errors import UserError
+
+    all_frames, read_ms, n_background = _read_frames(config.recording, config.frames)
+    if not n_background or len(all_frames) <= n_background:
+        raise UserError(f"The recording {config.recording} says no empty-scene frames (background_frames) are first.")
+    builder = BackgroundPriorBuilder(*all_frames[0].color.shape[:2])
+    for frame in all_frames[:n_background]:
+        builder.add(frame.color, frame.depth_m())
+    prior = builder.build(DepthConfig())
+    subject = [(f.color, f.depth_m()) for f in all_frames[n_background:]]
+    matting = NetworkMatting(EngineConfig().model_dir, k=config.k, device=config.device, precision=config.precision,
+                             session=SessionSettings(intra_op_threads=config.threads))
+    pipeline = MattingPipeline(EngineConfig(mode="rgb-subtract", edge_refine=config.edge_refine))
+    pipeline._backend = MattingBackend(matting, _network_result)  # the dart backend with this run's device/precision
+    pipeline.set_prior(prior)
+    compose = compose_factory(prior) if compose_factory is not None else None
+    rows: dict[str, list[float]] = {"read/decode (colour + depth files)": read_ms, "depth to metres": []}
+    total, subject_px = [], []
+    for i in range(config.frames + 3):
+        frame = all_frames[n_background + i % len(subject)]
+        t0 = time.perf_counter()
+        depth_m = frame.depth_m()
+        t1 = time.perf_counter()
+        result = pipeline.process(frame.color, depth_m)
+        timings = dict(result.timings_ms)
+        output = compose(frame.color, depth_m, result.alpha, timings) if compose is not None else None
+        for name, convert in (outputs or {}).items():
+            t = time.perf_counter()
+            convert(output)
+            timings[f"output: {name}"] = (time.perf_counter() - t) * 1e3
+        t2 = time.perf_counter()
+        if i < 3:  # warm-up
+            continue
+        rows["depth to metres"].append((t1 - t0) * 1e3)
+        for name, ms in timings.items():
+            key = name if name.startswith("output") else f"dart: {name}" if name in _DART_STAGES else name
+            rows.setdefault(key, []).append(ms)
+        rows.setdefault("patches refined (count, not ms)", []).append(float(matting.last_refined))
+        total.append((t2 - t0) * 1e3 + read_ms[min(i - 3, len(read_ms) - 1)])
+        subject_px.append(float((result.alpha > 0.5).mean()))
+    table = {name: _median(v) for name, v in rows.items()}
+    table["dart: total"] = table.pop("dart: total", float("nan"))
+    table["whole live path, one frame after another"] = _median(total)
+    table["subject share of the frame (alpha > 0.5)"] = _median(subject_px)
+    table.update(_engine_only_ms(config, prior, subject, pipeline))
+    return table
+
+
+_DART_STAGES = ("prepare", "student", "posterior", "fusion", "refiner", "total")
+
+
+def _engine_only_ms(config: LivePathConfig, prior: BackgroundPrior, subject: list, dart_pipeline) -> dict[str, float]:
+    """Engine only, frame in memory, the same subject frames: dart (as the app runs it), dart without edge
+    refinement, depth mode, and the MediaPipe peer with the dart / peer ratio."""
+    from engines.config import EngineConfig
+    from engines.matting.pipeline import MattingPipeline
+
+    def timed(run) -> float:
+        times = []
+        for i in range(config.frames + 3):
+            color, depth_m = subject[i % len(subject)]
+            t0 = time.perf_counter()
+            run(color, depth_m)
+            if i >= 3:
+                times.append((time.perf_counter() - t0) * 1e3)
+        return _median(times)
+
+    rows = {"engine only: dart (as the app, edge refinement on)": timed(dart_pipeline.process)}
+    bare = dart_pipeline._edge
+    dart_pipeline._edge = None
+    rows["engine only: dart (MattingPipeline, no edge refinement)"] = timed(dart_pipeline.process)
+    dart_pipeline._edge = bare
+    depth = MattingPipeline(EngineConfig(mode="depth"))
+    depth.set_prior(prior)
+    rows["engine only: depth mode"] = timed(depth.process)
+    peer_model = None if config.peer_dir is None else Path(config.peer_dir) / PEER_MODEL
+    if peer_model is not None and peer_model.is_file():
+        peer = SelfieSegmentation(peer_model, config.threads)
+        rows["engine only: peer MediaPipe selfie segmentation (RGB)"] = timed(lambda c, d: peer(c))
+        rows["ratio dart / peer (no edge refinement)"] = (
+            rows["engine only: dart (MattingPipeline, no edge refinement)"]
+            / rows["engine only: peer MediaPipe selfie segmentation (RGB)"])
+    return rows

@@ -2,7 +2,11 @@
 BGMv2 RGB baseline, on onnxruntime.
 
 Owns `NetworkMatting` (per-prior constants in `set_prior`, one `process` per frame), `DartResult`,
-and `model_paths` (which files a configuration needs); speed: `engines.evaluation.speed`.
+`model_paths` (which files a configuration needs), the choice of INT8 or float files (`network_file`:
+on the CPU a `<name>_int8.onnx` made by `engines.nets.quantize` from the very float file beside it is
+used; GPUs run the float file, in FP16), `choose_downsample` (the base network's c per frame size) and
+`PatchBudget` (refined patches per frame adapted to a time budget, at most k); speed:
+`engines.evaluation.speed`.
 
 Per frame (colour H x W, base resolution h x w = H/c x W/c, c = `downsample`, default 4):
 1. "prepare": colour to float RGB [0, 1], area-downsampled to h x w; depth nearest-resized to h x w;
@@ -41,6 +45,7 @@ from engines.config import DepthConfig
 from engines.matting.depth_bayes import depth_posterior, depth_residual, fuse_error_maps, resize_depth
 from engines.matting.depth_evidence import DepthEvidence
 from engines.matting.onnx_inference import PATCH
+from engines.matting.providers import SessionSettings, is_gpu, resolve_providers
 from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,11 @@ STUDENT_FILE = "student.onnx"
 DISTILLED_STUDENT_FILE = "student_distilled.onnx"  # DART eq. 3 student, for the distillation comparison
 REFINER_FILES = {"dart": "refiner_dart.onnx", "rgb": "refiner_rgb.onnx"}
 REGENERATE_HINT = "run `python main.py train --out {dir}` to train and export the models"
+INT8_SUFFIX = "_int8.onnx"  # engines.nets.quantize writes student_int8.onnx next to student.onnx
+FLOAT_SHA256_KEY = "float_sha256"  # INT8 model metadata: SHA-256 of the float file it was quantised from
+PRECISIONS = ("auto", "float", "int8")
+QUANTIZE_HINT = "run `python main.py bench-speed --quantize-to {dir}` to make the INT8 models"
+BASE_WIDTH_MAX = 256  # choose_downsample: the base network's input is at most this wide (640x480 -> c = 4)
 
 
 @dataclass
@@ -105,6 +115,97 @@ def model_paths(model_dir: str | Path, variant: str = "dart", use_error_map_corr
     return [Path(model_dir) / f for f in files]
 
 
+def int8_path(path: Path) -> Path:
+    """student.onnx -> student_int8.onnx in the same folder."""
+    return path.with_name(path.name[: -len(".onnx")] + INT8_SUFFIX)
+
+
+def _int8_source_hash(path: Path) -> str | None:
+    import onnx
+
+    try:
+        props = onnx.load(str(path), load_external_data=False).metadata_props
+    except Exception:  # a corrupt file: reported by _check_model_file when it is used
+        return None
+    return next((p.value for p in props if p.key == FLOAT_SHA256_KEY), None)
+
+
+def network_file(path: Path, precision: str = "auto", gpu: bool = False) -> Path:
+    """The file to load for the float model `path`: its INT8 copy or `path` itself.
+
+    precision "float": `path`. "auto": the INT8 copy on the CPU when it exists and was made from this very
+    float file (SHA-256 in its metadata), else `path` (a stale copy is logged and skipped). "int8": the
+    INT8 copy, `UserError` when it is missing or stale.
+    """
+    if precision not in PRECISIONS:
+        raise UserError(f"Unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}.", 2)
+    if precision == "float" or (precision == "auto" and gpu):
+        return path
+    quantized = int8_path(path)
+    hint = QUANTIZE_HINT.format(dir=path.parent)
+    if not quantized.is_file():
+        if precision == "int8":
+            raise UserError(f"Model file {quantized} is missing; {hint}.")
+        return path
+    import hashlib
+
+    if path.is_file() and _int8_source_hash(quantized) != hashlib.sha256(path.read_bytes()).hexdigest():
+        if precision == "int8":
+            raise UserError(f"Model file {quantized} was made from another {path.name}; {hint}.")
+        log.warning("%s was made from another %s: using the float model", quantized.name, path.name)
+        return path
+    return quantized
+
+
+def choose_downsample(width: int, height: int, max_base_width: int = BASE_WIDTH_MAX) -> int:
+    """The base network's downsampling c for a frame size: the smallest power of two >= 4 that makes the
+    base input at most `max_base_width` pixels wide (and high), so the network sees subjects at the scale
+    it was trained on (640x480 -> 4, 1280x720 -> 8, 3840x2160 -> 16) and its cost stays bounded."""
+    c = 4
+    while max(width, height) / c > max_base_width:
+        c *= 2
+    return c
+
+
+@dataclass(frozen=True)
+class PatchBudget:
+    """Refined patches per frame adapted to a time budget (BGMv2's sampling mode bounds the cost by k).
+
+    frame_ms: milliseconds the whole `NetworkMatting.process` may take; after each frame the next frame's
+    patch count is (frame_ms - the other stages' ms) / (refiner ms per patch), both running means, kept
+    within [min_k, k]. smoothing: weight of the newest frame in the running means (0, 1].
+    """
+
+    frame_ms: float
+    min_k: int = 100
+    smoothing: float = 0.2
+
+
+class _AdaptiveK:
+    """The patch count of the next frame under a `PatchBudget` (k_max without one)."""
+
+    def __init__(self, k_max: int, budget: PatchBudget | None) -> None:
+        self.k_max, self.budget = int(k_max), budget
+        self.k = self.k_max
+        self._other_ms: float | None = None
+        self._patch_ms: float | None = None
+
+    def update(self, other_ms: float, refiner_ms: float, refined: int) -> int:
+        """Record a frame (stages other than the refiner, the refiner, patches refined); the next k."""
+        b = self.budget
+        if b is None:
+            return self.k
+        s = b.smoothing
+        mean = lambda old, new: new if old is None else (1 - s) * old + s * new  # noqa: E731
+        self._other_ms = mean(self._other_ms, other_ms)
+        if refined > 0:
+            self._patch_ms = mean(self._patch_ms, refiner_ms / refined)
+        if self._patch_ms:
+            room = (b.frame_ms - self._other_ms) / self._patch_ms
+            self.k = int(min(self.k_max, max(min(b.min_k, self.k_max), room)))
+        return self.k
+
+
 def _check_model_file(path: Path) -> None:
     """A missing, empty or non-ONNX file raises `UserError` naming it and how to regenerate it."""
     hint = REGENERATE_HINT.format(dir=path.parent)
@@ -135,10 +236,14 @@ class NetworkMatting:
     model_dir: folder with student.onnx, refiner_dart.onnx, refiner_rgb.onnx (`main.py train`).
     variant: "dart" or "rgb" (module docstring). config: DART's depth parameters (beta, d_max, ...).
     use_error_map_correction, use_depth_refiner, refiner: the ablations (module docstring).
-    k: refined patches per frame (top-k of the selection map). providers: onnxruntime providers
-    (None = TensorRT > CUDA > CPU, those installed). intra_op_threads: CPU threads per operator.
-    downsample: c, the base network's downsampling (full size must be a multiple of 4 and of c).
+    k: refined patches per frame (top-k of the selection map), the most a `patch_budget` allows.
+    providers: onnxruntime providers (None: those of `device`, "auto" = TensorRT > CUDA > CPU, those
+    installed; "cuda" without a GPU provider raises `UserError`). intra_op_threads: CPU threads per operator.
+    downsample: c, the base network's downsampling (None: `choose_downsample` for the prior's size).
     student_file: the base network's file name in model_dir (`DISTILLED_STUDENT_FILE` for the eq. 3 student).
+    precision: "auto" (INT8 files on the CPU when made from these float files), "float" or "int8"
+    (`network_file`). session: onnxruntime settings (spinning off; FP16 and IO binding on GPUs).
+    patch_budget: adapt the patch count to a time per frame (None: always k).
     Missing or corrupt model files raise `UserError` naming the file.
     """
 
@@ -153,21 +258,34 @@ class NetworkMatting:
         k: int = 700,
         providers: list[str] | None = None,
         intra_op_threads: int | None = 2,
-        downsample: int = 4,
+        downsample: int | None = None,
         student_file: str = STUDENT_FILE,
+        precision: str = "auto",
+        device: str = "auto",
+        session: SessionSettings = SessionSettings(),
+        patch_budget: PatchBudget | None = None,
     ) -> None:
         from engines.matting.onnx_inference import OnnxMatting
 
         self.config = config
         self.variant = variant
-        self.downsample = int(downsample)
+        self._fixed_downsample = None if downsample is None else int(downsample)
+        self.downsample = self._fixed_downsample or 4
         self._plan = _plan(variant, use_error_map_correction, use_depth_refiner, refiner)
+        providers = list(providers) if providers else resolve_providers(device)
         files = model_paths(model_dir, variant, use_error_map_correction, use_depth_refiner, refiner, student_file)
         for path in files:
             _check_model_file(path)
+        chosen = [network_file(path, precision, is_gpu(providers)) for path in files]
+        for path, float_path in zip(chosen, files):
+            if path != float_path:
+                _check_model_file(path)
+        self.files = files = chosen
+        self._patches = _AdaptiveK(k, patch_budget)
+        self.last_refined = 0  # patches the refiner recomputed in the last frame
         try:
             self._onnx = OnnxMatting(files[0], files[1] if len(files) > 1 else None, mode="topk", k=k,
-                                     providers=providers, intra_op_threads=intra_op_threads)
+                                     providers=providers, intra_op_threads=intra_op_threads, settings=session)
         except UserError as exc:
             raise UserError(f"{exc} ({REGENERATE_HINT.format(dir=Path(model_dir))})") from exc
         if self._onnx.base_aux:
@@ -192,7 +310,7 @@ class NetworkMatting:
         from engines.matting.onnx_inference import downsample_area, resize_linear
 
         self._input_shape = prior.shape
-        c = self.downsample
+        c = self.downsample = self._fixed_downsample or choose_downsample(prior.shape[1], prior.shape[0])
         prior = _pad_prior(prior, math.lcm(PATCH, c))  # any frame size: edge-padded, cropped back in `process`
         h_full, w_full = prior.shape
         h, w = h_full // c, w_full // c
@@ -237,7 +355,7 @@ class NetworkMatting:
         h, w = s.base_shape
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        src = color_rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+        src = np.multiply(color_rgb, np.float32(1.0 / 255.0), dtype=np.float32)  # one float copy, no temporary
         src_small = downsample_area(src, (h, w))
         t1 = time.perf_counter()
         coarse = self._onnx.run_base(src_small, s.plate_small)
@@ -262,6 +380,7 @@ class NetworkMatting:
                 np.fmax(live, 0.0, out=live)  # fmax / fmin also map NaN to the bound
                 np.fmin(live, 1.0, out=live)
                 aux = [live, s.background_aux]
+            self._onnx.k = self._patches.k
             refined = self._onnx.refine(src, s.plate_full, coarse, selection, aux, bgr_half=s.plate_half,
                                         with_foreground=False)
             alpha, selected = refined.pha, refined.selected
@@ -277,6 +396,8 @@ class NetworkMatting:
         timings["fusion"] = (t4 - t3) * 1e3
         timings["refiner"] = (t5 - t4) * 1e3
         timings["total"] = (t5 - t0) * 1e3
+        self.last_refined = int(selected.sum())
+        self._patches.update(timings["total"] - timings["refiner"], timings["refiner"], self.last_refined)
         return DartResult(
             alpha=np.ascontiguousarray(alpha, dtype=np.float32),
             error_map=np.ascontiguousarray(selection, dtype=np.float32),

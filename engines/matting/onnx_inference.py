@@ -1,9 +1,9 @@
 """ONNX Runtime inference of the base network and the refiner (run time: no torch here).
 
-Owns: `create_session` (provider preference TensorRT > CUDA > CPU, limited to those installed; logs
-each model's inputs and outputs; a missing or corrupt file raises `UserError`), the numpy mirror of
+Owns: the numpy mirror of
 the refiner's selection / crop / replace (vectorised, equal to `engines.nets.refiner`), `OnnxMatting`,
-which runs both models on one frame, and `benchmark` (their milliseconds). The models are written by
+which runs both models on one frame (sessions from `engines.matting.providers`: TensorRT > CUDA > CPU,
+IO binding on GPUs), and `benchmark` (their milliseconds). The models are written by
 `engines.nets.onnx_export`; the patch geometry below is the contract between the two.
 
 Model spec (float32; N, h, w, K dynamic):
@@ -26,11 +26,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sensors.errors import UserError
+from engines.matting.providers import (  # noqa: F401  (re-exported: the session API's old home)
+    PROVIDER_PREFERENCE,
+    SessionSettings,
+    available_providers,
+    bind,
+    describe_session,
+    open_session,
+)
 
 log = logging.getLogger(__name__)
 
-PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 BASE_INPUTS = ("src", "bgr", "aux")
 BASE_OUTPUTS = ("pha", "fgr_res", "err", "hid")
 REFINER_INPUTS = ("patch_coarse", "patch_half_img", "patch_full")
@@ -40,44 +46,12 @@ CONTEXT_HALF = 3  # context around the 2x2 core at 1/2 resolution -> 8x8 crop
 CONTEXT_FULL = 2  # context around the 4x4 core at full resolution -> 8x8 crop
 
 
-def available_providers(preference: tuple[str, ...] = PROVIDER_PREFERENCE) -> list[str]:
-    """The providers of `preference` that this onnxruntime build offers, in preference order (CPU fallback)."""
-    import onnxruntime as ort
-
-    have = set(ort.get_available_providers())
-    return [p for p in preference if p in have] or ["CPUExecutionProvider"]
-
-
-def describe_session(session) -> str:
-    """One line per model input and output: name, shape, element type."""
-    lines = [f"  in  {i.name} {i.shape} {i.type}" for i in session.get_inputs()]
-    lines += [f"  out {o.name} {o.shape} {o.type}" for o in session.get_outputs()]
-    return "\n".join(lines)
-
-
-def create_session(path: str | Path, providers: list[str] | None = None, intra_op_threads: int | None = None):
-    """An onnxruntime InferenceSession for `path` on the preferred available providers.
-
-    providers: explicit preference list (filtered to the available ones) or None for TensorRT > CUDA > CPU.
-    intra_op_threads: CPU threads per operator (None = onnxruntime's default). Thread spinning is off.
-    A missing or unreadable model raises `UserError`.
-    """
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Model file {path} does not exist; check the path or export the model first.")
-    chosen = available_providers(tuple(providers) if providers else PROVIDER_PREFERENCE)
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if intra_op_threads is not None:
-        options.intra_op_num_threads = int(intra_op_threads)
-        options.inter_op_num_threads = 1
-    try:
-        session = ort.InferenceSession(str(path), options, providers=chosen)
-    except Exception as exc:  # onnxruntime raises InvalidProtobuf / Fail / InvalidGraph for a bad file
-        raise UserError(f"Model file {path} is corrupt or not a valid ONNX model.") from exc
-    log.info("loaded %s on %s\n%s", path.name, session.get_providers(), describe_session(session))
+def create_session(path: str | Path, providers: list[str] | None = None, intra_op_threads: int | None = None,
+                   settings: SessionSettings | None = None):
+    """`engines.matting.providers.open_session`, logging the model's inputs and outputs: an onnxruntime
+    InferenceSession on the preferred available providers; a missing or corrupt file raises `UserError`."""
+    session = open_session(path, providers, intra_op_threads, settings)
+    log.info("loaded %s on %s\n%s", Path(path).name, session.get_providers(), describe_session(session))
     return session
 
 
@@ -208,7 +182,8 @@ class OnnxMatting:
         refiner_path: exported refiner patch model, or None (coarse outputs are only upsampled).
         mode, k, threshold, prevent_oversampling: patch selection as in `RefinerConfig`.
         providers: onnxruntime providers (None = TensorRT > CUDA > CPU, the available ones).
-        intra_op_threads: CPU threads per operator (None = onnxruntime's default).
+        intra_op_threads: CPU threads per operator (None = onnxruntime's default, or settings').
+        settings: `engines.matting.providers.SessionSettings` (threads, spinning, FP16 and IO binding on GPUs).
     """
 
     def __init__(
@@ -221,9 +196,13 @@ class OnnxMatting:
         prevent_oversampling: bool = True,
         providers: list[str] | None = None,
         intra_op_threads: int | None = None,
+        settings: SessionSettings | None = None,
     ):
-        self.base = create_session(base_path, providers, intra_op_threads)
-        self.refiner = create_session(refiner_path, providers, intra_op_threads) if refiner_path is not None else None
+        settings = settings or SessionSettings(intra_op_threads=None)
+        self.base = bind(create_session(base_path, providers, intra_op_threads, settings), settings)
+        self.refiner = None
+        if refiner_path is not None:
+            self.refiner = bind(create_session(refiner_path, providers, intra_op_threads, settings), settings)
         inputs = {i.name: i for i in self.base.get_inputs()}
         self.base_aux = int(inputs["aux"].shape[1]) if "aux" in inputs else 0
         self.refiner_aux = int(self.refiner.get_inputs()[2].shape[3]) - 6 if self.refiner is not None else 0
