@@ -5,7 +5,8 @@ own thread, the frame source (through `sensors.frame_queue.FrameQueue`, whose re
 thread), the `MattingPipeline`, the replacement background, the background capture, the scene
 change monitor, and the virtual camera and recorder (`app.outputs.Outputs`).
 
-Post-matting never runs in the live path: `app.post_output.PostOutput` refines the newest matted frame
+A frame is matted on the engine thread and composited and sent out on an output stage thread
+(`app.live_pipeline`), so the two overlap. Post-matting never runs in the live path: `app.post_output.PostOutput` refines the newest matted frame
 on its own thread into `EngineSnapshot.post_output`, a few frames behind the live `output`.
 
 Talking to it (any thread, never blocking):
@@ -35,18 +36,15 @@ from app.capture import BackgroundCapture, set_camera_auto
 from app.engine_state import (
     FPS_WINDOW,
     EngineSnapshot,
-    EngineStats,
-    PostStats,
     WorkerOptions,
     release_freed_memory,
     replace_config,
-    running_fps,
 )
 from app import events as ev
 from app.events import EngineEvent, describe
+from app.live_pipeline import LiveFrames, OutputStage
 from app.outputs import Outputs
 from app.post_output import PostOutput, post_key
-from app.post_worker import PostJob
 from app.recorder import RecordOptions
 from app.scene_monitor import SceneChangeMonitor
 from engines.matting.background_prior import BackgroundPrior, CaptureReport
@@ -59,7 +57,7 @@ from sensors.source import SourceInfo
 
 log = logging.getLogger(__name__)
 
-class EngineWorker:
+class EngineWorker(LiveFrames):
     """Engine thread; see the module docstring. Call `start()` once and `stop()` when done."""
 
     def __init__(self, config: EngineConfig, background: str = "blur", blur_sigma_px: float = 12.0,
@@ -73,6 +71,7 @@ class EngineWorker:
         self._background_args: tuple[str, float] | None = None  # the last background that worked
         self._post: PostOutput | None = None  # post-matting thread and composite (config.post != "none")
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._stage = OutputStage(lambda exc: self._emit(ev.ERROR, f"Compositing failed: {describe(exc)}"))
         self._latest: EngineSnapshot | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="EngineWorker", daemon=True)
@@ -198,6 +197,7 @@ class EngineWorker:
     def _engine_failed(self, frame: Frame, exc: Exception) -> None:
         """Said once: a network mode falls back to 'depth' (ev.MODE_CHANGED); 'depth' keeps trying, quietly."""
         log.exception("processing frame %d failed", frame.index)
+        self._stage.drain()
         mode = self._config.mode
         if mode != "depth":
             self._set_config(replace_config(self._config, mode="depth"))
@@ -225,6 +225,7 @@ class EngineWorker:
             self._guarded(command)
 
     def _guarded(self, command: Callable[[], None]) -> None:
+        self._stage.drain()  # commands change what the output stage uses (app.live_pipeline)
         try:
             command()
         except Exception as exc:
@@ -232,6 +233,7 @@ class EngineWorker:
             self._emit(ev.ERROR, describe(exc))
 
     def _shutdown(self) -> None:
+        self._stage.close()
         self._close_source()
         self._stop_post()
         self._outputs.close()
@@ -433,64 +435,3 @@ class EngineWorker:
         except Exception as exc:
             action = "unlock" if enabled else "lock"
             self._emit(ev.ERROR, f"Could not {action} the camera's exposure and white balance: {describe(exc)}")
-
-    # frames --------------------------------------------------------------------------------------------
-    def _process(self, frame: Frame) -> None:
-        now = time.monotonic()
-        capture = self._capture
-        depth_m = frame.depth_m()
-        capturing = capture is not None and capture.collecting(now)
-        if capture is not None and capture.step(frame.color, depth_m, now):
-            self._finish_capture()
-            capturing = True  # this frame was a background frame
-        result = None
-        output = frame.color
-        timings: dict[str, float] = {}
-        if self._prior is not None and not capturing:
-            try:
-                result = self._pipeline.process(frame.color, depth_m)
-            except UserError as exc:  # e.g. the camera changed resolution: this prior no longer fits
-                self._prior = None
-                self._emit(ev.ERROR, str(exc))
-            if result is not None:
-                self._failing = False
-                timings = dict(result.timings_ms)
-                output = self._compositor.compose(frame.color, depth_m, result.alpha, timings)
-                self._matted += 1
-                if self._monitor.update(self._prior, depth_m, result.alpha):
-                    self._emit(ev.SCENE_CHANGED, "The background looks different from the captured one: "
-                                              "capture it again (B).")
-        self._seq += 1
-        if self._post is not None and result is not None:
-            self._post.submit(PostJob(self._seq, frame.index, frame.color, depth_m, result))
-        self._shown += 1
-        done = time.perf_counter()
-        self._done_times.append(done)
-        queue_stats = self._frames.stats() if self._frames is not None else None
-        stats = EngineStats(
-            fps=running_fps(self._done_times),
-            timings_ms=timings,
-            dropped=queue_stats.dropped if queue_stats else 0,
-            latency_ms=queue_stats.latency_ms_median if queue_stats else None,
-            matted=self._matted,
-            shown=self._shown,
-        )
-        fps = self._info.fps if self._info is not None and self._info.fps > 0 else 30.0
-        self._outputs.feed(frame, output, fps, background=capturing)  # the recorder counts background frames
-        post_output, post_stats = None, None
-        if self._post is not None and result is None:
-            post_stats = PostStats(dropped=self._post.dropped)
-        elif self._post is not None:  # after the live outputs: compositing a post result must not delay them
-            post_stats = self._post.follow(self._seq, self._config.max_subject_distance_m)
-            post_output = self._post.output
-        self._latest = EngineSnapshot(
-            seq=self._seq, frame=frame, depth_m=depth_m, result=result, output=output, stats=stats,
-            capture=self._capture.progress(now) if self._capture is not None else None,
-            has_prior=self._prior is not None, info=self._info, source_uri=self._uri or "",
-            post_output=post_output, post_stats=post_stats,
-        )
-        limit = self.options.stop_after_matted
-        if limit is not None and self._matted >= limit and not self._finished:
-            self._finished = True
-            self._close_source()
-            self._emit(ev.FINISHED, f"Processed {self._matted} frames.")
