@@ -242,7 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     from engines.matting.post_matting import KINDS as POST_KINDS
 
     parser = Parser(prog="main.py", description="Live background replacement with an RGB-D camera (DART).")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks, debug logging and native "
+                        "libraries' messages on the terminal (default: off)")
+    parser.add_argument("--log", metavar="FILE", type=Path, help="append the debug log and native libraries' messages "
+                        "(libjpeg, OpenCV, RealSense) to FILE (default: none; headless commands drop those messages)")
     parser.set_defaults(run=cmd_demo)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
 
@@ -418,11 +421,16 @@ def main(argv: list[str] | None = None) -> int:
                 if handlers else None)
     try:
         args = build_parser().parse_args(argv)
-        if handlers and (args.run in (cmd_gui, cmd_soak) or (args.run is cmd_demo and has_display())):
+        window = args.run in (cmd_gui, cmd_soak) or (args.run is cmd_demo and has_display())
+        if handlers and window:
             signal.signal(signal.SIGTERM, previous[1] or signal.SIG_DFL)  # the Qt window: default (quits at once)
-        logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                            format="%(levelname)s %(name)s: %(message)s")
-        return args.run(args)
+        from app.native_log import configure_logging, native_messages_to
+
+        configure_logging(args.debug, args.log)
+        if args.debug or window:  # a window's native messages are Qt's own, routed to logging
+            return args.run(args)
+        with native_messages_to(args.log):
+            return args.run(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
