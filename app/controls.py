@@ -1,9 +1,11 @@
-"""Side-panel controls: matting engine options, view mode and replacement background.
+"""Side-panel controls: matting engine options, view mode, replacement background and "Adapt to me".
 
 Each panel edits the window's `AppSettings` in place and emits one signal saying what changed:
 `EngineControls.engine_changed` (mode, refiner, post-matting, depth gate, smoothing),
 `EngineControls.view_changed(view)`, `BackgroundControls.background_changed` (settings.background
-and settings.blur_sigma_px are the new choice). No engine or worker knowledge here.
+and settings.blur_sigma_px are the new choice), `AdaptControls.adapt_requested` / `cancel_requested`
+(the window runs `app.adapt_worker.SceneAdapter` and shows its state with `show_status`). No engine or
+worker knowledge here.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListView,
+    QProgressBar,
     QPushButton,
     QSlider,
     QWidget,
@@ -53,6 +56,9 @@ HIDDEN_MODES = ("rgb-subtract",)  # offered only when it is the saved setting
 REFINER_TIP = ("Recompute the most uncertain 4x4 patches at full resolution with the refiner network "
                "(finer hair and edges, about 15 ms more a frame).")
 REFINER_OFF = "Only the network modes (DART networks, Colour networks) use it."
+ADAPT_TIP = ("After capturing the background, stay in view for a short take: the networks then learn you and "
+             "your room in the background (a few minutes, the app keeps running). Used by the network modes; "
+             "kept for this camera or recording and restored next time.")
 POST_MATTING_TIP = ("Closed-form matting on a thin band along the edges, on its own thread: finer hair and "
                     "edges in the Composite view, a few frames late. The virtual webcam and recordings keep "
                     "the live matte.")
@@ -307,3 +313,43 @@ class BackgroundControls(QGroupBox):
 
     def _pick_video(self) -> None:
         self._pick_file("Videos", VIDEO_EXTENSIONS)
+
+
+class AdaptControls(QGroupBox):
+    """"Adapt to me": start and cancel buttons, a progress bar with the estimated time left, one line of state."""
+
+    adapt_requested = Signal()
+    cancel_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Adapt to me", parent)
+        self.button = QPushButton("Adapt to me")
+        self.button.setToolTip(ADAPT_TIP)
+        self.cancel = QPushButton("Cancel")
+        self.cancel.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setVisible(False)
+        self.label = QLabel("")
+        self.label.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.button, 1)
+        row.addWidget(self.cancel)
+        layout = QFormLayout(self)
+        layout.addRow(row)
+        layout.addRow(self.progress)
+        layout.addRow(self.label)
+        self.button.clicked.connect(self.adapt_requested)
+        self.cancel.clicked.connect(self.cancel_requested)
+
+    def show_status(self, busy: bool, fraction: float, eta_s: float | None, message: str, can_start: bool) -> None:
+        """busy: a take or an adaptation runs; fraction in [0, 1]; eta_s: seconds left (None: unknown)."""
+        self.button.setEnabled(can_start and not busy)
+        self.cancel.setEnabled(busy)
+        self.progress.setVisible(busy)
+        self.progress.setValue(int(round(100 * fraction)))
+        if busy and eta_s is not None:
+            minutes, seconds = divmod(int(max(eta_s, 0.0)), 60)
+            self.progress.setFormat(f"%p% · about {minutes} min {seconds:02d} s left")
+        if self.label.text() != message:
+            self.label.setText(message)

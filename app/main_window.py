@@ -34,11 +34,12 @@ from PySide6.QtWidgets import (
 
 from app import events as ev
 from app import help_dialogs
+from app.adapt_worker import ADAPTING, DONE, TAKE, SceneAdapter
 from app.backgrounds import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from app.capture import COUNTDOWN
 from app.capture_panel import CapturePanel, failure_dialog
-from app.controls import BackgroundControls, EngineControls
-from app.engine_state import FPS_WINDOW, EngineSnapshot, WorkerOptions, running_fps
+from app.controls import AdaptControls, BackgroundControls, EngineControls
+from app.engine_state import FPS_WINDOW, EngineSnapshot, WorkerOptions, replace_config, running_fps
 from app.engine_worker import EngineWorker
 from app.events import EngineEvent
 from app.message_bar import MessageBar
@@ -90,6 +91,9 @@ class MainWindow(QMainWindow):
         self.capture_panel = CapturePanel(settings)
         self.engine_controls = EngineControls(settings)
         self.background_controls = BackgroundControls(settings)
+        self.adapter = SceneAdapter(worker_options.scene_store)  # "Adapt to me" (issue 15)
+        self.adapt_controls = AdaptControls()
+        self._models_in_use: str | None = None  # the adapted networks' folder the engine uses, if any
         self._build_layout()
         self._build_actions()
         self._build_status_bar()
@@ -98,7 +102,9 @@ class MainWindow(QMainWindow):
         self.source_picker.source_chosen.connect(self.open_source)
         self.capture_panel.capture_requested.connect(self.capture_background)
         self._engine_timer = QTimer(self, singleShot=True, interval=ENGINE_DEBOUNCE_MS)
-        self._engine_timer.timeout.connect(lambda: self.worker.set_engine_config(settings.engine_config()))
+        self._engine_timer.timeout.connect(lambda: self.worker.set_engine_config(self._engine_config()))
+        self.adapt_controls.adapt_requested.connect(lambda: self.adapter.start(self._uri))
+        self.adapt_controls.cancel_requested.connect(self.adapter.cancel)
         self.engine_controls.engine_changed.connect(self._engine_timer.start)
         self.engine_controls.view_changed.connect(lambda _view: self._redraw())
         self.background_controls.background_changed.connect(self._background_changed)
@@ -116,7 +122,7 @@ class MainWindow(QMainWindow):
         top.addWidget(self.source_picker, 1)
         side = QWidget()
         side_layout = QVBoxLayout(side)
-        for panel in (self.capture_panel, self.engine_controls, self.background_controls):
+        for panel in (self.capture_panel, self.adapt_controls, self.engine_controls, self.background_controls):
             side_layout.addWidget(panel)
         side_layout.addStretch(1)
         scroll = QScrollArea()
@@ -245,6 +251,24 @@ class MainWindow(QMainWindow):
     def set_background(self, spec: str) -> None:
         self.background_controls.choose(spec)
 
+    def _engine_config(self):
+        """The settings' engine configuration, with the networks adapted to this scene when there are some."""
+        store = self.adapter.store
+        adapted = store.adapted_models(self._uri) if store is not None and self._uri else None
+        self._models_in_use = str(adapted) if adapted is not None else None
+        config = self.settings.engine_config()
+        return replace_config(config, model_dir=self._models_in_use) if adapted is not None else config
+
+    def _follow_adaptation(self, snapshot: EngineSnapshot | None) -> None:
+        """Feed the take, show the adaptation's progress, and put newly adapted networks in use."""
+        self.adapter.feed(snapshot)
+        status = self.adapter.status()
+        if status.state == DONE and status.models_dir is not None and self._models_in_use != str(status.models_dir):
+            self.worker.set_engine_config(self._engine_config())
+        can_start = self.adapter.available and snapshot is not None and snapshot.has_prior
+        self.adapt_controls.show_status(status.state in (TAKE, ADAPTING), status.fraction, status.eta_s,
+                                        status.message, can_start)
+
     def _toggle_recording(self, on: bool) -> None:
         if not on:
             self.worker.stop_recording()
@@ -267,6 +291,7 @@ class MainWindow(QMainWindow):
         snapshot = self.worker.latest()
         if snapshot is not None and snapshot.seq != self._shown_seq:
             self._show(snapshot)
+        self._follow_adaptation(snapshot)
         self.status.tick()
 
     def _redraw(self) -> None:
@@ -304,6 +329,9 @@ class MainWindow(QMainWindow):
         if kind == ev.SOURCE_OPENED:
             if self._opening:
                 self.settings.last_source = self._opening.popleft()
+            previous, config = self._models_in_use, self._engine_config()
+            if self._models_in_use != previous:  # this scene's adapted networks, or back to the generic ones
+                self.worker.set_engine_config(config)
             self.message_bar.clear("source")
             self.statusBar().showMessage(event.message, 5000)
         elif kind == ev.SOURCE_ERROR:
@@ -428,6 +456,7 @@ class MainWindow(QMainWindow):
         """Stop the timer and the engine (within 1 s); True when every thread ended."""
         self._timer.stop()
         self._engine_timer.stop()
+        self.adapter.stop()
         return self.worker.stop(timeout=1.0)
 
     def closeEvent(self, event) -> None:  # noqa: N802

@@ -1,4 +1,5 @@
-"""Where captured background priors live: one .npz per camera or recording.
+"""Where captured background priors live: one .npz per camera or recording, and beside it the networks
+adapted to that scene ("Adapt to me", `app.adapt_worker`): `root/<scene key>.models/`.
 
 `SceneStore(root)` keeps `root/<scene key>.npz`. The key of a camera URI ("realsense://123") is the
 sanitised URI; the key of a recording is its folder/file name plus a short hash of its absolute
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import shutil
 from pathlib import Path
 
 from engines.matting.background_prior import BackgroundPrior
@@ -70,4 +73,34 @@ class SceneStore:
         return prior
 
     def forget(self, source_uri: str) -> None:
+        """Drop the stored background and the networks adapted to it."""
         self.path_for(source_uri).unlink(missing_ok=True)
+        shutil.rmtree(self.models_dir(source_uri), ignore_errors=True)
+
+    # -- networks adapted to the scene ---------------------------------------------------------------
+    def models_dir(self, source_uri: str) -> Path:
+        return self.root / f"{scene_key(source_uri)}.models"
+
+    def take_path(self, source_uri: str) -> Path:
+        """Where the take of an adaptation waits for the adapting process (deleted afterwards)."""
+        return self.root / f"{scene_key(source_uri)}.take.npz"
+
+    def adapted_models(self, source_uri: str) -> Path | None:
+        """The scene's adapted model folder when it holds a complete set (student and DART refiner)."""
+        folder = self.models_dir(source_uri)
+        if all((folder / name).is_file() for name in ("student.onnx", "refiner_dart.onnx")):
+            return folder
+        return None
+
+    def install_models(self, source_uri: str, staging: Path) -> Path:
+        """Make the finished model folder `staging` the scene's (renames: the old set stays complete until
+        the new one is in place). Returns the scene's model folder."""
+        target = self.models_dir(source_uri)
+        old = target.with_suffix(".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("adapted networks of %s installed in %s", source_uri, target)
+        return target

@@ -219,8 +219,9 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
     check()
     kept = np.flatnonzero(labels.kept)
     if len(kept) < 2:
-        raise UserError(f"The teacher was unsure on {len(take) - len(kept)} of the take's {len(take)} frames "
-                        "(too few left to learn from): stay in full view of the camera and try again.", 1)
+        why = "; ".join(sorted(set(labels.dropped.values())))[:200]
+        raise UserError(f"The teacher was unsure on {len(take) - len(kept)} of the take's {len(take)} frames ({why}), "
+                        "too few left to learn from: stay in full view of the camera and try again.", 1)
     n_hold = max(1, int(round(config.holdout_fraction * len(kept))))
     train_idx, hold_idx = kept[:-n_hold], kept[-n_hold:]
     seconds["teacher"] = time.perf_counter() - t0

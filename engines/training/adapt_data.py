@@ -109,7 +109,7 @@ class TeacherConfig:
     """The offline teacher and how its doubt is handled.
 
     post: post-matting on the depth-derived trimap ("closed-form"; "vitmatte" needs `vitmatte_dir`).
-    band_px: widening of the trimap's unknown band (pixels). A frame is dropped when its unknown band
+    band_px: widening of the trimap's unknown band (pixels at 640 px width, scaled with the frame). A frame is dropped when its unknown band
     covers more than `max_unknown_fraction` of the image or depth is missing on more than
     `max_hole_fraction` of the region around the subject. Pixel weights: `unknown_weight` inside the
     unknown band (the teacher's own estimate), `hole_weight` where depth is missing (the trimap there
@@ -137,9 +137,10 @@ class TeacherLabels:
     ms_per_frame: float
 
 
-def teacher_engine(config: TeacherConfig, depth: DepthConfig = DepthConfig()) -> EngineConfig:
-    """The teacher as an engine configuration: the depth matte with `config.post` post-matting."""
-    return EngineConfig(mode="depth", depth=depth, post=config.post, post_band_px=config.band_px,
+def teacher_engine(config: TeacherConfig, depth: DepthConfig = DepthConfig(), width: int = 640) -> EngineConfig:
+    """The teacher as an engine configuration for frames `width` pixels wide: the depth matte with
+    `config.post` post-matting (the unknown band widened by `band_px` * width / 640 pixels)."""
+    return EngineConfig(mode="depth", depth=depth, post=config.post, post_band_px=round(config.band_px * width / 640),
                         vitmatte_dir=config.vitmatte_dir)
 
 
@@ -155,7 +156,7 @@ def label_take(take: Take, config: TeacherConfig = TeacherConfig(), depth: Depth
 
     from engines.matting.pipeline import MattingPipeline
 
-    pipeline = MattingPipeline(teacher_engine(config, depth))
+    pipeline = MattingPipeline(teacher_engine(config, depth, take.color.shape[2]))
     pipeline.set_prior(take.prior)
     n, (h, w) = len(take), take.color.shape[1:3]
     alpha = np.zeros((n, h, w), np.float32)
