@@ -174,6 +174,23 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
                    "skip complete inputs and frames already in frames.csv (default: off, redo everything)")
 
 
+def add_bench_batch_arguments(p: argparse.ArgumentParser) -> None:
+    """`bench-batch`'s options (main.py's parser; the engine options are added there)."""
+    p.add_argument("--inputs", type=positive_int, default=8, help="recordings in each timed batch (default: %(default)s)")
+    p.add_argument("--recordings", type=positive_int, default=2,
+                   help="distinct generated recordings, taken in turn (default: %(default)s)")
+    p.add_argument("--frames", type=positive_int, default=30, help="test frames per recording (default: %(default)s)")
+    p.add_argument("--width", type=positive_int, default=640, help="frame width (default: %(default)s)")
+    p.add_argument("--height", type=positive_int, default=480, help="frame height (default: %(default)s)")
+    p.add_argument("--max-workers", type=positive_int, default=cpu_cores(),
+                   help="time 1, 2, ... N workers (default: this machine's cores, %(default)s)")
+    p.add_argument("--queued", type=positive_int, default=20,
+                   help="recordings queued in the memory run, against 2 (default: %(default)s)")
+    p.add_argument("--no-ray", action="store_true", help="leave out the local Ray runs (default: with Ray)")
+    p.add_argument("--work", metavar="DIR", help="keep recordings and outputs in this new folder (default: a "
+                   "temporary folder, removed afterwards)")
+
+
 def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 

@@ -210,3 +210,20 @@ def test_an_unreachable_ray_address_is_one_sentence(recordings, tmp_path, capsys
     _, paths = recordings
     assert run_main("process", *paths, "--out", tmp_path / "out", "--ray", "127.0.0.1:9") == 1
     assert "Cannot reach the Ray cluster at '127.0.0.1:9'" in one_sentence(capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_the_throughput_benchmark_times_each_worker_count_and_checks_the_bytes(tmp_path):
+    from engines.config import EngineConfig
+    from engines.evaluation.throughput import ThroughputConfig, format_report, throughput_benchmark
+
+    config = ThroughputConfig(recordings=1, inputs=2, test_frames=3, background_frames=10, width=64, height=48,
+                              workers=(1, 2), ray=False, memory_inputs=(2, 4))
+    report = throughput_benchmark(config, EngineConfig(), tmp_path / "bench", cores=2)
+    assert [(r.runner, r.workers, r.frames, r.identical) for r in report.rows] == [
+        ("this process", 1, 6, True), ("process pool", 2, 6, True)]
+    assert all(r.seconds > r.first_frame_s > 0 and r.steady_fps > 0 for r in report.rows)
+    assert [(m.inputs, m.frames) for m in report.memory] == [(2, 6), (4, 12)]
+    assert all(m.worker_peak_mb > 10 and m.driver_peak_mb > 10 for m in report.memory)
+    table = format_report(report, config, EngineConfig())
+    assert "| process pool | 2 | 6 |" in table and "| 4 | 2 | 12 |" in table
