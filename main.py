@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -95,13 +94,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_speed(args: argparse.Namespace) -> int:
-    from engines.evaluation.benchmark import speed_benchmark
+    from app.fps_probe import live_stages
+    from engines.evaluation.speed import LivePathConfig, bench_speed_lines, quantize_models
 
-    rows = speed_benchmark(width=args.width, height=args.height, frames=args.frames)
-    print(f"Median milliseconds per frame at {args.width}x{args.height} over {args.frames} frames "
-          f"({os.cpu_count()} CPU cores):")
-    for name, ms in rows.items():
-        print(f"  {name:<36} {ms:8.2f}")
+    if args.quantize_to:  # development: INT8 copies of the networks, calibrated on generated frames
+        print("Wrote " + ", ".join(map(str, quantize_models(args.models or REPO_ROOT / "assets" / "models", args.quantize_to))))
+        return 0
+    print("\n".join(bench_speed_lines(LivePathConfig(
+        Path(args.recording), args.frames, args.patches, args.device, args.precision, args.threads, Path(args.peer),
+        size=(args.width, args.height), model_dir=args.models and Path(args.models), depth=depth_config(args)),
+        *live_stages())))
     return 0
 
 
@@ -331,9 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
     engine_options(p)
     p.set_defaults(run=cmd_photo, mode="rgb", no_edge_refine=True)  # a check of the networks alone
 
-    p = sub.add_parser("bench-speed", help="per-stage median milliseconds")
+    p = sub.add_parser("bench-speed", help="median milliseconds of every live-path stage (DART) and of the MediaPipe peer")
     _frame_size(p)
     p.add_argument("--frames", type=positive_int, default=100, help="frames timed per row (default: %(default)s)")
+    p.add_argument("--recording", default=str(DEMO_RECORDING), help="recording whose subject frames are timed (default: the demo)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = TensorRT > CUDA > CPU (default: auto)")
+    p.add_argument("--precision", choices=("auto", "float", "int8"), default="auto",
+                   help="network files; auto = INT8 on the CPU when made from the float files (default: auto)")
+    p.add_argument("--threads", type=positive_int, default=2, help="onnxruntime threads per network (default: 2)")
+    p.add_argument("--peer", default=str(REPO_ROOT.parent / "shared" / "weights" / "mediapipe_selfie_segmentation"),
+                   help="MediaPipe selfie segmentation folder for the peer row (default: ../shared/weights/...)")
+    p.add_argument("--quantize-to", metavar="DIR", help="write INT8 networks made from --models to DIR and stop (default: none)")
+    _network_options(p)
     p.set_defaults(run=cmd_bench_speed)
 
     p = sub.add_parser("gui", help="open the desktop app (default when a display is available)")

@@ -1,12 +1,20 @@
 """Measures the engine's frame rate on a recording, with and without the window on screen.
 
-    python -m app.fps_probe RECORDING [FRAMES] [MODE]     (MODE: depth (default), dart, rgb, rgb-subtract)
+    python -m app.fps_probe RECORDING [FRAMES] [MODES]    (MODES: depth (default), dart, rgb, rgb-subtract,
+                                                           or several joined by commas, e.g. dart,depth)
 
-Both runs use the same `EngineWorker` (matting + foreground estimation + compositing over a blurred
-background, the app's default) with the recording played as fast as the engine goes (no pacing, no
-dropped frames). "without GUI" polls the worker from a plain loop; "with GUI" shows the real main
-window (offscreen when there is no display) repainting from its 33 ms timer, so the difference is
-what the GUI thread costs the engine. Timing starts after `warmup` matted frames.
+Every run uses the same `EngineWorker` (matting, then foreground estimation + compositing over a blurred
+background, the app's default, on the output stage thread) with the recording played as fast as the
+engine goes (no pacing, no dropped frames). "without GUI" polls the worker from a plain loop; "with GUI"
+shows the real main window (offscreen when there is no display) repainting from its 33 ms timer, so the
+difference is what the GUI thread costs the engine; "with GUI, paced" plays the recording at its own
+rate, as a camera delivers frames, and gives the latency a user sees (frame arrival to published output).
+fps is frames over time and the median of per-frame rates (1 / median interval between published frames);
+latency is the median of (snapshot seen - frame's host_time). Timing starts after `warmup` matted frames.
+With several modes, the fps of each against the last mode is printed (same run, same machine load).
+
+`live_stages()` gives `main.py bench-speed` (`engines.evaluation.speed.bench_speed_lines`) the app's own
+compositing and output conversions.
 """
 
 from __future__ import annotations
@@ -26,13 +34,41 @@ from app.scene_store import SceneStore
 
 @dataclass(frozen=True)
 class FpsReport:
-    fps: float
+    fps: float  # frames / seconds
     frames: int
     stage_ms: dict[str, float]  # median per stage over the timed frames
+    median_fps: float = 0.0  # 1 / median interval between published frames
+    latency_ms: float = 0.0  # median of (snapshot seen - frame host_time)
 
 
-def _options(data: Path, frames: int, warmup: int) -> WorkerOptions:
-    return WorkerOptions(scene_store=SceneStore(data), pace_recordings=False, stop_after_matted=warmup + frames)
+def live_stages():
+    """(compose_factory, outputs) for `engines.evaluation.speed.live_path_ms`: the app's `Compositor` over
+    the blurred background (foreground estimation + composite), the virtual webcam's frame conversion
+    (RGB -> I420 as v4l2loopback takes it) and the display's (a QImage scaled to a 960x720 view)."""
+    import cv2
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QImage
+
+    from app.backgrounds import Compositor
+
+    def compose_factory(prior):
+        compositor = Compositor()
+        compositor.set_background("blur")
+        compositor.set_plate(prior.color_mean)
+        return compositor.compose
+
+    def display(rgb):
+        h, w = rgb.shape[:2]
+        image = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+        return image.scaled(960, 720, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+
+    outputs = {"virtual webcam (RGB -> I420)": lambda rgb: cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420),
+               "display (QImage scaled to 960x720)": display}
+    return compose_factory, outputs
+
+
+def _options(data: Path, frames: int, warmup: int, pace: bool = False) -> WorkerOptions:
+    return WorkerOptions(scene_store=SceneStore(data), pace_recordings=pace, stop_after_matted=warmup + frames)
 
 
 class _Timer:
@@ -43,6 +79,8 @@ class _Timer:
         self.start: tuple[float, int] | None = None
         self.end: tuple[float, int] | None = None
         self.stages: dict[str, list[float]] = {}
+        self.seen: list[float] = []
+        self.latencies: list[float] = []
         self._seq = -1
 
     def poll(self) -> bool:
@@ -58,6 +96,9 @@ class _Timer:
         elif self.start is not None and snapshot.result is not None:
             for stage, ms in snapshot.stats.timings_ms.items():
                 self.stages.setdefault(stage, []).append(ms)
+            self.seen.append(now)
+            if snapshot.frame.host_time:
+                self.latencies.append((time.monotonic() - snapshot.frame.host_time) * 1e3)
         if self.start is not None and matted >= self.warmup + self.frames:
             self.end = (now, matted)
             return True
@@ -65,8 +106,11 @@ class _Timer:
 
     def report(self) -> FpsReport:
         (t0, m0), (t1, m1) = self.start, self.end
+        gaps = [b - a for a, b in zip(self.seen, self.seen[1:])]
         return FpsReport(fps=(m1 - m0) / (t1 - t0), frames=m1 - m0,
-                         stage_ms={k: statistics.median(v) for k, v in self.stages.items()})
+                         stage_ms={k: statistics.median(v) for k, v in self.stages.items()},
+                         median_fps=1.0 / statistics.median(gaps) if gaps else 0.0,
+                         latency_ms=statistics.median(self.latencies) if self.latencies else 0.0)
 
 
 def measure_without_gui(source: str, frames: int = 100, warmup: int = 5, background: str = "blur",
@@ -89,7 +133,7 @@ def measure_without_gui(source: str, frames: int = 100, warmup: int = 5, backgro
 
 
 def measure_with_gui(source: str, frames: int = 100, warmup: int = 5, background: str = "blur",
-                     mode: str = "depth") -> FpsReport:
+                     mode: str = "depth", pace: bool = False) -> FpsReport:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QTimer
@@ -103,7 +147,7 @@ def measure_with_gui(source: str, frames: int = 100, warmup: int = 5, background
     app = QApplication.instance() or QApplication([])
     with tempfile.TemporaryDirectory() as data:
         settings = AppSettings(background=background, mode=mode)
-        window = MainWindow(settings, _options(Path(data), frames, warmup), list_cameras=False)
+        window = MainWindow(settings, _options(Path(data), frames, warmup, pace), list_cameras=False)
         window.show()
         timer = _Timer(window.worker, frames, warmup)
         poller = QTimer(interval=2)
@@ -120,12 +164,31 @@ def main(argv: list[str]) -> int:
     if not argv:
         sys.stderr.write(__doc__)
         return 2
-    source, frames = argv[0], int(argv[1]) if len(argv) > 1 else 100
-    mode = argv[2] if len(argv) > 2 else "depth"
-    for name, measure in (("without GUI", measure_without_gui), ("with GUI", measure_with_gui)):
-        report = measure(source, frames, mode=mode)
-        stages = "  ".join(f"{k} {v:.1f}" for k, v in report.stage_ms.items())
-        sys.stdout.write(f"{name:12s} {report.fps:6.1f} fps over {report.frames} frames   ms: {stages}\n")
+    from engines.matting.pipeline import MODES
+
+    source = argv[0]
+    frames = int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else 0
+    modes = (argv[2] if len(argv) > 2 else "depth").split(",")
+    problem = (f"'{source}' does not exist" if "://" not in source and not Path(source).exists() else
+               f"FRAMES must be a positive whole number, not '{argv[1]}'" if len(argv) > 1 and frames < 1 else
+               f"unknown mode in '{','.join(modes)}' (choose from {', '.join(MODES)})" if set(modes) - set(MODES) else "")
+    if problem:
+        sys.stderr.write(f"fps_probe: {problem}.\n")
+        return 2
+    frames = frames or 100
+    runs = (("without GUI", measure_without_gui, {}), ("with GUI", measure_with_gui, {}),
+            ("with GUI, paced", measure_with_gui, {"pace": True}))
+    results: dict[tuple[str, str], FpsReport] = {}
+    sys.stdout.write(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} (1 min) at the start\n")
+    for mode in modes:
+        for name, measure, extra in runs:
+            report = results[mode, name] = measure(source, frames, mode=mode, **extra)
+            stages = "  ".join(f"{k} {v:.1f}" for k, v in report.stage_ms.items())
+            sys.stdout.write(f"{mode:6s} {name:16s} {report.fps:6.1f} fps (median {report.median_fps:5.1f}), "
+                             f"latency {report.latency_ms:5.0f} ms over {report.frames} frames   ms: {stages}\n")
+    for mode in modes[:-1]:
+        ratios = "  ".join(f"{name} {results[mode, name].fps / results[modes[-1], name].fps:.2f}" for name, _, _ in runs)
+        sys.stdout.write(f"fps {mode} / {modes[-1]}: {ratios}\n")
     return 0
 
 

@@ -131,6 +131,14 @@ def measure_network_ms(model_dir: str | Path, width: int = 640, height: int = 48
     return {key: float(np.median(v)) for key, v in times.items()}
 
 
+def quantize_models(model_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """INT8 copies of the student and both refiners of `model_dir` in `out_dir`, calibrated on generator
+    scenes (`CALIBRATION_SEEDS`; never evaluation data). Returns the written files."""
+    from engines.nets.quantize import quantize_model_dir
+
+    return quantize_model_dir(model_dir, out_dir, generator_scenes())
+
+
 # ---- the whole live path (`main.py bench-speed`) ----
 
 PEER_MODEL = "selfie_segmentation_landscape_144x256.onnx"  # MediaPipe selfie segmentation, 256x144 input
@@ -141,7 +149,8 @@ Stage = Callable[[np.ndarray, np.ndarray, np.ndarray, dict], np.ndarray]
 class LivePathConfig:
     """What `live_path_ms` times.
 
-    recording: an RGB-D recording whose first `background_frames` frames show the empty scene (the demo);
+    recording: an RGB-D recording whose first `background_frames` frames show the empty scene (the demo),
+    its frames resized to `size` (width, height) when given; model_dir: the networks (None: assets/models);
     frames: frames timed per row (the recording's subject frames, looped); k: refined patches;
     device: "auto" | "cpu" | "cuda" (`engines.matting.providers.resolve_providers`); precision: "auto" |
     "float" | "int8" (`engines.matting.dart_matting.network_file`); threads: onnxruntime intra-op threads;
@@ -156,26 +165,42 @@ class LivePathConfig:
     threads: int = 2
     peer_dir: Path | None = None
     edge_refine: bool = True  # as the app ("Clean edges", on by default)
+    size: tuple[int, int] | None = None  # (width, height) the frames are resized to; None: the recording's
+    model_dir: Path | None = None  # None: the shipped models (assets/models)
+    depth: DepthConfig = DepthConfig()
 
 
-def _read_frames(recording: Path, n: int) -> tuple[list, list[float], int]:
-    """(all frames of the recording, read/decode ms of `n` reads looping over it, background frames)."""
+def _resized(frame, size: tuple[int, int] | None):
+    """`frame` with colour (area / linear) and depth (nearest) resized to size = (width, height)."""
+    import cv2
+    from dataclasses import replace
+
+    if size is None or (frame.color.shape[1], frame.color.shape[0]) == tuple(size):
+        return frame
+    return replace(frame, color=cv2.resize(frame.color, size, interpolation=cv2.INTER_LINEAR),
+                   depth_raw=cv2.resize(frame.depth_raw, size, interpolation=cv2.INTER_NEAREST), alpha=None)
+
+
+def _read_frames(recording: Path, n: int, size: tuple[int, int] | None = None) -> tuple[list, list[float], int]:
+    """(all frames of the recording resized to `size`, read/decode ms of `n` reads looping over it,
+    background frames)."""
     from sensors.source import open_source
 
     frames, times = [], []
-    background = 0
-    while len(times) < n:
+    background, complete = 0, False
+    while len(times) < n or not complete:
         source = open_source(str(recording))
         with source:
             background = source.info.background_frames or 0
-            while len(times) < n:
+            while len(times) < n or not complete:
                 t0 = time.perf_counter()
                 frame = source.read()
                 if frame is None:
+                    complete = True
                     break
                 times.append((time.perf_counter() - t0) * 1e3)
-                if len(frames) < (source.info.frame_count or 10**6):
-                    frames.append(frame)
+                if not complete:
+                    frames.append(_resized(frame, size))
     return frames, times, background
 
 
@@ -195,9 +220,20 @@ class SelfieSegmentation:
         import cv2
 
         small = cv2.resize(color_rgb, self.size, interpolation=cv2.INTER_AREA)
-        x = np.multiply(small, np.float32(1.0 / 255.0), dtype=np.float32)[None]
+        x = small.astype(np.float32)[None]
+        x *= np.float32(1.0 / 255.0)
         (mask,) = self.session.run(None, {self.input: x})
         return cv2.resize(mask[0, :, :, 0], (color_rgb.shape[1], color_rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class LivePathReport:
+    """rows: row name -> median milliseconds (a few rows are counts or ratios, named so); files: the network
+    files loaded; providers: the onnxruntime providers of the student's session."""
+
+    rows: dict[str, float]
+    files: list[Path]
+    providers: list[str]
 
 
 def _median(values: list[float]) -> float:
@@ -205,7 +241,7 @@ def _median(values: list[float]) -> float:
 
 
 def live_path_ms(config: LivePathConfig, compose_factory: Callable[[BackgroundPrior], Stage] | None = None,
-                 outputs: dict[str, Callable[[np.ndarray], object]] | None = None) -> dict[str, float]:
+                 outputs: dict[str, Callable[[np.ndarray], object]] | None = None) -> LivePathReport:
     """Median milliseconds of every stage a frame takes through the live app in DART mode, on the frames
     of `config.recording` that show the subject, then engine-only rows of dart, depth and the peer on the
     same frames in memory, and their ratio (dart / peer, from the medians of this run).
@@ -221,17 +257,20 @@ def live_path_ms(config: LivePathConfig, compose_factory: Callable[[BackgroundPr
     from engines.matting.providers import SessionSettings
     from sensors.errors import UserError
 
-    all_frames, read_ms, n_background = _read_frames(config.recording, config.frames)
+    from engines.matting.providers import resolve_providers
+
+    resolve_providers(config.device)  # no GPU provider for "cuda": one sentence before any work
+    all_frames, read_ms, n_background = _read_frames(config.recording, config.frames, config.size)
     if not n_background or len(all_frames) <= n_background:
         raise UserError(f"The recording {config.recording} says no empty-scene frames (background_frames) are first.")
     builder = BackgroundPriorBuilder(*all_frames[0].color.shape[:2])
     for frame in all_frames[:n_background]:
         builder.add(frame.color, frame.depth_m())
-    prior = builder.build(DepthConfig())
+    prior = builder.build(config.depth)
     subject = [(f.color, f.depth_m()) for f in all_frames[n_background:]]
-    matting = NetworkMatting(EngineConfig().model_dir, k=config.k, device=config.device, precision=config.precision,
+    matting = NetworkMatting(config.model_dir or EngineConfig().model_dir, config=config.depth, k=config.k, device=config.device, precision=config.precision,
                              session=SessionSettings(intra_op_threads=config.threads))
-    pipeline = MattingPipeline(EngineConfig(mode="rgb-subtract", edge_refine=config.edge_refine))
+    pipeline = MattingPipeline(EngineConfig(mode="rgb-subtract", depth=config.depth, edge_refine=config.edge_refine))
     pipeline._backend = MattingBackend(matting, _network_result)  # the dart backend with this run's device/precision
     pipeline.set_prior(prior)
     compose = compose_factory(prior) if compose_factory is not None else None
@@ -264,7 +303,28 @@ def live_path_ms(config: LivePathConfig, compose_factory: Callable[[BackgroundPr
     table["whole live path, one frame after another"] = _median(total)
     table["subject share of the frame (alpha > 0.5)"] = _median(subject_px)
     table.update(_engine_only_ms(config, prior, subject, pipeline))
-    return table
+    return LivePathReport(table, list(matting.files), list(matting._onnx.base.get_providers()))
+
+
+def bench_speed_lines(config: LivePathConfig, compose_factory: Callable[[BackgroundPrior], Stage] | None = None,
+                      outputs: dict[str, Callable[[np.ndarray], object]] | None = None) -> list[str]:
+    """`main.py bench-speed`: the lines of `live_path_ms(config, compose_factory, outputs)` (the app's
+    compositing and outputs: `app.fps_probe.live_stages`), headed by the machine's load, the providers and
+    the network files; says when the peer row is skipped."""
+    import os
+
+    load = os.getloadavg()[0]
+    report = live_path_ms(config, compose_factory, outputs)
+    size = f"{config.size[0]}x{config.size[1]}" if config.size else "recorded size"
+    lines = [f"Live path in DART mode on {config.recording} ({size}), medians over {config.frames} frames with the "
+             f"subject in view; {os.cpu_count()} CPU cores, load average {load:.1f} at the start and "
+             f"{os.getloadavg()[0]:.1f} at the end; {config.threads} onnxruntime threads on "
+             f"{', '.join(report.providers)}; networks {', '.join(p.name for p in report.files)}:"]
+    lines += [f"  {name:<62} {value:8.2f}" for name, value in report.rows.items()]
+    peer = None if config.peer_dir is None else Path(config.peer_dir) / PEER_MODEL
+    if peer is None or not peer.is_file():
+        lines.append(f"  (no peer row: {peer or 'no --peer folder'} not found; ../shared is not part of a user's clone)")
+    return lines
 
 
 _DART_STAGES = ("prepare", "student", "posterior", "fusion", "refiner", "total")
@@ -291,7 +351,7 @@ def _engine_only_ms(config: LivePathConfig, prior: BackgroundPrior, subject: lis
     dart_pipeline._edge = None
     rows["engine only: dart (MattingPipeline, no edge refinement)"] = timed(dart_pipeline.process)
     dart_pipeline._edge = bare
-    depth = MattingPipeline(EngineConfig(mode="depth"))
+    depth = MattingPipeline(EngineConfig(mode="depth", depth=config.depth))
     depth.set_prior(prior)
     rows["engine only: depth mode"] = timed(depth.process)
     peer_model = None if config.peer_dir is None else Path(config.peer_dir) / PEER_MODEL

@@ -355,7 +355,8 @@ class NetworkMatting:
         h, w = s.base_shape
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        src = np.multiply(color_rgb, np.float32(1.0 / 255.0), dtype=np.float32)  # one float copy, no temporary
+        src = color_rgb.astype(np.float32)
+        src *= np.float32(1.0 / 255.0)  # in place: one float copy, no temporary
         src_small = downsample_area(src, (h, w))
         t1 = time.perf_counter()
         coarse = self._onnx.run_base(src_small, s.plate_small)

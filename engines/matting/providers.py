@@ -125,7 +125,11 @@ def fp16_model_bytes(path: Path) -> bytes:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True, disable_shape_infer=True)
+    model = onnx.load(str(path))
+    sizes = {name for n in model.graph.node if n.op_type == "Resize" for name in n.input[1:]}  # roi, scales
+    keep = [n.name for n in model.graph.node if n.op_type == "Constant" and set(n.output) & sizes]
+    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
+                                     op_block_list=["Resize"], node_block_list=keep)
     return model.SerializeToString()
 
 

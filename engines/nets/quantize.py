@@ -79,6 +79,7 @@ def record_feeds(model_dir: str | Path, scenes: Iterable[Scene], variant: str = 
                                  providers=["CPUExecutionProvider"])
         matting.set_prior(builder.build(depth))
         onnx = matting._onnx
+        onnx.prevent_oversampling = False  # the refiner sees k patches even where the error map is 0
         onnx.base = _Recorder(onnx.base, student)
         onnx.refiner = _Recorder(onnx.refiner, refiner)
         for color, depth_m in frames[config.background_frames:]:
