@@ -102,7 +102,8 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
         return 0
     print("\n".join(bench_speed_lines(LivePathConfig(
         Path(args.recording), args.frames, args.patches, args.device, args.precision, args.threads, Path(args.peer),
-        size=(args.width, args.height), model_dir=args.models and Path(args.models), depth=depth_config(args)),
+        size=(args.width, args.height), model_dir=args.models and Path(args.models), depth=depth_config(args),
+        budget_ms=args.budget_ms),
         *live_stages())))
     return 0
 
@@ -343,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=2, help="onnxruntime threads per network (default: 2)")
     p.add_argument("--peer", default=str(REPO_ROOT.parent / "shared" / "weights" / "mediapipe_selfie_segmentation"),
                    help="MediaPipe selfie segmentation folder for the peer row (default: ../shared/weights/...)")
+    p.add_argument("--budget-ms", type=positive_float,
+                   help="adapt the refined patches (at most --patches) to this many ms of dart a frame (default: off)")
     p.add_argument("--quantize-to", metavar="DIR", help="write INT8 networks made from --models to DIR and stop (default: none)")
     _network_options(p)
     p.set_defaults(run=cmd_bench_speed)

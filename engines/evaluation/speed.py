@@ -1,8 +1,11 @@
 """Speed measurements of the run-time stages on generated frames (`main.py bench-speed`).
 
-Owns `measure_depth_stage_ms` (DART's depth stages on synthetic arrays) and `measure_network_ms`
-(`NetworkMatting.process` on a generated RGB-D scene). Medians in milliseconds; evaluation only, so
-the run-time modules never import the scene generator.
+Owns `measure_depth_stage_ms` (DART's depth stages on synthetic arrays), `measure_network_ms`
+(`NetworkMatting.process` on a generated RGB-D scene), `live_path_ms` / `bench_speed_lines` (`main.py
+bench-speed`: every stage of the live path in DART mode on a recording's subject frames, then engine-only
+rows of dart, depth mode and the MediaPipe selfie segmentation peer with their ratio, all in one run),
+`generator_scenes` and `quantize_models` (INT8 calibration on generated frames only). Medians in
+milliseconds; evaluation only, so the run-time modules never import the scene generator.
 """
 
 from __future__ import annotations
@@ -154,7 +157,8 @@ class LivePathConfig:
     frames: frames timed per row (the recording's subject frames, looped); k: refined patches;
     device: "auto" | "cpu" | "cuda" (`engines.matting.providers.resolve_providers`); precision: "auto" |
     "float" | "int8" (`engines.matting.dart_matting.network_file`); threads: onnxruntime intra-op threads;
-    peer_dir: the MediaPipe selfie segmentation folder (None or missing: no peer row).
+    peer_dir: the MediaPipe selfie segmentation folder (None or missing: no peer row); budget_ms: adapt the
+    refined patches (at most k) to this many milliseconds of `NetworkMatting.process` a frame.
     """
 
     recording: Path
@@ -168,6 +172,7 @@ class LivePathConfig:
     size: tuple[int, int] | None = None  # (width, height) the frames are resized to; None: the recording's
     model_dir: Path | None = None  # None: the shipped models (assets/models)
     depth: DepthConfig = DepthConfig()
+    budget_ms: float | None = None  # NetworkMatting's PatchBudget (None: always k patches)
 
 
 def _resized(frame, size: tuple[int, int] | None):
@@ -252,7 +257,7 @@ def live_path_ms(config: LivePathConfig, compose_factory: Callable[[BackgroundPr
     Raises `UserError` for a recording without empty-scene frames or a device without its provider.
     """
     from engines.config import EngineConfig
-    from engines.matting.dart_matting import NetworkMatting
+    from engines.matting.dart_matting import NetworkMatting, PatchBudget
     from engines.matting.pipeline import MattingBackend, MattingPipeline, _network_result
     from engines.matting.providers import SessionSettings
     from sensors.errors import UserError
@@ -269,7 +274,8 @@ def live_path_ms(config: LivePathConfig, compose_factory: Callable[[BackgroundPr
     prior = builder.build(config.depth)
     subject = [(f.color, f.depth_m()) for f in all_frames[n_background:]]
     matting = NetworkMatting(config.model_dir or EngineConfig().model_dir, config=config.depth, k=config.k, device=config.device, precision=config.precision,
-                             session=SessionSettings(intra_op_threads=config.threads))
+                             session=SessionSettings(intra_op_threads=config.threads),
+                             patch_budget=None if config.budget_ms is None else PatchBudget(config.budget_ms))
     pipeline = MattingPipeline(EngineConfig(mode="rgb-subtract", depth=config.depth, edge_refine=config.edge_refine))
     pipeline._backend = MattingBackend(matting, _network_result)  # the dart backend with this run's device/precision
     pipeline.set_prior(prior)
