@@ -6,14 +6,18 @@ many recordings queued.
 Each run mattes the same jobs into its own folder and is checked byte for byte against the serial
 run. Times are wall-clock for the whole batch, including starting the worker processes and loading
 the models in each; the start of the local Ray instance itself is timed apart (a cluster is started
-once and kept). Memory runs each happen in a fresh process (so their peaks are their own): the peak
-resident size of that driver process and of its largest worker process, from `getrusage`.
+once and kept). "CPU cores used" is the CPU time of this process and its worker processes per
+wall-clock second: on a machine shared with other jobs it shows how much of the cores the batch got
+(Ray's workers are not this process's children, so their rows have none). Memory runs each happen
+in a fresh process (so their peaks are their own): the peak resident size of that driver process and
+of its largest worker process, from `getrusage`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -50,6 +54,7 @@ class ThroughputRow:
     first_frame_s: float  # until the first matted frame was reported (worker start, model and prior)
     steady_fps: float  # frames per second from the first report to the end
     identical: bool  # every output file equal to the serial run's
+    cpu_share: float | None  # CPU seconds of this process and its workers per wall second (None: Ray's workers)
 
     @property
     def fps(self) -> float:
@@ -71,6 +76,7 @@ class ThroughputReport:
     memory: list[MemoryRow]
     ray_start_s: float | None  # starting the local Ray instance (not in the rows' times)
     cores: int
+    load: tuple[float, float]  # the machine's 1-minute load average before and after (other jobs included)
 
 
 def make_recordings(config: ThroughputConfig, root: Path) -> list[Path]:
@@ -104,6 +110,12 @@ class _Timing:
     seconds: float
     first_frame_s: float
     steady_fps: float
+    cpu_seconds: float  # this process and its finished child processes (not Ray's workers)
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _timed(jobs: list[BatchJob], engine: EngineConfig, config: BatchConfig) -> _Timing:
@@ -115,7 +127,7 @@ def _timed(jobs: list[BatchJob], engine: EngineConfig, config: BatchConfig) -> _
         if not first:
             first.append((time.perf_counter(), sum(done.values())))
 
-    started = time.perf_counter()
+    cpu_before, started = _cpu_seconds(), time.perf_counter()
     if config.ray_address is not None:
         from engines.batch_ray import run_on_ray
 
@@ -128,7 +140,8 @@ def _timed(jobs: list[BatchJob], engine: EngineConfig, config: BatchConfig) -> _
         raise RuntimeError(f"benchmark job failed: {failed[0]}")
     frames = sum(o.summary.frames for o in outcomes)
     at, before = first[0] if first else (started, 0)
-    return _Timing(frames, ended - started, at - started, (frames - before) / max(ended - at, 1e-9))
+    return _Timing(frames, ended - started, at - started, (frames - before) / max(ended - at, 1e-9),
+                   _cpu_seconds() - cpu_before)
 
 
 def throughput_benchmark(config: ThroughputConfig, engine: EngineConfig, root: Path, cores: int) -> ThroughputReport:
@@ -138,6 +151,7 @@ def throughput_benchmark(config: ThroughputConfig, engine: EngineConfig, root: P
     Raises RuntimeError if a job fails; UserError if Ray is asked for and missing.
     """
     paths = make_recordings(config, root)
+    load_before = os.getloadavg()[0]
     rows: list[ThroughputRow] = []
     reference = None
     for workers in config.workers:
@@ -146,7 +160,8 @@ def throughput_benchmark(config: ThroughputConfig, engine: EngineConfig, root: P
         timing = _timed(_jobs(paths, out, config.inputs), engine, batch)
         reference = reference or _digest(out)
         rows.append(ThroughputRow("this process" if workers == 1 else "process pool", workers, timing.frames,
-                                  timing.seconds, timing.first_frame_s, timing.steady_fps, _digest(out) == reference))
+                                  timing.seconds, timing.first_frame_s, timing.steady_fps, _digest(out) == reference,
+                                  timing.cpu_seconds / timing.seconds))
     ray_start = None
     if config.ray:
         from engines.batch_ray import import_ray
@@ -161,12 +176,12 @@ def throughput_benchmark(config: ThroughputConfig, engine: EngineConfig, root: P
                 out = root / f"ray-{workers}"
                 timing = _timed(_jobs(paths, out, config.inputs), engine, BatchConfig(workers=workers, ray_address="auto"))
                 rows.append(ThroughputRow("Ray (local)", workers, timing.frames, timing.seconds, timing.first_frame_s,
-                                          timing.steady_fps, _digest(out) == reference))
+                                          timing.steady_fps, _digest(out) == reference, None))
         finally:
             ray.shutdown()
     memory = [_memory_run(paths, root / f"memory-{n}", n, engine, config.memory_workers, cores)
               for n in config.memory_inputs]
-    return ThroughputReport(rows, memory, ray_start, cores)
+    return ThroughputReport(rows, memory, ray_start, cores, (load_before, os.getloadavg()[0]))
 
 
 def _measure(paths, out, inputs, engine, workers, cores, results) -> None:
@@ -191,15 +206,16 @@ def format_report(report: ThroughputReport, config: ThroughputConfig, engine: En
     """The tables `main.py bench-batch` prints (Markdown)."""
     lines = [f"{config.inputs} inputs ({config.recordings} generated recordings in turn) x {config.test_frames} frames "
              f"at {config.width}x{config.height} (+{config.background_frames} background frames each), mode "
-             f"{engine.mode}, {report.cores} CPU cores:", "",
+             f"{engine.mode}, {report.cores} CPU cores (load average {report.load[0]:.1f} before, "
+             f"{report.load[1]:.1f} after: other jobs share them):", "",
              "| runner | workers | frames | seconds | frames/s | vs 1 worker | first frame after (s) | frames/s after it "
-             "| same bytes as serial |", "|---|---|---|---|---|---|---|---|---|"]
+             "| CPU cores used | same bytes as serial |", "|---|---|---|---|---|---|---|---|---|---|"]
     firsts: dict[bool, float] = {}  # the first row of this machine's runs and of Ray's: their 1-worker rate
     for row in report.rows:
         one = firsts.setdefault(row.runner.startswith("Ray"), row.fps)
         lines.append(f"| {row.runner} | {row.workers} | {row.frames} | {row.seconds:.2f} | {row.fps:.1f} | "
                      f"{row.fps / one if one else 0:.2f}x | {row.first_frame_s:.2f} | {row.steady_fps:.1f} | "
-                     f"{'yes' if row.identical else 'NO'} |")
+                     f"{'-' if row.cpu_share is None else f'{row.cpu_share:.2f}'} | {'yes' if row.identical else 'NO'} |")
     if report.ray_start_s is not None:
         lines.append(f"\nStarting the local Ray instance took {report.ray_start_s:.1f} s (not in the times above).")
     lines += ["", "| recordings queued | workers | frames | driver peak RSS (MB) | largest worker peak RSS (MB) |",
