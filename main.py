@@ -201,19 +201,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_bench_adapt(args: argparse.Namespace) -> int:
     from engines.evaluation.adaptation import AdaptBenchConfig, format_adaptation
     from engines.training.adapt import AdaptConfig
-    from engines.training.adapt_bench import run_adapt_benchmark
+    from engines.training.adapt_bench import describe, run_adapt_benchmark
 
     bench = AdaptBenchConfig(suite=args.suite, scenes=args.scenes, take_frames=args.take_frames,
                              test_frames=args.test_frames, seed=args.seed)
-    if bench.suite == "semi-real":
-        from engines.evaluation import semireal
-
-        semireal.require_data(semireal.default_data_root(), shown="../shared/data/alphamatting_dev")
-    adapt = AdaptConfig(budget_s=args.budget_minutes * 60, threads=args.threads, generic_cache=args.generic_cache)
+    adapt = AdaptConfig(budget_s=args.budget_minutes * 60, threads=args.threads, generic_cache=args.generic_cache,
+                        scene_fraction=args.scene_fraction)
     report = run_adapt_benchmark(bench, adapt, args.models, args.out, on_log=lambda e: print(e.get("name", e), flush=True))
-    print(format_adaptation(report, f"{bench.suite} suite: {len(report['scenes'])} scenes, {bench.take_frames} take "
-                                    f"+ {bench.test_frames} test frames each, 640x480, seed {bench.seed}, "
-                                    f"{args.budget_minutes} min budget, {args.threads} threads"))
+    print(format_adaptation(report, describe(bench, adapt, len(report["scenes"]))))
     return 0
 
 
@@ -393,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-minutes", type=positive_float, default=4.5, help="adaptation budget (default: %(default)s)")
     p.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default: %(default)s)")
     p.add_argument("--generic-cache", metavar="FILE.npz", help="reuse generic samples across scenes (default: none)")
+    p.add_argument("--scene-fraction", type=unit, default=0.5, help="share of take samples per batch (default: 0.5)")
     p.add_argument("--models", default=str(REPO_ROOT / "assets" / "models"), help="generic networks (default: assets/models)")
     p.add_argument("--out", default=str(DEFAULT_OUT / "bench_adapt"), help="work folder, resumable (default: out/bench_adapt)")
     p.set_defaults(run=cmd_bench_adapt)

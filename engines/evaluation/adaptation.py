@@ -162,10 +162,12 @@ AdaptFn = Callable[[AdaptScene, Path], dict]
 
 
 def adaptation_benchmark(scenes: Iterator[AdaptScene], adapt: AdaptFn, model_dir: str, teacher: EngineConfig,
-                         work_dir: str | Path, on_scene: Callable[[dict], None] | None = None) -> dict:
+                         work_dir: str | Path, on_scene: Callable[[dict], None] | None = None,
+                         key: dict | None = None) -> dict:
     """Adapt each scene on its take (`adapt(scene, out_dir) -> info dict` with at least "accepted" and
     "wall_s"), then score all rows on its test frames. Each scene's result is checkpointed as
-    `work_dir/scene_<i>.json` and reused on a rerun. Returns {"scenes": [...], "mean": {row: metrics},
+    `work_dir/scene_<i>.json` and reused on a rerun with the same scene and `key` (the adaptation's
+    settings, JSON-able). Returns {"scenes": [...], "mean": {row: metrics},
     "frames": test frames in all}."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -174,14 +176,14 @@ def adaptation_benchmark(scenes: Iterator[AdaptScene], adapt: AdaptFn, model_dir
         path = work_dir / f"scene_{i}.json"
         if path.is_file():
             done = json.loads(path.read_text())
-            if done.get("name") == scene.name and done.get("test_frames") == len(scene.tests):
+            if (done.get("name"), done.get("test_frames"), done.get("key")) == (scene.name, len(scene.tests), key):
                 results.append(done)
                 continue
         start = time.perf_counter()
         out_dir = work_dir / f"scene_{i}_models"
         info = adapt(scene, out_dir)
         scores = score_scene(scene, compare_rows(model_dir, str(out_dir), teacher))
-        entry = {"name": scene.name, "info": scene.info, "adapt": info, "test_frames": len(scene.tests),
+        entry = {"name": scene.name, "key": key, "info": scene.info, "adapt": info, "test_frames": len(scene.tests),
                  "take_frames": len(scene.take), "per_frame": scores,
                  "mean": {k: mean_metrics(v) for k, v in scores.items()},
                  "scene_s": round(time.perf_counter() - start, 1)}

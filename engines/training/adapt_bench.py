@@ -10,7 +10,9 @@ derive from research-only images: never commit or ship them).
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +41,13 @@ def scene_take(scene: AdaptScene, depth: DepthConfig = DepthConfig()) -> Take:
 def run_adapt_benchmark(bench: AdaptBenchConfig, adapt: AdaptConfig, model_dir: str | Path, work_dir: str | Path,
                         data_root: str | Path | None = None, on_log: Callable[[dict], None] | None = None) -> dict:
     """Run the benchmark; returns `adaptation_benchmark`'s report. Scenes already scored in `work_dir`
-    are reused. `on_log` receives one dict per finished scene and the adaptation's phase events."""
+    are reused. `on_log` receives one dict per finished scene and the adaptation's phase events. The
+    semi-real suite without its data raises a one-sentence `UserError`."""
+    if bench.suite == "semi-real":
+        from engines.evaluation import semireal
+
+        semireal.require_data(data_root or semireal.default_data_root(), shown=None if data_root else
+                              f"../shared/data/{semireal.FOREGROUND_DIR}")
     scenes = (synthetic_adapt_scenes(bench) if bench.suite == "synthetic"
               else semireal_adapt_scenes(bench, data_root))
 
@@ -51,4 +59,12 @@ def run_adapt_benchmark(bench: AdaptBenchConfig, adapt: AdaptConfig, model_dir: 
                 "errors": result.errors, "seconds": result.seconds, "frames": result.frames,
                 "wall_s": round(time.perf_counter() - start, 1)}
 
-    return adaptation_benchmark(scenes, run, str(model_dir), teacher_engine(adapt.teacher), work_dir, on_log)
+    key = json.loads(json.dumps(asdict(adapt), default=str))
+    return adaptation_benchmark(scenes, run, str(model_dir), teacher_engine(adapt.teacher), work_dir, on_log, key)
+
+
+def describe(bench: AdaptBenchConfig, adapt: AdaptConfig, scenes_done: int) -> str:
+    """The title line of the benchmark's table: suite, sizes, seed, budget, batch mix and threads."""
+    return (f"{bench.suite} suite: {scenes_done} scenes, {bench.take_frames} take + {bench.test_frames} test frames "
+            f"each, {bench.width}x{bench.height}, seed {bench.seed}; adaptation budget {adapt.budget_s / 60:g} min, "
+            f"{adapt.scene_fraction:.0%} take samples per batch, {adapt.threads or 'all'} CPU threads")

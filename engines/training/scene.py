@@ -1,4 +1,6 @@
-"""Scene fine-tuning (DART sec. II-F): adapt the student to one recording's own background.
+"""Scene fine-tuning (DART sec. II-F) with synthetic subjects: adapt the student to one recording's own
+background (`main.py train --scene REC --scene-method synthetic`). The default scene adaptation is the
+teacher's (`engines.training.adapt`: the offline path labels the user's own take).
 
 Owns `read_recording` (background and ground-truth test frames of a recording), `scene_pool`
 (synthetic subjects from `engines.synth.scene` composited over the recording's background frames, colour
