@@ -18,6 +18,7 @@ checkout and virtual environment at the same path).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from engines.batch_many import BatchConfig, BatchJob, JobOutcome, JobProgress, JobRunner, Listeners, finished
 from engines.config import EngineConfig
@@ -59,23 +60,40 @@ def connect(ray, address: str) -> bool:
 
     "auto": a cluster this machine knows (RAY_ADDRESS, or one started with `ray start`), else a new
     local instance; "local": always a new local instance; otherwise an address that must answer.
+    UserError (one sentence) when the address is malformed, does not answer or refuses this driver.
     """
     if ray.is_initialized():
         return False
     options = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    if address in ("auto", "local"):
-        try:
-            ray.init(address="local" if address == "local" else None,
-                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **options)
-        except ValueError:  # "auto" found a cluster: a connecting driver may not size its object store
-            ray.init(**options)
-    else:
+    if address not in ("auto", "local"):
         _check_reachable(address)
-        try:
+    elif address == "auto" and os.environ.get("RAY_ADDRESS"):
+        _check_reachable(os.environ["RAY_ADDRESS"])
+    try:
+        if address in ("auto", "local"):
+            try:
+                ray.init(address="local" if address == "local" else None,
+                         object_store_memory=LOCAL_OBJECT_STORE_BYTES, **options)
+            except ValueError:  # "auto" found a cluster: a connecting driver may not size its object store
+                ray.init(**options)
+        else:
             ray.init(address=address, **options)
-        except (ConnectionError, RuntimeError) as error:
-            raise UserError(f"Cannot join the Ray cluster at '{address}': {str(error).splitlines()[0]}", 1) from None
+    except (ConnectionError, RuntimeError) as error:
+        shown = os.environ.get("RAY_ADDRESS", address) if address == "auto" else address
+        raise UserError(_join_error(shown, error), 1) from None
     return True
+
+
+def _join_error(address: str, error: BaseException) -> str:
+    causes, cause = [], error
+    while cause is not None:
+        causes.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    if any("InvalidAuthToken" in text or "Authentication token" in text for text in causes):
+        return (f"The Ray cluster at '{address}' wants an authentication token: run with RAY_AUTH_MODE=token and the "
+                "cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN).")
+    first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return f"Cannot join the Ray cluster at '{address}': {first.rstrip('.')}."
 
 
 def _run_task(index: int, job: BatchJob, engine: EngineConfig, threads: int, progress) -> JobOutcome:

@@ -227,3 +227,17 @@ def test_the_throughput_benchmark_times_each_worker_count_and_checks_the_bytes(t
     assert all(m.worker_peak_mb > 10 and m.driver_peak_mb > 10 for m in report.memory)
     table = format_report(report, config, EngineConfig())
     assert "| process pool | 2 | 6 |" in table and "| 4 | 2 | 12 |" in table
+
+
+def test_a_ray_cluster_that_wants_a_token_is_one_sentence_naming_the_fix():
+    from engines.batch_ray import _join_error
+
+    try:
+        try:
+            raise RuntimeError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect.")
+        except RuntimeError as cause:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from cause
+    except ConnectionError as error:
+        message = _join_error("10.0.0.1:6379", error)
+    assert "RAY_AUTH_MODE=token" in message and "\n" not in message
+    assert _join_error("h:1", ConnectionError("Failed to connect\nmore")) == "Cannot join the Ray cluster at 'h:1': Failed to connect."
