@@ -96,15 +96,3 @@ def replace_config(config: EngineConfig, **changes) -> EngineConfig:
     """`config` with the given fields changed, ignoring fields this EngineConfig does not have."""
     known = {f.name for f in dataclasses.fields(config)}
     return dataclasses.replace(config, **{k: v for k, v in changes.items() if k in known})
-
-
-def release_freed_memory() -> None:
-    """Hand memory the allocator keeps after large frees back to the system (glibc `malloc_trim`; a no-op
-    elsewhere). Called after a mode switch or a new source, where models and frame buffers of the old
-    state were dropped; without it a long session's resident memory creeps up with heap fragmentation."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass

@@ -31,13 +31,13 @@ from collections import deque
 from typing import Callable
 
 
+from app.allocator import release_freed_memory
 from app.backgrounds import Compositor
 from app.capture import BackgroundCapture, set_camera_auto
 from app.engine_state import (
     FPS_WINDOW,
     EngineSnapshot,
     WorkerOptions,
-    release_freed_memory,
     replace_config,
 )
 from app import events as ev

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.allocator import limit_malloc_arenas
 from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ def _apply_options(settings, options: GuiOptions) -> None:
 def run_gui(options: GuiOptions) -> int:
     """Run the app until its window closes (or, unattended, until the frames are done). Exit code."""
     _ensure_platform(options)
+    limit_malloc_arenas()  # before Qt and the engine start their threads: see app/allocator.py
     from PySide6.QtCore import QCoreApplication
     from PySide6.QtWidgets import QApplication
 

@@ -45,7 +45,7 @@ def _tag(stream) -> str:
 
 def _fps(stream) -> float | None:
     for rate in (stream.average_rate, stream.guessed_rate):
-        if rate and 0 < float(rate) <= 1000:
+        if rate and 1 <= float(rate) <= 240:  # Azure Kinect and Femto record at 5-30 fps
             return float(rate)
     return None
 
@@ -131,15 +131,23 @@ class AzureKinectSource(Source):
         """(kind, time_s, packet) in file order; a damaged file ends with a UserError saying how far it got."""
         import av
 
+        last_s = None
         try:
             for packet in self._container.demux(self._color, self._depth):
                 if packet.size == 0 or packet.pts is None:
                     continue
                 kind = "color" if packet.stream.index == self._color.index else "depth"
-                yield kind, float(packet.pts * packet.time_base), packet
+                t = float(packet.pts * packet.time_base)
+                last_s = t if last_s is None else max(last_s, t)
+                yield kind, t, packet
         except (av.FFmpegError, OSError) as exc:
             raise UserError(f"'{self.path}' could not be read past {len(self._times)} frames: the file may be "
                             "damaged or cut short.") from exc
+        # A file cut short just ends; its header still gives the whole recording's duration.
+        duration_s = self._container.duration / 1e6 if self._container.duration else None
+        if duration_s is not None and (last_s or 0.0) < duration_s - 1.5 / self._fps_value:
+            raise UserError(f"'{self.path}' ends at {last_s or 0.0:.2f} s of its {duration_s:.2f} s: the file is cut "
+                            "short or damaged.")
 
     def _paired_packets(self):
         """(colour index, colour time, colour packet, depth time, depth bytes): each colour frame with the
