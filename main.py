@@ -36,7 +36,7 @@ from app.cli_args import (
     unit,
     usage_error,
 )
-from app.many_inputs import add_batch_arguments
+from app.many_inputs import add_batch_arguments, add_bench_batch_arguments, cpu_cores
 from app.commands import (
     cmd_devices,
     cmd_doctor,
@@ -105,6 +105,23 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
         size=(args.width, args.height), model_dir=args.models and Path(args.models), depth=depth_config(args),
         budget_ms=args.budget_ms),
         *live_stages())))
+    return 0
+
+
+def cmd_bench_batch(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from engines.evaluation.throughput import ThroughputConfig, format_report, throughput_benchmark
+
+    config = ThroughputConfig(recordings=args.recordings, inputs=args.inputs, test_frames=args.frames, width=args.width,
+                              height=args.height, workers=tuple(range(1, args.max_workers + 1)), ray=not args.no_ray,
+                              memory_inputs=(2, args.queued))
+    if args.work and Path(args.work).exists():
+        raise usage_error(f"'{args.work}' already exists: give a new folder to --work.")
+    engine = engine_config(args)
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as temp:
+        report = throughput_benchmark(config, engine, Path(args.work or temp), cores=cpu_cores())
+    print(format_report(report, config, engine))
     return 0
 
 
@@ -344,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize-to", metavar="DIR", help="write INT8 networks made from --models to DIR and stop (default: none)")
     _network_options(p)
     p.set_defaults(run=cmd_bench_speed)
+
+    p = sub.add_parser("bench-batch", help="frames/s of process over many recordings: 1..N workers, local Ray; memory")
+    add_bench_batch_arguments(p)
+    engine_options(p)
+    p.set_defaults(run=cmd_bench_batch)
 
     p = sub.add_parser("gui", help="open the desktop app (default when a display is available)")
     p.add_argument("--source", help="camera URI or recording path (default: the last that opened, else the demo)")

@@ -142,10 +142,17 @@ class _Throttle:
 
 
 def expected_frames(job: BatchJob) -> int | None:
-    """Frames `job` will matte, from its recording's header (None when unknown or unreadable here)."""
+    """Frames `job` will matte, from its recording's header (None when unknown or unreadable here).
+
+    Only folder recordings are looked at (a header read); files such as .bag would need their SDK to
+    open them, which for hundreds of takes would delay the start: their totals come with their first
+    progress report instead.
+    """
     from engines.batch import _without_ground_truth
     from sensors.source import open_source
 
+    if not Path(job.input_path).is_dir():
+        return None
     try:
         with _without_ground_truth(open_source(job.input_path)) as source:
             info = source.info

@@ -202,6 +202,12 @@ def _memory_run(paths, out, inputs, engine, workers, cores) -> MemoryRow:
     return MemoryRow(inputs, workers, frames, driver_mb, worker_mb)
 
 
+def _cpu_columns(row: ThroughputRow) -> str:
+    if row.cpu_share is None:
+        return "- | -"
+    return f"{row.cpu_share:.2f} | {row.cpu_share * row.seconds / max(row.frames, 1) * 1e3:.0f}"
+
+
 def format_report(report: ThroughputReport, config: ThroughputConfig, engine: EngineConfig) -> str:
     """The tables `main.py bench-batch` prints (Markdown)."""
     lines = [f"{config.inputs} inputs ({config.recordings} generated recordings in turn) x {config.test_frames} frames "
@@ -209,13 +215,13 @@ def format_report(report: ThroughputReport, config: ThroughputConfig, engine: En
              f"{engine.mode}, {report.cores} CPU cores (load average {report.load[0]:.1f} before, "
              f"{report.load[1]:.1f} after: other jobs share them):", "",
              "| runner | workers | frames | seconds | frames/s | vs 1 worker | first frame after (s) | frames/s after it "
-             "| CPU cores used | same bytes as serial |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| CPU cores used | CPU ms per frame | same bytes as serial |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     firsts: dict[bool, float] = {}  # the first row of this machine's runs and of Ray's: their 1-worker rate
     for row in report.rows:
         one = firsts.setdefault(row.runner.startswith("Ray"), row.fps)
         lines.append(f"| {row.runner} | {row.workers} | {row.frames} | {row.seconds:.2f} | {row.fps:.1f} | "
                      f"{row.fps / one if one else 0:.2f}x | {row.first_frame_s:.2f} | {row.steady_fps:.1f} | "
-                     f"{'-' if row.cpu_share is None else f'{row.cpu_share:.2f}'} | {'yes' if row.identical else 'NO'} |")
+                     f"{_cpu_columns(row)} | {'yes' if row.identical else 'NO'} |")
     if report.ray_start_s is not None:
         lines.append(f"\nStarting the local Ray instance took {report.ray_start_s:.1f} s (not in the times above).")
     lines += ["", "| recordings queued | workers | frames | driver peak RSS (MB) | largest worker peak RSS (MB) |",
