@@ -115,10 +115,11 @@ class _Timer:
 
 def measure_without_gui(source: str, frames: int = 100, warmup: int = 5, background: str = "blur",
                         mode: str = "depth") -> FpsReport:
-    from engines.config import EngineConfig
+    from app.settings import AppSettings
 
     with tempfile.TemporaryDirectory() as data:
-        worker = EngineWorker(EngineConfig(mode=mode), background, options=_options(Path(data), frames, warmup))
+        config = AppSettings(background=background, mode=mode).engine_config()  # the window's defaults
+        worker = EngineWorker(config, background, options=_options(Path(data), frames, warmup))
         worker.start()
         timer = _Timer(worker, frames, warmup)
         try:

@@ -58,12 +58,33 @@ def create_session(path: str | Path, providers: list[str] | None = None, intra_o
 # ---- numpy mirror of engines.nets.refiner, single frame, channels last ----
 
 
-def resize_linear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+class Scratch:
+    """float32 work arrays kept between frames, by name: a fresh multi-megabyte array is page-faulted in on
+    every allocation, which costs as much as the copy that fills it. Only for arrays that do not outlive
+    the frame (crops fed to the refiner, half-resolution inputs), never for results."""
+
+    def __init__(self) -> None:
+        self._store: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A C-contiguous float32 array of `shape` (contents undefined), reusing `name`'s storage."""
+        n = int(np.prod(shape))
+        flat = self._store.get(name)
+        if flat is None or flat.size < n:
+            flat = self._store[name] = np.empty(n, np.float32)
+        return flat[:n].reshape(shape)
+
+
+def resize_linear(x: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """Bilinear resize of (H, W) or (H, W, C) float32 to `size` (h, w): half-pixel centres, edges
-    clamped, no antialiasing, i.e. torch's F.interpolate(mode="bilinear", align_corners=False)."""
+    clamped, no antialiasing, i.e. torch's F.interpolate(mode="bilinear", align_corners=False).
+    out: optional C-contiguous float32 (h, w[, C]) array written in place and returned."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim == 3 and x.shape[2] > 512:  # cv2's channel limit
         return np.concatenate([resize_linear(x[..., i : i + 512], size) for i in range(0, x.shape[2], 512)], axis=2)
+    if out is not None:
+        cv2.resize(x, (size[1], size[0]), dst=out.reshape(size + x.shape[2:3]), interpolation=cv2.INTER_LINEAR)
+        return out
     out = cv2.resize(x, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     return out.reshape(size + x.shape[2:])
 
@@ -107,7 +128,8 @@ def _window_indices(y: np.ndarray, xx: np.ndarray, size: int, padding: int, h: i
 
 
 def crop_patches_hwc(
-    frames: np.ndarray | list[np.ndarray], y: np.ndarray, xx: np.ndarray, size: int, padding: int
+    frames: np.ndarray | list[np.ndarray], y: np.ndarray, xx: np.ndarray, size: int, padding: int,
+    scratch: Scratch | None = None, name: str = "patches",
 ) -> np.ndarray:
     """`engines.nets.refiner.crop_patches` for one frame -> (K, win, win, C), win = size + 2*padding.
 
@@ -115,16 +137,26 @@ def crop_patches_hwc(
     concatenated along channels (cropping each and merging the small patches is much cheaper than
     merging whole frames). Cell (y, xx) covers rows y*size..y*size+size-1; indices outside the frame
     are clamped, which is edge replication, so no padded copy of the frame is made.
+    scratch / name: the result (and the per-frame pieces) are written into `scratch`'s arrays of that name,
+    valid until the next call with the same name.
     """
     frames = frames if isinstance(frames, list) else [frames]
     h, w = frames[0].shape[:2]
     win = size + 2 * padding
     flat = _window_indices(y, xx, size, padding, h, w)
-    pieces = []
-    for frame in frames:
-        c = frame.shape[2] if frame.ndim == 3 else 1
-        pieces.append(np.ascontiguousarray(frame, dtype=np.float32).reshape(h * w, c).take(flat, axis=0))
-    patches = pieces[0] if len(pieces) == 1 else cv2.merge([p.reshape(-1, 1, p.shape[1]) for p in pieces])
+    channels = [frame.shape[2] if frame.ndim == 3 else 1 for frame in frames]
+    store = scratch or Scratch()
+    patches = store.get(name, (flat.size, sum(channels)))
+    start = 0
+    for i, (frame, c) in enumerate(zip(frames, channels)):
+        source = np.ascontiguousarray(frame, dtype=np.float32).reshape(h * w, c)
+        if len(frames) == 1:
+            np.take(source, flat, axis=0, out=patches)
+        else:  # gathered into a contiguous piece, then one strided copy (cheaper than merging)
+            piece = store.get(f"{name}/{i}", (flat.size, c))
+            np.take(source, flat, axis=0, out=piece)
+            patches[:, start : start + c] = piece
+        start += c
     return patches.reshape(len(y), win, win, -1)
 
 
@@ -207,6 +239,7 @@ class OnnxMatting:
         self.base_aux = int(inputs["aux"].shape[1]) if "aux" in inputs else 0
         self.refiner_aux = int(self.refiner.get_inputs()[2].shape[3]) - 6 if self.refiner is not None else 0
         self.mode, self.k, self.threshold, self.prevent_oversampling = mode, k, threshold, prevent_oversampling
+        self._scratch = Scratch()  # refiner inputs, reused frame after frame (engine thread only)
 
     def run_base(self, src: np.ndarray, bgr: np.ndarray, aux: np.ndarray | None = None) -> CoarseResult:
         """Base network on one frame at 1/c resolution.
@@ -263,13 +296,16 @@ class OnnxMatting:
                 images = [src, bgr] + aux_maps
                 half = (h_full // 2, w_full // 2)
                 # exact 2x bilinear downsampling is the 2x2 average, as in torch; cv2 is fastest per <= 4 channels
+                sc = self._scratch
                 half_bgr = resize_linear(bgr, half) if bgr_half is None else bgr_half
-                half_images = [resize_linear(src, half), half_bgr] + [resize_linear(a, half) for a in aux_maps]
-                half_coarse = resize_linear(coarse.stack, half)
+                half_images = [resize_linear(src, half, sc.get("half_src", half + src.shape[2:])), half_bgr]
+                half_images += [resize_linear(a, half, sc.get(f"half_aux{i}", half + a.shape[2:]))
+                                for i, a in enumerate(aux_maps)]
+                half_coarse = resize_linear(coarse.stack, half, sc.get("half_coarse", half + coarse.stack.shape[2:]))
                 feed = {
-                    "patch_coarse": crop_patches_hwc(half_coarse, y, x, PATCH // 2, CONTEXT_HALF),
-                    "patch_half_img": crop_patches_hwc(half_images, y, x, PATCH // 2, CONTEXT_HALF),
-                    "patch_full": crop_patches_hwc(images, y, x, PATCH, CONTEXT_FULL),
+                    "patch_coarse": crop_patches_hwc(half_coarse, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse"),
+                    "patch_half_img": crop_patches_hwc(half_images, y, x, PATCH // 2, CONTEXT_HALF, sc, "half"),
+                    "patch_full": crop_patches_hwc(images, y, x, PATCH, CONTEXT_FULL, sc, "full"),
                 }
                 (refined,) = self.refiner.run(list(REFINER_OUTPUTS), feed)
                 replace_patches_hwc(out, np.ascontiguousarray(refined[..., :channels]), y, x)
