@@ -337,34 +337,47 @@ _DART_STAGES = ("prepare", "student", "posterior", "fusion", "refiner", "total")
 
 
 def _engine_only_ms(config: LivePathConfig, prior: BackgroundPrior, subject: list, dart_pipeline) -> dict[str, float]:
-    """Engine only, frame in memory, the same subject frames: dart (as the app runs it), dart without edge
-    refinement, depth mode, and the MediaPipe peer with the dart / peer ratio."""
+    """Engine only, frame in memory, the same subject frames: dart (as the app runs it, and without edge
+    refinement), depth mode and the MediaPipe peer, taking turns frame by frame so that all see the same
+    machine load; wall-clock and CPU milliseconds (all threads of the process), and dart / peer ratios."""
     from engines.config import EngineConfig
+    from engines.matting.edge_refine import EdgeRefiner
     from engines.matting.pipeline import MattingPipeline
 
-    def timed(run) -> float:
-        times = []
-        for i in range(config.frames + 3):
-            color, depth_m = subject[i % len(subject)]
-            t0 = time.perf_counter()
-            run(color, depth_m)
-            if i >= 3:
-                times.append((time.perf_counter() - t0) * 1e3)
-        return _median(times)
-
-    rows = {"engine only: dart (as the app, edge refinement on)": timed(dart_pipeline.process)}
-    bare = dart_pipeline._edge
-    dart_pipeline._edge = None
-    rows["engine only: dart (MattingPipeline, no edge refinement)"] = timed(dart_pipeline.process)
-    dart_pipeline._edge = bare
+    edge = EdgeRefiner()
+    edge.set_plate(prior.color_mean)
     depth = MattingPipeline(EngineConfig(mode="depth", depth=config.depth))
     depth.set_prior(prior)
-    rows["engine only: depth mode"] = timed(depth.process)
+    bare = dart_pipeline._edge
+    dart_pipeline._edge = None  # the dart pipeline without edge refinement; the app's adds it below
+    runs = {"dart (MattingPipeline, no edge refinement)": dart_pipeline.process,
+            "dart (as the app, edge refinement on)": lambda c, d: edge(c, dart_pipeline.process(c, d).alpha),
+            "depth mode": depth.process}
     peer_model = None if config.peer_dir is None else Path(config.peer_dir) / PEER_MODEL
     if peer_model is not None and peer_model.is_file():
         peer = SelfieSegmentation(peer_model, config.threads)
-        rows["engine only: peer MediaPipe selfie segmentation (RGB)"] = timed(lambda c, d: peer(c))
-        rows["ratio dart / peer (no edge refinement)"] = (
-            rows["engine only: dart (MattingPipeline, no edge refinement)"]
-            / rows["engine only: peer MediaPipe selfie segmentation (RGB)"])
+        runs["peer MediaPipe selfie segmentation (RGB)"] = lambda c, d: peer(c)
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    try:
+        for i in range(config.frames + 3):
+            color, depth_m = subject[i % len(subject)]
+            for name, run in runs.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                run(color, depth_m)
+                if i >= 3:
+                    wall[name].append((time.perf_counter() - t0) * 1e3)
+                    cpu[name].append((time.process_time() - c0) * 1e3)
+    finally:
+        dart_pipeline._edge = bare
+    rows = {}
+    for name in runs:
+        rows[f"engine only: {name}"] = _median(wall[name])
+        rows[f"engine only: {name}, CPU ms"] = _median(cpu[name])
+    peer_name = "peer MediaPipe selfie segmentation (RGB)"
+    if peer_name in runs:
+        dart_name = "dart (MattingPipeline, no edge refinement)"
+        rows["ratio dart / peer (no edge refinement), wall"] = rows[f"engine only: {dart_name}"] / rows[f"engine only: {peer_name}"]
+        rows["ratio dart / peer (no edge refinement), CPU"] = (rows[f"engine only: {dart_name}, CPU ms"]
+                                                              / rows[f"engine only: {peer_name}, CPU ms"])
     return rows
