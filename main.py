@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use background frames that seem to show a person (default: refuse them, exit code 1)")
     p.add_argument("--save", type=save_kinds, default=("alpha",),
                    help="comma-separated outputs: alpha,composite,foreground,trimap (default: alpha)")
-    replace_metavar, replace_help = background_choices(video=False)
+    replace_metavar, replace_help = background_choices()
     p.add_argument("--replace", default=DEFAULT_REPLACE, metavar=replace_metavar, help=f"new background of the "
                    f"composite output (giving it implies --save composite): {replace_help} (default: %(default)s)")
     add_batch_arguments(p)
@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gui", help="open the desktop app (default when a display is available)")
     p.add_argument("--source", help="camera URI or recording path (default: the last that opened, else the demo)")
-    background_metavar, background_help = background_choices(video=True)
+    background_metavar, background_help = background_choices()
     p.add_argument("--background", metavar=background_metavar,
                    help=f"replacement background: {background_help} (default: the last used; first run: blur)")
     p.add_argument("--mode", choices=MODES, default=None, help="matting engine (default: the last used; first run: depth)")

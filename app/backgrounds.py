@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from engines.matting.compositing import Background, composite, fit_background, parse_background_spec
+from engines.matting.compositing import (
+    VIDEO_EXTENSIONS,
+    Background,
+    composite,
+    is_video,
+    parse_background_spec,
+)
 from engines.matting.foreground import ForegroundEstimator
-from sensors.errors import UserError
+from engines.matting.replacement import VideoBackground
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 BUILTIN_SPECS = ("blur", "checker")
-
-
-def is_video(spec: str) -> bool:
-    return Path(spec).suffix.lower() in VIDEO_EXTENSIONS
+__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "Compositor", "is_video", "make_replacement", "subject_focus_m"]
 
 
 class _LazyBackground:
@@ -49,43 +50,6 @@ class _LazyBackground:
             h, w = color_rgb.shape[:2]
             self._background = Background(self.spec, w, h)
         return self._background.render(color_rgb, depth_m, focus_m)
-
-
-class VideoBackground:
-    """A video file played one frame per rendered frame, looping at its end, fitted to the frame size."""
-
-    uses_camera_image = False
-
-    def __init__(self, path: str) -> None:
-        self.path = Path(path).expanduser()
-        if not self.path.is_file():
-            raise UserError(f"The background video '{path}' does not exist.", 2)
-        self._video = cv2.VideoCapture(str(self.path))
-        if not self._video.isOpened():
-            raise UserError(f"The background video '{path}' cannot be read: use an MP4 or AVI file.")
-        self._last: np.ndarray | None = None
-        if self._next_bgr() is None:
-            raise UserError(f"The background video '{path}' has no frames.")
-        self._video.set(cv2.CAP_PROP_POS_FRAMES, 0)  # the check read the first frame: play it first
-
-    def _next_bgr(self) -> np.ndarray | None:
-        ok, frame = self._video.read()
-        if not ok:  # end of the video: loop
-            self._video.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, frame = self._video.read()
-        if ok:
-            self._last = frame
-        return self._last
-
-    def render(self, color_rgb: np.ndarray, depth_m: np.ndarray | None = None,
-               focus_m: float | None = None) -> np.ndarray:
-        h, w = color_rgb.shape[:2]
-        frame = self._next_bgr()
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        return fit_background(rgb, w, h)
-
-    def close(self) -> None:
-        self._video.release()
 
 
 def make_replacement(spec: str, blur_sigma_px: float = 12.0):

@@ -25,14 +25,14 @@ DEMO_RECORDING = REPO_ROOT / "assets" / "demo_recording"
 UNATTENDED_TIMEOUT_S = 300.0
 
 
-def background_choices(video: bool) -> tuple[str, str]:
-    """(metavar, help) of a background option: the choices `parse_background_spec` accepts (plus a looped
-    video file in the app), with their defaults, so `process --replace` and `gui --background` agree."""
+def background_choices() -> tuple[str, str]:
+    """(metavar, help) of a background option: the choices `parse_background_spec` accepts, with their
+    defaults, so `process --replace` and `gui --background` agree."""
     from engines.matting.compositing import CHECKER_CELL_PX, DEFAULT_BLUR_SIGMA_PX, NAMED_COLORS
 
     names = ", ".join(sorted(set(NAMED_COLORS) - {"grey"}))
-    metavar = ("IMAGE|VIDEO|" if video else "IMAGE|") + "blur[:SIGMA]|#RRGGBB|NAME|checker[:CELL]"
-    text = (("an image or video file (looped)" if video else "an image file")
+    metavar = "IMAGE|VIDEO|blur[:SIGMA]|#RRGGBB|NAME|checker[:CELL]"
+    text = ("an image or video file (looped)"
             + f", blur (blur:SIGMA: blur strength in pixels, default {DEFAULT_BLUR_SIGMA_PX:g}), #RRGGBB, "
             f"a colour name ({names}), checker (checker:CELL: cell size in pixels, default {CHECKER_CELL_PX})")
     return metavar, text

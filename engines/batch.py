@@ -38,10 +38,11 @@ from typing import Callable, Iterator
 import numpy as np
 
 from engines.matting.background_prior import BackgroundPrior, CaptureReport, build_prior
-from engines.matting.compositing import composite, make_background, parse_background_spec, rgba_foreground
+from engines.matting.compositing import composite, parse_background_spec, rgba_foreground
 from engines.config import EngineConfig
 from engines.matting.foreground import ForegroundEstimator
 from engines.matting.pipeline import MattingPipeline
+from engines.matting.replacement import open_replacement
 from sensors.errors import UserError
 from sensors.frame import Frame
 from sensors.image_header import LIMIT_TEXT, too_large
@@ -359,7 +360,7 @@ class _OutputWriter:
                  kept_rows: list[list[str]] = ()) -> None:
         self.out_dir = out_dir
         self.save = options.save
-        self.background = make_background(options.replace, width, height) if "composite" in self.save else None
+        self.background = open_replacement(options.replace, width, height) if "composite" in self.save else None
         self.foreground = ForegroundEstimator()  # keeps its buffers between frames
         prepare_output_folder(out_dir)  # --out a file, read-only or not ours: one sentence before any work
         for kind in self.save:

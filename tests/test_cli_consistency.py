@@ -110,3 +110,42 @@ def test_replace_help_names_every_choice_with_its_default():
     text = _subcommands()["process"].format_help()
     for word in ("blur:SIGMA", "checker:CELL", "#RRGGBB", "implies --save composite", "(default: blur)"):
         assert word in " ".join(text.split()), word
+
+
+def _three_frame_video(path, width: int = 64, height: int = 32):
+    """An MP4 (PyAV, MPEG-4) of three flat frames: grey levels 0, 120, 240."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for level in (0, 120, 240):
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), level, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_process_replace_takes_a_video_and_loops_it(recording, tmp_path, capsys):
+    # Before: process said the (valid) video was corrupt, while the window played it.
+    video = _three_frame_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    assert main.main(["process", str(recording), "--out", str(out), "--replace", str(video)]) == 0
+    composites = sorted((out / "composite").glob("*.png"))
+    assert len(composites) == 2
+    import cv2
+
+    corner = [int(cv2.imread(str(p))[0, 0].mean()) for p in composites]  # background where alpha is 0
+    assert corner[0] < 15 and 105 < corner[1] < 135  # the video's first frames, in order
+
+
+def test_an_unreadable_video_background_is_one_sentence_before_any_work(recording, tmp_path, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00not a video" * 50)
+    out = tmp_path / "out"
+    code = main.main(["process", str(recording), "--out", str(out), "--replace", str(broken)])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and err.startswith("error: The background video") and err.count("\n") == 1
+    assert not (out / "alpha").exists() or not any((out / "alpha").iterdir())

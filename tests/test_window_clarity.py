@@ -277,8 +277,7 @@ def test_background_choices_agree_between_gui_and_process_and_parse():
     gui = next(a for a in _subparser("gui")._actions if a.dest == "background")
     for choice in ("blur:SIGMA", "checker:CELL", "#RRGGBB", "blur", "checker", "green"):
         assert choice in process.help and choice in gui.help, choice
-    assert gui.help.replace("an image or video file (looped)", "an image file").split(" (default")[0].split(": ", 1)[1] \
-        == process.help.split(" (default: %")[0].split(": ", 1)[1]
+    assert gui.help.split(" (default")[0].split(": ", 1)[1] == process.help.split(" (default: %")[0].split(": ", 1)[1]
     for spec in ("blur", "blur:20", "#12AB34", "green", "checker", "checker:8"):
         parse_background_spec(spec)  # every choice the help names is accepted
-    assert "VIDEO" in gui.metavar and "VIDEO" not in process.metavar  # process composites over images only
+    assert gui.metavar == process.metavar and "VIDEO" in gui.metavar  # both take a looped video

@@ -33,6 +33,7 @@ DEFAULT_BLUR_SIGMA_PX = 12.0  # blur background strength: Gaussian sigma, pixels
 MAX_BLUR_SIGMA_PX = 200.0
 CHECKER_CELL_PX = 16
 DEPTH_MAP_SCALE = 4  # depth-aware blur computes its blur amount at 1/4 resolution
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")  # played by `replacement.VideoBackground`
 CHECKER_LIGHT = 204  # grey levels of the checkerboard cells
 CHECKER_DARK = 128
 
@@ -272,16 +273,21 @@ def blurred_background(
 
 # -- user background choice -----------------------------------------------------------------------
 _SPEC_HELP = (
-    "a colour like #00FF00 or green, 'blur', 'blur:SIGMA', 'checker', 'checker:CELL' or an image file"
+    "a colour like #00FF00 or green, 'blur', 'blur:SIGMA', 'checker', 'checker:CELL', an image or a video file"
 )
+
+
+def is_video(spec: str | Path) -> bool:
+    """True when `spec` names a file with a video extension (the file need not exist)."""
+    return Path(str(spec).strip()).suffix.lower() in VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)
 class BackgroundSpec:
     """A parsed background choice.
 
-    kind: "blur" (the camera image blurred), "color", "checker" or "image".
-    color: (r, g, b) for "color". path: the image file for "image".
+    kind: "blur" (the camera image blurred), "color", "checker", "image" or "video" (rendered by
+    `engines.matting.replacement`). color: (r, g, b) for "color". path: the file for "image" / "video".
     blur_sigma_px: blur strength for "blur". checker_cell_px: cell size for "checker".
     """
 
@@ -308,8 +314,8 @@ def parse_background_spec(
     """Parse a user's background choice; raises UserError (exit code 2) with one sentence if invalid.
 
     Accepted: "blur" / "blur:SIGMA" (pixels), "#RRGGBB", a name from NAMED_COLORS, "checker" /
-    "checker:CELL" (pixels), or the path of an image file (which must exist). Names win over files
-    of the same name (write ./green to use a file called green).
+    "checker:CELL" (pixels), or the path of an image or video file (which must exist). Names win over
+    files of the same name (write ./green to use a file called green).
     """
     text = str(spec).strip()
     lower = text.lower()
@@ -340,7 +346,8 @@ def parse_background_spec(
     if not path.is_file():
         what = "is a folder, not an image file" if path.is_dir() else "does not exist"
         raise UserError(f"The background '{text}' {what}; give {_SPEC_HELP}.", 2)
-    return BackgroundSpec("image", path=path, blur_sigma_px=blur_sigma_px, checker_cell_px=checker_cell_px)
+    kind = "video" if is_video(path) else "image"
+    return BackgroundSpec(kind, path=path, blur_sigma_px=blur_sigma_px, checker_cell_px=checker_cell_px)
 
 
 class Background:
@@ -422,4 +429,6 @@ def make_background(
     """
     if not isinstance(spec, BackgroundSpec):
         spec = parse_background_spec(spec, blur_sigma_px, checker_cell_px)
+    if spec.kind == "video":
+        raise ValueError("a video background is made by engines.matting.replacement.open_replacement")
     return Background(spec, width, height)
