@@ -189,6 +189,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         if args.take and not args.prior:
             raise usage_error("--take needs --prior FILE.npz, the background captured with it.")
+        if args.size and len(args.size) != 2:
+            raise usage_error("--size takes WIDTHxHEIGHT, for example 320x240.")
         config = AdaptConfig(budget_s=minutes * 60, device=args.device, threads=args.threads,
                              **({"height": args.size[1], "width": args.size[0]} if args.size else {}),
                              **({"generic_samples": args.generic_samples} if args.generic_samples else {}))

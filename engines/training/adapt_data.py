@@ -57,11 +57,13 @@ def read_take(path: str | Path, background_frames: int | None = None, take_frame
     from sensors.source import open_source
 
     path = Path(path)
+    if "://" not in str(path) and not path.exists():
+        raise UserError(f"Recording '{path}' does not exist: give the folder or file of a recording.", 2)
     if background_frames is None and (path / "meta.json").is_file():
         background_frames = json.loads((path / "meta.json").read_text()).get("background_frames")
     if not background_frames:
-        raise UserError(f"Recording {path} does not say how many empty-scene frames it starts with: "
-                        "give --background-frames N (its meta.json has no background_frames).", 2)
+        raise UserError(f"Recording {path} does not say how many empty-scene frames it starts with: record "
+                        "the empty scene first (its meta.json needs background_frames).", 2)
     b = int(background_frames)
     plate, colors, depths, indices = [], [], [], []
     with open_source(str(path)) as source:
