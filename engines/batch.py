@@ -20,7 +20,8 @@ finished. An input whose record matches and says complete is skipped without ope
 the frames listed in `frames.csv` (rows are appended only after a frame's images are in place) are
 kept and not matted again, so the result is identical to an uninterrupted run. Different settings, or
 no record, start the input afresh. With temporal smoothing the kept frames still go through the
-pipeline (its state depends on them) but are not written again.
+pipeline (its state depends on them), and a video background still advances over them; they are
+not written again.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from engines.matting.compositing import composite, parse_background_spec, rgba_f
 from engines.config import EngineConfig
 from engines.matting.foreground import ForegroundEstimator
 from engines.matting.pipeline import MattingPipeline
-from engines.matting.replacement import open_replacement
+from engines.matting.replacement import VideoBackground, open_replacement
 from sensors.errors import UserError
 from sensors.frame import Frame
 from sensors.image_header import LIMIT_TEXT, too_large
@@ -256,6 +257,7 @@ def process_recording(
             if frame.index in kept:
                 if stateful:
                     pipeline.process(frame.color, frame.depth_m())
+                writer.skip(frame)
                 resumed += 1
                 frames.matted += 1
                 if on_progress:
@@ -377,6 +379,11 @@ class _OutputWriter:
         gap_ms = None if color_t is None or depth_t is None else f"{abs(color_t - depth_t) * 1e3:.3f}"
         self.table.write([frame.index, None if color_t is None else f"{color_t:.6f}",
                           None if depth_t is None else f"{depth_t:.6f}", gap_ms, missing_before])
+
+    def skip(self, frame: Frame) -> None:
+        """A frame an earlier run wrote (resume): a video background still moves on by one frame."""
+        if isinstance(self.background, VideoBackground):
+            self.background.render(frame.color)
 
     def close(self) -> None:
         self.table.close()

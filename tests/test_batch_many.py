@@ -241,3 +241,29 @@ def test_a_ray_cluster_that_wants_a_token_is_one_sentence_naming_the_fix():
         message = _join_error("10.0.0.1:6379", error)
     assert "RAY_AUTH_MODE=token" in message and "\n" not in message
     assert _join_error("h:1", ConnectionError("Failed to connect\nmore")) == "Cannot join the Ray cluster at 'h:1': Failed to connect."
+
+
+def test_one_input_with_resume_keeps_its_layout_and_skips_when_complete(recordings, tmp_path, capsys):
+    _, paths = recordings
+    out = tmp_path / "out"
+    assert run_main("process", paths[2], "--out", out, "--resume") == 0
+    assert (out / "alpha").is_dir() and json.loads((out / batch.RUN_RECORD).read_text())["complete"] is True
+    before = tree(out)
+    capsys.readouterr()
+    assert run_main("process", paths[2], "--out", out, "--resume") == 0
+    assert "is already complete" in capsys.readouterr().out
+    assert tree(out) == before
+
+
+def test_resume_keeps_a_video_background_in_step(recordings, tmp_path, monkeypatch):
+    from tests.test_cli_consistency import _three_frame_video
+
+    _, paths = recordings
+    video = _three_frame_video(tmp_path / "clip.mp4", 64, 48)  # 3 frames, looped over the 5 test frames
+    command = ["process", paths[2], "--replace", video, "--resume"]
+    assert run_main(*command, "--out", tmp_path / "full") == 0
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 2)
+        assert run_main(*command, "--out", tmp_path / "out") == 130
+    assert run_main(*command, "--out", tmp_path / "out") == 0
+    assert_same_files(tmp_path / "full", tmp_path / "out")
