@@ -43,9 +43,16 @@ def test_pairing_survives_a_clock_that_resets_or_jumps(tmp_path, caplog, case):
         assert "clock jumped" in caplog.text
 
 
-def test_dropped_colour_frames_pair_the_rest_correctly(tmp_path):
+def test_dropped_colour_frames_pair_the_rest_correctly_and_keep_their_numbers(tmp_path):
+    # Before: outputs were numbered by count, so 000003.png was source frame 5 and nothing said 3, 4, 9 were missing.
     path = mf.write_realsense_recording(tmp_path / "drops.db3", frames=12, skip_color={3, 4, 9})
-    assert _box_indices(path) == [k for k in range(12) if k not in {3, 4, 9}]
+    kept = [k for k in range(12) if k not in {3, 4, 9}]
+    assert _box_indices(path) == kept
+
+    def indices():
+        with RealSenseSource(str(path)) as source:
+            return [f.index for f in iter(source.read, None)]
+    assert call_with_timeout(indices) == kept  # the colour frame's own number: gaps where frames were dropped
 
 
 def test_colour_frames_without_depth_are_counted_not_dropped_silently(tmp_path, caplog):

@@ -59,6 +59,7 @@ class RecordingPlayer:
         self.max_gap_ms = 0.6 * max(periods)
         self._depth_clock, self._color_clock = StreamClock(periods[0]), StreamClock(periods[1])
         self.skipped_colour = 0
+        self._last_color_ms: float | None = None
         self._reported = False
         self._reached_s = 0.0  # how far into the file (playback position) frames have come from
         # Frames from the SDK's threads. In batch mode a full queue makes the SDK wait (no frame is
@@ -191,6 +192,7 @@ class RecordingPlayer:
             if not self._same_clock:
                 return depths.popleft()[1], colors.popleft()[1]
             tc = colors[0][0]
+            self._last_color_ms = tc
             while len(depths) >= 2 and depths[1][0] <= tc:
                 depths.popleft()
             if depths[-1][0] < tc and not self._file_read:
@@ -226,6 +228,11 @@ class RecordingPlayer:
         if self.clock_jumps:
             logger.warning("%s: a stream's clock jumped %d time(s) (a camera reset?); its frames were "
                            "re-synchronised by frame period", self.path.name, self.clock_jumps)
+        last = self._last_color_ms
+        orphans = sum(1 for t, _ in self._depths if last is None or t > last + self.max_gap_ms)
+        if orphans:
+            logger.warning("%s: the last %d depth frame(s) have no colour frame (the file may be damaged or cut "
+                           "short); they were not played", self.path.name, orphans)
         if self.skipped_colour:
             logger.warning("%s: %d colour frame(s) had no depth frame within %.0f ms and were skipped",
                            self.path.name, self.skipped_colour, self.max_gap_ms)

@@ -48,6 +48,7 @@ from sensors.source import CameraMode, Source, SourceInfo
 
 logger = logging.getLogger(__name__)
 
+MAX_INDEX_STEP = 300  # recordings: a colour frame number further ahead is a counter leap, not dropped frames
 NO_CAMERA_MESSAGE = "No RealSense camera found: connect one to a USB 3 port or give a recording path."
 
 
@@ -101,6 +102,8 @@ class RealSenseSource(Source):
         self._align = None
         self._filters: list = []
         self._index = 0
+        self._number_offset: int | None = None  # recordings: colour frame number - frame index
+        self._last_index: int | None = None
         self._removed = threading.Event()
         self._fallback_scale = 0.001
         self._intrinsics: Intrinsics | None = None
@@ -116,6 +119,7 @@ class RealSenseSource(Source):
         self._align = rs.align(rs.stream.color)
         self._filters = self._make_filters(rs)
         self._index = 0
+        self._number_offset, self._last_index = None, None
         info = self._open_file() if self.path is not None else self._open_live()
         self.state = "streaming"
         return info
@@ -377,17 +381,32 @@ class RealSenseSource(Source):
             scale = float(f"{float(depth.get_units()):.7g}") or self._fallback_scale
         except RuntimeError:
             scale = self._fallback_scale
+        index = self._recorded_index(int(color.get_frame_number())) if self._player is not None else self._index
         frame = Frame(
             color=rgb,
             depth_raw=depth_raw,
             depth_scale=scale,
             timestamp=float(color.get_timestamp()) / 1000.0,
-            index=self._index,
+            index=index,
             intrinsics=self._intrinsics or Intrinsics.default_for(rgb.shape[1], rgb.shape[0]),
             host_time=host_time,
         )
         self._index += 1
         return frame
+
+    def _recorded_index(self, frame_number: int) -> int:
+        """A recording's frame index: the colour frame's own number counted from the file's first, so
+        outputs keep the source's identity and dropped frames leave gaps; a counter that restarts (a
+        camera reset) or leaps continues right after the previous index."""
+        last = self._last_index
+        if self._number_offset is not None and last is not None:
+            index = frame_number - self._number_offset
+            if last < index <= last + MAX_INDEX_STEP:
+                self._last_index = index
+                return index
+        index = 0 if last is None else last + 1
+        self._number_offset, self._last_index = frame_number - index, index
+        return index
 
     # -- camera controls -------------------------------------------------------------------------
     def lock_exposure_and_white_balance(self) -> bool:
