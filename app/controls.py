@@ -59,6 +59,7 @@ REFINER_OFF = "Only the network modes (DART networks, Colour networks) use it."
 ADAPT_TIP = ("After capturing the background, stay in view for a short take: the networks then learn you and "
              "your room in the background (a few minutes, the app keeps running). Used by the network modes; "
              "kept for this camera or recording and restored next time.")
+ADAPT_IDLE = "Stay in view for 15 s after the capture; the networks then learn you (about 5 min)."
 POST_MATTING_TIP = ("Closed-form matting on a thin band along the edges, on its own thread: finer hair and "
                     "edges in the Composite view, a few frames late. The virtual webcam and recordings keep "
                     "the live matte.")
@@ -351,5 +352,6 @@ class AdaptControls(QGroupBox):
         if busy and eta_s is not None:
             minutes, seconds = divmod(int(max(eta_s, 0.0)), 60)
             self.progress.setFormat(f"%p% · about {minutes} min {seconds:02d} s left")
+        message = message or ADAPT_IDLE
         if self.label.text() != message:
             self.label.setText(message)
