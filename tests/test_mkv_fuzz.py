@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from test_azure_kinect import remux
-from test_reader_fuzz import read_case
+from test_reader_fuzz import fuzz_file
 
 from sensors.azure_kinect import AzureKinectSource
 
@@ -25,22 +25,26 @@ def _small_output(path: str) -> AzureKinectSource:
     return AzureKinectSource(path, width=160)  # registration and resizing at 160x90: the reading is what is tested
 
 
-def damage(data: bytearray, rng: random.Random) -> tuple[bytearray, str]:
-    """One seeded mutation of the file's bytes, and what it was."""
+def damage(path: Path, rng: random.Random) -> str:
+    """One seeded mutation of the file's bytes; what it was."""
+    data = bytearray(path.read_bytes())
     kind = rng.choice(["flip", "flip", "zero", "cut", "repeat"])
     at = rng.randrange(len(data))
     if kind == "flip":
         for _ in range(rng.randint(1, 8)):
             data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-        return data, "flipped bits"
-    if kind == "zero":
+        done = "flipped bits"
+    elif kind == "zero":
         size = rng.randint(1, 4096)
         data[at:at + size] = bytes(len(data[at:at + size]))
-        return data, f"zeroed {size} bytes at {at}"
-    if kind == "cut":
-        return data[:at], f"cut at {at}"
-    size = rng.randint(16, 2048)
-    return data[:at] + data[at:at + size] + data[at:], f"repeated {size} bytes at {at}"
+        done = f"zeroed {size} bytes at {at}"
+    elif kind == "cut":
+        data, done = data[:at], f"cut at {at}"
+    else:
+        size = rng.randint(16, 2048)
+        data, done = data[:at] + data[at:at + size] + data[at:], f"repeated {size} bytes at {at}"
+    path.write_bytes(bytes(data))
+    return done
 
 
 @pytest.fixture
@@ -52,19 +56,5 @@ def small_mkv(shared_data, tmp_path_factory) -> Path:
 
 
 def test_every_mutation_of_an_mkv_ends_in_frames_or_one_sentence(small_mkv, tmp_path):
-    assert read_case(small_mkv, CAPTURES, _small_output) == f"frames {CAPTURES}"
-    rng = random.Random("fuzz-mkv")
-    pristine = small_mkv.read_bytes()
-    outcomes: dict[str, int] = {}
-    for case in range(CASES):
-        data, done = damage(bytearray(pristine), rng)
-        path = tmp_path / f"case{case}.mkv"
-        path.write_bytes(bytes(data))
-        try:
-            outcome = read_case(path, CAPTURES, _small_output)
-        except AssertionError as failure:
-            raise AssertionError(f"mkv case {case} ({done}): {failure}") from None
-        kind = outcome.split(":")[0].split(" ")[0]
-        outcomes[kind] = outcomes.get(kind, 0) + 1
-        path.unlink()
+    outcomes = fuzz_file(small_mkv, damage, CASES, "fuzz-mkv", CAPTURES, tmp_path, _small_output)
     assert outcomes.get("error", 0) >= CASES // 8, outcomes  # the mutations do damage

@@ -211,6 +211,26 @@ def read_case(path: Path, intact: int, opener=open_source) -> str:
     return f"frames {len(frames)}"
 
 
+def fuzz_file(pristine: Path, damage, cases: int, seed: str, intact: int, work: Path, opener=open_source) -> dict:
+    """Copy the single-file recording `pristine` `cases` times, apply `damage(path, rng) -> description`
+    to each copy and `read_case` it; {outcome kind: count}. AssertionError names the failing case."""
+    assert read_case(pristine, intact, opener) == f"frames {intact}"
+    rng = random.Random(seed)
+    outcomes: dict[str, int] = {}
+    for case in range(cases):
+        path = work / f"case{case}{pristine.suffix}"
+        shutil.copy(pristine, path)
+        done = damage(path, rng)
+        try:
+            outcome = read_case(path, intact, opener)
+        except AssertionError as failure:
+            raise AssertionError(f"{pristine.suffix} case {case} ({done}): {failure}") from None
+        kind = outcome.split(":")[0].split(" ")[0]
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+        path.unlink()
+    return outcomes
+
+
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("pristine")

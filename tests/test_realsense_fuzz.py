@@ -9,7 +9,6 @@ overwritten in places) and played through `open_source`. Every case must end in 
 from __future__ import annotations
 
 import random
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 pytest.importorskip("pyrealsense2")
 
-from test_reader_fuzz import read_case  # noqa: E402
+from test_reader_fuzz import fuzz_file  # noqa: E402
 from test_realsense import mf  # noqa: E402
 
 FRAMES = 8
@@ -61,18 +60,5 @@ def damage(path: Path, rng: random.Random) -> str:
 
 def test_every_mutation_of_a_db3_ends_in_frames_or_one_sentence(tmp_path):
     pristine = mf.write_realsense_recording(tmp_path / "pristine.db3", frames=FRAMES)
-    assert read_case(pristine, FRAMES) == f"frames {FRAMES}"
-    rng = random.Random("fuzz-db3")
-    outcomes: dict[str, int] = {}
-    for case in range(CASES):
-        path = tmp_path / f"case{case}.db3"
-        shutil.copy(pristine, path)
-        done = damage(path, rng)
-        try:
-            outcome = read_case(path, FRAMES)
-        except AssertionError as failure:
-            raise AssertionError(f"db3 case {case} ({done}): {failure}") from None
-        kind = outcome.split(":")[0].split(" ")[0]
-        outcomes[kind] = outcomes.get(kind, 0) + 1
-        path.unlink()
+    outcomes = fuzz_file(pristine, damage, CASES, "fuzz-db3", FRAMES, tmp_path)
     assert outcomes.get("error", 0) >= CASES // 8, outcomes  # the mutations do damage
