@@ -434,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between samples (default: 10)")
     p.add_argument("--warmup", type=positive_float, default=None, metavar="SECONDS",
                    help="minimum warm-up before growth is judged (default: 60; also >= 20%% of the run and one cycle)")
+    p.add_argument("--malloc-arenas", type=int, default=2, metavar="N",
+                   help="glibc malloc arenas the app may use (0: glibc's default, to compare; default: %(default)s)")
     p.set_defaults(run=cmd_soak)
     return parser
 

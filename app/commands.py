@@ -148,7 +148,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     limits = Limits() if args.warmup is None else Limits(min_warmup_s=args.warmup)
     options = SoakOptions(source=args.source, minutes=args.minutes, out_dir=Path(args.out),
                           action_every_s=args.every, sample_every_s=args.sample_every,
-                          settle_s=min(10.0, args.sample_every), limits=limits)
+                          settle_s=min(10.0, args.sample_every), limits=limits, malloc_arenas=args.malloc_arenas)
     try:
         result = run_soak(options)
     except SoakSetupError as error:

@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.allocator import limit_malloc_arenas
+from app.allocator import ARENAS, limit_malloc_arenas
 from app.virtual_camera import MEMORY_BACKEND, CountingCamera, counting_backend_unless_device
 from app.soak_samples import Limits, Sample, Verdict, judge, process_figures, write_plot
 
@@ -82,6 +82,7 @@ class SoakOptions:
     limits: Limits = Limits()
     vcam_backend: str | None = None  # None: a real device when one opens, else the in-memory backend
     plot: bool = True
+    malloc_arenas: int = ARENAS  # 0: glibc's default (to measure what the cap does)
 
     @property
     def duration_s(self) -> float:
@@ -386,7 +387,8 @@ def run_soak(options: SoakOptions) -> SoakResult:
         Path(options.out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SoakSetupError(f"Cannot create the output folder '{options.out_dir}' ({exc.strerror}).") from None
-    limit_malloc_arenas()  # as `run_gui` does: the soak measures the app as users run it
+    if options.malloc_arenas > 0:
+        limit_malloc_arenas(options.malloc_arenas)  # as `run_gui` does: the soak measures the app as users run it
     _qt_application()
     from PySide6.QtCore import QEventLoop
 
