@@ -225,7 +225,7 @@ def cmd_bench_adapt(args: argparse.Namespace) -> int:
     bench = AdaptBenchConfig(suite=args.suite, scenes=args.scenes, take_frames=args.take_frames,
                              test_frames=args.test_frames, seed=args.seed)
     adapt = AdaptConfig(budget_s=args.budget_minutes * 60, threads=args.threads, generic_cache=args.generic_cache,
-                        scene_fraction=args.scene_fraction)
+                        scene_fraction=args.scene_fraction, generic_tolerance=args.generic_tolerance)
     report = run_adapt_benchmark(bench, adapt, args.models, args.out, on_log=lambda e: print(e.get("name", e), flush=True))
     print(format_adaptation(report, describe(bench, adapt, len(report["scenes"]))))
     return 0
@@ -413,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default: %(default)s)")
     p.add_argument("--generic-cache", metavar="FILE.npz", help="reuse generic samples across scenes (default: none)")
     p.add_argument("--scene-fraction", type=unit, default=0.5, help="share of take samples per batch (default: 0.5)")
+    p.add_argument("--generic-tolerance", type=unit, default=0.1, help="allowed growth of the generic error (default: 0.1)")
     p.add_argument("--models", default=str(REPO_ROOT / "assets" / "models"), help="generic networks (default: assets/models)")
     p.add_argument("--out", default=str(DEFAULT_OUT / "bench_adapt"), help="work folder, resumable (default: out/bench_adapt)")
     p.set_defaults(run=cmd_bench_adapt)

@@ -49,10 +49,12 @@ class AdaptConfig:
     (take frames and generic samples; the base network sees them / `downsample`, with zoom augmentation
     up to the pixel scale of a 640x480 frame). scene_fraction: share of take samples per batch (the
     paper's 0.2 suits its 2,000 iterations; a few hundred CPU steps adapt better with 0.5, README
-    "Scene adaptation", while the generic validation guards against forgetting). holdout_fraction: the take's last frames kept out of training for validation. generic_samples,
-    generic_val: generic synthetic samples for training / validation (built, or read from
-    `generic_cache`, an .npz). generic_tolerance: the generic validation error may grow by this share at
-    most, and the held-out take error must drop, for the adapted student to be accepted.
+    "Scene adaptation", while the generic validation guards against forgetting). holdout_fraction: the
+    take's last frames kept out of training for validation. generic_samples, generic_val: generic
+    synthetic samples for training / validation (built, or read from `generic_cache`, an .npz).
+    generic_tolerance: the generic validation error may grow by this share at most (10 %: at 5 % a
+    semi-real scene whose adapted SAD halved was rejected for +5.04 %), and the held-out take error must
+    drop, for the adapted student to be accepted.
     """
 
     budget_s: float = 270.0
@@ -68,7 +70,7 @@ class AdaptConfig:
     generic_samples: int = 160
     generic_val: int = 32
     generic_cache: str | None = None
-    generic_tolerance: float = 0.05
+    generic_tolerance: float = 0.10
     teacher: TeacherConfig = TeacherConfig()
     augment: AugmentConfig = AugmentConfig(misalign_p=0.2)
     device: str = "cpu"
