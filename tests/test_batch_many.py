@@ -73,7 +73,7 @@ def test_a_failing_input_is_reported_at_the_end_and_the_others_finish(recordings
     (broken / "depth" / f"{BACKGROUND_FRAMES + 2:06d}.png").write_bytes(b"not a png")
     out = tmp_path / "out"
     assert run_main("process", paths[0], broken, paths[1], "--out", out, "--save", "alpha,composite,trimap",
-                    "--workers", 1) == 1
+                    "--workers", 2) == 1  # in the process pool
     captured = capsys.readouterr()
     assert "Processed 2 of 3 inputs (1 failed)" in captured.out
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
