@@ -77,3 +77,28 @@ def test_a_frame_that_is_all_subject_has_no_band_and_no_error():
     refiner.set_plate(plate)
     out = refiner(image, np.ones((H, W), np.float32))
     assert out.shape == (H, W) and np.isfinite(out).all() and 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_camouflaged_subject_with_depth_in_front_is_not_opened():
+    """A patch of the subject with the background's colour (dark trousers on a dark sofa) looks like a
+    see-through hole in colour; its depth in front of the room keeps it subject. A real hole (background
+    depth there) still opens."""
+    plate, image, truth = _scene(2)
+    yy, xx = np.mgrid[0:H, 0:W]
+    camouflage = (np.abs(yy - 60) < 6) & (np.abs(xx - 62) < 6)
+    image[camouflage] = (plate[camouflage] * 255 + 0.5).astype(np.uint8)  # subject pixels coloured like the plate
+    truth[camouflage] = 1.0
+    background_m = np.full((H, W), 3.0, np.float32)
+    depth_m = np.where(truth > 0.5, 1.5, 3.0).astype(np.float32)
+    depth_m[56:65, 76:85] = 3.0  # the real hole shows the room
+    coarse = _coarse(truth)
+    colour_only = EdgeRefiner()
+    colour_only.set_plate(plate)
+    assert colour_only(image, coarse, depth_m)[camouflage].mean() < 0.5  # without the room's depth: opened
+    refiner = EdgeRefiner()
+    refiner.set_plate(plate, background_m, np.full((H, W), 0.01, np.float32))
+    refined = refiner(image, coarse, depth_m)
+    assert refined[camouflage].mean() > 0.95
+    assert refined[60, 80] < 0.2  # the hole is open again
+    with pytest.raises(ValueError):
+        refiner(image, coarse, depth_m[:60])

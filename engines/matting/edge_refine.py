@@ -18,6 +18,13 @@ c = d^2 / (d^2 + `sep2`), d = |F - B'|:
 
     alpha = c * alpha_c + (1 - c) * alpha_coarse    on the band, alpha_coarse elsewhere.
 
+Inside the subject, a pixel that matches the plate's colour while the subject's colour nearby does not
+is a see-through hole (between arm and body, in hair) and its alpha is lowered. A subject part that
+happens to have the background's colour (camouflage: dark trousers against a dark sofa) looks the same
+in colour, but depth tells them apart: with the prior's background depth given (`set_plate`), pixels
+whose measured depth lies clearly in front of the background (by `solid_margin_m` or 4 prior standard
+deviations, whichever is larger) are never opened.
+
 Work is done on the band's bounding box only, with vectorised OpenCV/numpy (no per-pixel Python).
 Conventions: colour uint8 HxWx3 RGB; plate float32 HxWx3 RGB in [0, 1]; alpha float32 HxW in [0, 1].
 """
@@ -48,6 +55,7 @@ class EdgeRefineConfig:
     sep2: float = 0.005
     whole: bool = True  # also open see-through holes inside the subject (pixels that match the plate)
     match: float = 0.10  # colour distance ([0, 1] RGB, Euclidean / sqrt(3)) under which a pixel matches the plate
+    solid_margin_m: float = 0.10  # depth in front of the background by more than this: subject, never a hole
 
 
 class EdgeRefiner:
@@ -56,16 +64,30 @@ class EdgeRefiner:
     def __init__(self, config: EdgeRefineConfig = EdgeRefineConfig()) -> None:
         self.config = config
         self._plate: np.ndarray | None = None
+        self._solid_below_m: np.ndarray | None = None
 
-    def set_plate(self, plate_rgb: np.ndarray) -> None:
-        """plate_rgb: float32 HxWx3 RGB in [0, 1] (the prior's `color_mean`)."""
+    def set_plate(self, plate_rgb: np.ndarray, background_depth_m: np.ndarray | None = None,
+                  background_std_m: np.ndarray | None = None) -> None:
+        """plate_rgb: float32 HxWx3 RGB in [0, 1] (the prior's `color_mean`). background_depth_m /
+        background_std_m: float32 HxW metres (the prior's `depth_mean_m` / `depth_std_m`; 0 or
+        non-finite = unknown), or None to judge interior holes by colour alone."""
         self._plate = np.ascontiguousarray(plate_rgb, dtype=np.float32)
+        self._solid_below_m = None
+        if background_depth_m is not None:
+            depth = np.nan_to_num(np.asarray(background_depth_m, dtype=np.float32), nan=0.0, posinf=0.0)
+            std = np.zeros_like(depth) if background_std_m is None else np.asarray(background_std_m, np.float32)
+            margin = np.maximum(np.float32(self.config.solid_margin_m), np.float32(4.0) * std)
+            self._solid_below_m = np.where(depth > 0, depth - margin, np.float32(0.0)).astype(np.float32)
 
-    def __call__(self, color_rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        """A new float32 HxW alpha in [0, 1]; `alpha` is not modified. ValueError on mismatched shapes."""
+    def __call__(self, color_rgb: np.ndarray, alpha: np.ndarray, depth_m: np.ndarray | None = None) -> np.ndarray:
+        """A new float32 HxW alpha in [0, 1]; `alpha` is not modified. depth_m: float32 HxW metres
+        registered to colour (0 = unknown), used with the background depth given to `set_plate`.
+        ValueError on mismatched shapes."""
         plate = self._plate
         if plate is None or plate.shape[:2] != alpha.shape or color_rgb.shape[:2] != alpha.shape:
             raise ValueError("edge refinement needs a plate, colour and alpha of one size")
+        if depth_m is not None and depth_m.shape != alpha.shape:
+            raise ValueError("edge refinement needs depth of the alpha's size")
         w = alpha.shape[1]
         scale = w / 640.0
         band_px = max(1, int(round(self.config.band_px * scale)))
@@ -102,6 +124,9 @@ class EdgeRefiner:
         if self.config.whole:  # interior: lower alpha only where the pixel is explained by the plate
             background_like = cv2.multiply(plate_like, separated)
             background_like[inner[box] == 0] = 0.0
+            if depth_m is not None and self._solid_below_m is not None:  # measured in front of the room
+                d = depth_m[box]
+                background_like[(d > 0) & (d < self._solid_below_m[box])] = 0.0
             coarse -= cv2.multiply(background_like, coarse)
         coarse += cv2.multiply(confidence, cv2.subtract(alpha_c, coarse))
         return out

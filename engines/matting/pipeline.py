@@ -106,7 +106,7 @@ class MattingPipeline:
         self.prior = prior
         self._backend.set_prior(prior)
         if self._edge is not None:
-            self._edge.set_plate(prior.color_mean)
+            self._edge.set_plate(prior.color_mean, prior.depth_mean_m, prior.depth_std_m)
         if self._post is not None:
             self._post.set_prior(prior)
         if self._smoother is not None:
@@ -125,7 +125,7 @@ class MattingPipeline:
         result = self._backend.process(color_rgb, depth_m)
         if self._edge is not None:
             start = time.perf_counter()
-            result.alpha = self._edge(color_rgb, result.alpha)
+            result.alpha = self._edge(color_rgb, result.alpha, depth_m)
             result.timings_ms["edge"] = (time.perf_counter() - start) * 1e3
         if self._post is not None:
             self._post(result, color_rgb, depth_m)
