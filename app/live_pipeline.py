@@ -11,7 +11,9 @@ jobs waiting, so a slow stage holds the engine back instead of piling up frames)
   `EngineSnapshot`.
 
 So frame n is composited and sent out while frame n + 1 is matted (frame reading and decoding run on
-the `FrameQueue` reader thread before both). Frames leave in order. Commands (`EngineWorker._guarded`)
+the `FrameQueue` reader thread before both). Frames leave in order. While post-matting is on, both halves
+run on the engine thread, one after the other: the post-matting thread runs at the lowest CPU priority
+and gets its time from the core the overlap would otherwise fill. Commands (`EngineWorker._guarded`)
 wait until the output stage is idle (`OutputStage.drain`) before they change the compositor, the outputs
 or the source, so each stage only ever sees a consistent state. Numpy, OpenCV and onnxruntime release
 the GIL in their work, which is what lets the two threads overlap.
@@ -150,7 +152,12 @@ class LiveFrames:
         self._seq += 1
         seq, matted, has_prior = self._seq, self._matted, self._prior is not None
         progress = self._capture.progress(now) if self._capture is not None else None
-        self._stage.submit(lambda: self._publish(frame, depth_m, result, capturing, progress, seq, matted, has_prior))
+        publish = lambda: self._publish(frame, depth_m, result, capturing, progress, seq, matted, has_prior)  # noqa: E731
+        if self._post is None:
+            self._stage.submit(publish)
+        else:  # post-matting (lowest CPU priority, app.post_worker) needs the second core: no overlap then
+            self._stage.drain()
+            publish()
         limit = self.options.stop_after_matted
         if limit is not None and self._matted >= limit and not self._finished:
             self._finished = True

@@ -51,11 +51,13 @@ def test_output_stage_reports_a_run_of_failures_once_and_goes_on():
     assert done == ["OutputStage"]
 
 
-def test_pipelined_worker_sends_every_frame_in_order_with_the_sequential_output():
+def _run_worker(config: EngineConfig, matted: int) -> tuple[EngineWorker, list, list]:
+    """The worker on the demo until `matted` frames are matted: (worker, fed (frame, output, background,
+    thread name), events); the worker is stopped."""
     fed = []
-    worker = EngineWorker(EngineConfig(mode="depth"), "blur",
-                          options=WorkerOptions(pace_recordings=False, stop_after_matted=12))
-    worker._outputs.feed = lambda frame, output, fps, background=False: fed.append((frame, output.copy(), background))
+    worker = EngineWorker(config, "blur", options=WorkerOptions(pace_recordings=False, stop_after_matted=matted))
+    worker._outputs.feed = lambda frame, output, fps, background=False: fed.append(
+        (frame, output.copy(), background, threading.current_thread().name))
     worker.start()
     worker.open_source(str(DEMO))
     deadline = time.monotonic() + 120
@@ -63,13 +65,18 @@ def test_pipelined_worker_sends_every_frame_in_order_with_the_sequential_output(
     while time.monotonic() < deadline and not any(e.kind == ev.FINISHED for e in events):
         events += worker.poll_events()
         time.sleep(0.02)
-    prior = worker._prior
     assert worker.stop(2.0)
     assert any(e.kind == ev.FINISHED for e in events), [e.message for e in events]
-    indices = [frame.index for frame, _, _ in fed]
+    return worker, fed, events
+
+
+def test_pipelined_worker_sends_every_frame_in_order_with_the_sequential_output():
+    worker, fed, _ = _run_worker(EngineConfig(mode="depth"), 12)
+    prior = worker._prior
+    indices = [frame.index for frame, *_ in fed]
     assert indices == list(range(len(fed)))  # every frame, in order
-    matted = [(frame, output) for frame, output, background in fed if not background]
-    assert len(matted) == 12
+    matted = [(frame, output) for frame, output, background, _ in fed if not background]
+    assert len(matted) == 12 and {name for *_, name in fed} == {"OutputStage"}
     pipeline = MattingPipeline(EngineConfig(mode="depth"))
     pipeline.set_prior(prior)
     compositor = Compositor()
@@ -79,6 +86,11 @@ def test_pipelined_worker_sends_every_frame_in_order_with_the_sequential_output(
         depth_m = frame.depth_m()
         expected = compositor.compose(frame.color, depth_m, pipeline.process(frame.color, depth_m).alpha)
         np.testing.assert_array_equal(output, expected)
+
+
+def test_post_matting_keeps_the_outputs_on_the_engine_thread():
+    _, fed, _ = _run_worker(EngineConfig(mode="depth", post="closed-form"), 3)
+    assert [name for _, _, background, name in fed if not background] == ["EngineWorker"] * 3
 
 
 def test_adaptive_patch_count_follows_the_budget_within_bounds():
