@@ -7,7 +7,10 @@ dated name). `Recorder(RecordOptions, width, height, fps, depth_scale, intrinsic
 `write(frame, output_rgb, background=False)` adds one frame from the engine thread; `close()` finishes both.
 
 The video is H.264 (libx264 through PyAV, yuv420p, +faststart), which browsers and editors play; an odd
-width or height loses its last column or row (yuv420p needs even sizes). The raw recording's meta.json
+width or height loses its last column or row (yuv420p needs even sizes). Each frame is stamped with the
+time it was written (millisecond time base, variable frame rate), so a take lasts as long as it was
+recorded even when the engine ran slower than the camera; the raw recording's meta.json gets the rate
+its frames were actually written at. The raw recording's meta.json
 holds width, height, fps, depth_scale and intrinsics from the start, and `background_frames` when the
 take began with the background capture (the frames written with `background=True` before any other),
 so `process` builds the background from them. Errors the user can act on raise UserError.
@@ -35,6 +38,7 @@ TAKE_PREFIX = "Recording "
 RAW_PREFIX = "RGB-D "
 VIDEO_CODEC = "libx264"
 VIDEO_OPTIONS = {"crf": "20", "preset": "veryfast"}  # near-transparent quality, light on the engine thread
+TIME_BASE = Fraction(1, 1000)  # video timestamps in milliseconds
 
 
 @dataclass(frozen=True)
@@ -86,18 +90,27 @@ class H264Writer:
                                                       options=dict(VIDEO_OPTIONS))
             self._stream.width, self._stream.height = self.size
             self._stream.pix_fmt = "yuv420p"
+            self._stream.codec_context.time_base = TIME_BASE
         except (av.FFmpegError, ValueError) as exc:
             self._container.close()
             raise UserError(f"Cannot write the video '{path}': this PyAV build has no H.264 encoder ({exc}).") from exc
         self._av = av
         self.frames = 0
+        self._start_s: float | None = None
+        self._last_pts = -1
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, now_s: float | None = None) -> None:
+        """Add one frame shown at `now_s` (seconds on any clock that only goes forward; default:
+        `time.monotonic()`); the first frame is at 0."""
         w, h = self.size
         if rgb.shape[1] < w or rgb.shape[0] < h or rgb.shape[1] > w + 1 or rgb.shape[0] > h + 1:
             rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)  # the stream changed size
         frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:h, :w]), format="rgb24")
-        frame.pts = self.frames
+        now_s = time.monotonic() if now_s is None else float(now_s)
+        if self._start_s is None:
+            self._start_s = now_s
+        frame.pts = self._last_pts = max(self._last_pts + 1, round((now_s - self._start_s) / TIME_BASE))
+        frame.time_base = TIME_BASE
         try:
             self._container.mux(self._stream.encode(frame))
         except self._av.FFmpegError as exc:  # disk full, ...: one sentence for the window
@@ -123,6 +136,8 @@ class Recorder:
         self.size = (int(width), int(height))
         self.frames = 0
         self.background_frames = 0  # leading frames of the take that show the empty scene
+        self._first_s: float | None = None
+        self._last_s: float | None = None
         self._leading = True
         self._video: H264Writer | None = None
         self._raw: RgbdFolderWriter | None = None
@@ -163,8 +178,11 @@ class Recorder:
                 self._raw.set_background_frames(self.background_frames)
         elif self._leading:
             self.background_frames += 1
+        now_s = time.monotonic()
+        self._first_s = now_s if self._first_s is None else self._first_s
+        self._last_s = now_s
         if self._video is not None and output_rgb is not None:
-            self._video.write(output_rgb)
+            self._video.write(output_rgb, now_s)
         if self._raw is not None:
             # Number frames from 0 in the new recording, whatever their index in the source.
             self._raw.write(Frame(color=frame.color, depth_raw=frame.depth_raw, depth_scale=frame.depth_scale,
@@ -184,4 +202,8 @@ class Recorder:
         finally:
             raw, self._raw = self._raw, None
             if raw is not None:  # a take of background frames only: all empty scene, meta leaves it unsaid
+                if self.frames >= 2 and self._last_s > self._first_s:
+                    measured = (self.frames - 1) / (self._last_s - self._first_s)
+                    if measured < 0.9 * raw.fps:  # frames came slower than the camera's rate: say how fast
+                        raw.set_fps(measured)
                 raw.close()

@@ -259,6 +259,14 @@ class RgbdFolderWriter:
         self.background_frames = count
         self._write_meta(final=self._closed)
 
+    def set_fps(self, fps: float) -> None:
+        """The recording's frame rate (frames per second, > 0; rounded to 0.01), in meta.json at once.
+        For a writer that learns the real rate only at the end (frames came slower than planned)."""
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps!r}")
+        self.fps = round(float(fps), 2)
+        self._write_meta(final=self._closed)
+
     @property
     def frame_count(self) -> int:
         """Number of distinct frames written so far."""

@@ -109,3 +109,22 @@ def test_a_take_without_a_capture_says_nothing_about_background_frames(tmp_path)
     recorder.close()
     meta = read_meta(tmp_path / "take")
     assert "background_frames" not in meta and meta["intrinsics"]["fx"] == 50.0 and meta["frame_count"] == 3
+
+
+def test_a_take_lasts_as_long_as_it_was_recorded_when_frames_come_slower_than_the_camera(tmp_path):
+    # Before: every frame was stamped at the camera's 30 fps, so a 10 s take at 8-12 fps played in 3-4 s.
+    folder = tmp_path / "take"
+    recorder = Recorder(RecordOptions(folder, composite=True, raw=True), W, H, 30.0, 0.001, None)
+    start = time.monotonic()
+    for i in range(8):  # about 10 frames per second
+        recorder.write(frame(i), np.full((H, W, 3), 20 * i, np.uint8))
+        time.sleep(0.1)
+    recorder.close()
+    elapsed = time.monotonic() - start - 0.1
+    with av.open(str(folder / COMPOSITE_NAME)) as container:
+        stream = container.streams.video[0]
+        times = [float(f.pts * f.time_base) for f in container.decode(stream)]
+    assert len(times) == 8 and times == sorted(times)
+    assert times[-1] == pytest.approx(elapsed, abs=0.08)  # the last frame where it was recorded, not at 7/30 s
+    meta = json.loads((raw_folder(folder) / "meta.json").read_text())
+    assert meta["fps"] == pytest.approx(7 / elapsed, rel=0.1)  # the rate frames were written at, not 30
