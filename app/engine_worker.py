@@ -71,7 +71,8 @@ class EngineWorker(LiveFrames):
         self._background_args: tuple[str, float] | None = None  # the last background that worked
         self._post: PostOutput | None = None  # post-matting thread and composite (config.post != "none")
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._stage = OutputStage(lambda exc: self._emit(ev.ERROR, f"Compositing failed: {describe(exc)}"))
+        self._stage = OutputStage(lambda exc: self._emit(ev.ERROR, f"Compositing failed: {describe(exc)}"),
+                                  name="EngineWorker")  # the engine's second thread (outputs come from it)
         self._latest: EngineSnapshot | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="EngineWorker", daemon=True)

@@ -53,11 +53,11 @@ def test_output_stage_reports_a_run_of_failures_once_and_goes_on():
 
 def _run_worker(config: EngineConfig, matted: int) -> tuple[EngineWorker, list, list]:
     """The worker on the demo until `matted` frames are matted: (worker, fed (frame, output, background,
-    thread name), events); the worker is stopped."""
+    thread), events); the worker is stopped."""
     fed = []
     worker = EngineWorker(config, "blur", options=WorkerOptions(pace_recordings=False, stop_after_matted=matted))
     worker._outputs.feed = lambda frame, output, fps, background=False: fed.append(
-        (frame, output.copy(), background, threading.current_thread().name))
+        (frame, output.copy(), background, threading.current_thread()))
     worker.start()
     worker.open_source(str(DEMO))
     deadline = time.monotonic() + 120
@@ -76,7 +76,9 @@ def test_pipelined_worker_sends_every_frame_in_order_with_the_sequential_output(
     indices = [frame.index for frame, *_ in fed]
     assert indices == list(range(len(fed)))  # every frame, in order
     matted = [(frame, output) for frame, output, background, _ in fed if not background]
-    assert len(matted) == 12 and {name for *_, name in fed} == {"OutputStage"}
+    assert len(matted) == 12
+    assert {thread.name for *_, thread in fed} == {"EngineWorker"}  # the output stage: the engine's second thread
+    assert all(thread is not worker._thread for *_, thread in fed)
     pipeline = MattingPipeline(EngineConfig(mode="depth"))
     pipeline.set_prior(prior)
     compositor = Compositor()
@@ -89,8 +91,8 @@ def test_pipelined_worker_sends_every_frame_in_order_with_the_sequential_output(
 
 
 def test_post_matting_keeps_the_outputs_on_the_engine_thread():
-    _, fed, _ = _run_worker(EngineConfig(mode="depth", post="closed-form"), 3)
-    assert [name for _, _, background, name in fed if not background] == ["EngineWorker"] * 3
+    worker, fed, _ = _run_worker(EngineConfig(mode="depth", post="closed-form"), 3)
+    assert [thread is worker._thread for _, _, background, thread in fed if not background] == [True] * 3
 
 
 def test_adaptive_patch_count_follows_the_budget_within_bounds():
