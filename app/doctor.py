@@ -26,6 +26,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.virtual_camera import MODPROBE
+
 OK, WARN, FAIL, NA = "OK", "WARN", "FAIL", "--"
 SYS_ROOT = Path("/sys")
 UDEV_DIRS = (Path("/etc/udev/rules.d"), Path("/lib/udev/rules.d"), Path("/usr/lib/udev/rules.d"))
@@ -39,8 +41,7 @@ UDEV_RULES = {  # sdk: (file pattern, what to run)
 RELOAD_UDEV = "sudo udevadm control --reload-rules && sudo udevadm trigger, then replug the camera (docs/CAMERAS.md)"
 SDK_NAMES = {"realsense": "RealSense SDK (pyrealsense2)", "orbbec": "Orbbec SDK (pyorbbecsdk2)"}
 MIN_FREE_GB, LOW_FREE_GB = 1.0, 5.0  # raw 640x480 RGB-D at 30 fps takes about 1.5 GB a minute
-VCAM_LOAD = ('sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label="RGB-D Matting" '
-             '(Help > Virtual webcam set-up makes it permanent)')
+VCAM_LOAD = MODPROBE + " (Help > Virtual webcam set-up makes it permanent)"
 VCAM_RELOAD = "sudo modprobe -r v4l2loopback && " + VCAM_LOAD
 
 

@@ -10,6 +10,7 @@ is an in-memory backend for soak runs where no device exists.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import numpy as np
@@ -17,11 +18,12 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 CARD_LABEL = "RGB-D Matting"
+MODPROBE = f'sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label="{CARD_LABEL}"'
 
 LINUX_HELP = f"""No virtual camera device was found. On Linux the virtual webcam needs the v4l2loopback kernel module:
 
     sudo apt install v4l2loopback-dkms        # Debian/Ubuntu; Fedora: sudo dnf install v4l2loopback
-    sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label="{CARD_LABEL}"
+    {MODPROBE}
 
 To load it automatically at every boot:
 
@@ -81,6 +83,9 @@ class VirtualCamera:
             )
         except Exception as exc:  # RuntimeError listing every backend's complaint, KeyError for a bad name
             reason = str(exc).strip() or type(exc).__name__
+            log.debug("pyvirtualcam: %s", reason)
+            if sys.platform.startswith("linux") and re.search(r"v4l2 ?loopback", reason, re.IGNORECASE):
+                reason = f"no v4l2loopback device; load the module with: {MODPROBE}"
             raise VirtualCameraUnavailable(reason, setup_help()) from exc
         log.info("virtual camera %s (%s) open at %dx%d, %.1f fps", self.device, self._camera.backend,
                  self.width, self.height, self.fps)
