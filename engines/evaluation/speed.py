@@ -309,7 +309,7 @@ def live_path_ms(config: LivePathConfig, compose_factory: Callable[[BackgroundPr
     table["whole live path, one frame after another"] = _median(total)
     table["subject share of the frame (alpha > 0.5)"] = _median(subject_px)
     table.update(_engine_only_ms(config, prior, subject, pipeline))
-    return LivePathReport(table, list(matting.files), list(matting._onnx.base.get_providers()))
+    return LivePathReport(table, list(matting.files), matting.providers)
 
 
 def bench_speed_lines(config: LivePathConfig, compose_factory: Callable[[BackgroundPrior], Stage] | None = None,

@@ -300,6 +300,11 @@ class NetworkMatting:
         return self._state is not None
 
     @property
+    def providers(self) -> list[str]:
+        """The onnxruntime providers of the student's session, in the order onnxruntime tries them."""
+        return list(self._onnx.base.get_providers())
+
+    @property
     def refiner_aux(self) -> int:
         """Auxiliary channels of the loaded refiner (2 = RGB-D, 0 = RGB or no refiner)."""
         return self._onnx.refiner_aux

@@ -13,6 +13,7 @@ never from the evaluation data in ../shared. Development tool: not imported at r
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,9 +116,13 @@ def quantize_model(float_path: str | Path, out_path: str | Path, feeds: list[Fee
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         quantized = Path(tmp) / "int8.onnx"
-        quantize_static(str(prepared), str(quantized), _Reader(feeds), quant_format=QuantFormat.QDQ,
-                        per_channel=config.per_channel, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        logging.disable(logging.WARNING)  # onnxruntime warns on the root logger for every integer shape tensor
+        try:
+            quantize_static(str(prepared), str(quantized), _Reader(feeds), quant_format=QuantFormat.QDQ,
+                            per_channel=config.per_channel, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        finally:
+            logging.disable(logging.NOTSET)
         model = onnx.load(str(quantized))
     onnx.helper.set_model_props(model, {FLOAT_SHA256_KEY: file_sha256(float_path), "quantized_from": float_path.name})
     out_path.parent.mkdir(parents=True, exist_ok=True)
