@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,15 @@ def _missing_display_libraries() -> list[str]:
     from app.display_check import missing_libraries
 
     return missing_libraries()
+
+
+def _x_server_reachable(display: str) -> bool:
+    from app.display_check import x_server_reachable
+
+    try:
+        return x_server_reachable(display)
+    except OSError:  # no libxcb: the library line says so
+        return True
 
 
 def _module_available(name: str) -> bool:
@@ -225,11 +235,16 @@ def check_display() -> list[Check]:
     if not _platform.startswith("linux"):
         return [Check(NA, "Display libraries", "checked on Linux only")]
     missing = _missing_display_libraries()
-    if not missing:
-        return [Check(OK, "Display libraries", "everything Qt's X11 plugin loads is installed")]
-    status = FAIL if os.environ.get("DISPLAY") else WARN  # no display: only the window needs them
-    return [Check(status, "Display libraries", f"missing {', '.join(missing)}, so the window cannot open",
-                  f"sudo apt-get install -y {' '.join(missing)}")]
+    display = os.environ.get("DISPLAY")
+    if missing:
+        status = FAIL if display else WARN  # no display: only the window needs them
+        return [Check(status, "Display libraries", f"missing {', '.join(missing)}, so the window cannot open",
+                      f"sudo apt-get install -y {' '.join(missing)}")]
+    checks = [Check(OK, "Display libraries", "everything Qt's X11 plugin loads is installed")]
+    if display and not _x_server_reachable(display):
+        checks.append(Check(FAIL, "Display", f"no X server answers on DISPLAY={display}, so the window cannot open",
+                            "start the app from your desktop session (or unset DISPLAY and use 'main.py process')"))
+    return checks
 
 
 def check_disk(out_dir: Path) -> list[Check]:
@@ -241,6 +256,12 @@ def check_disk(out_dir: Path) -> list[Check]:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         return [Check(FAIL, what, f"'{existing}' is not a folder you can write to",
                       "give another output folder (--out DIR), or fix its permissions")]
+    try:  # permissions alone do not tell: /proc, a read-only mount
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return [Check(FAIL, what, f"cannot write in '{existing}' ({exc.strerror or exc})",
+                      "give another output folder (--out DIR)")]
     free_gb = _disk_usage(existing).free / 1e9
     detail = f"{free_gb:.1f} GB free"
     if free_gb < MIN_FREE_GB:

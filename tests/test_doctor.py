@@ -33,6 +33,7 @@ def machine(monkeypatch, tmp_path):
     monkeypatch.setattr(doctor, "_onnxruntime", lambda: ("1.20.0", ["CUDAExecutionProvider", "CPUExecutionProvider"]))
     monkeypatch.setattr(doctor, "_nvidia_gpu", lambda: True)
     monkeypatch.setattr(doctor, "_missing_display_libraries", lambda: [])
+    monkeypatch.setattr(doctor, "_x_server_reachable", lambda display: True)
     monkeypatch.setenv("DISPLAY", ":0")
     return tmp_path
 
@@ -124,6 +125,25 @@ def test_missing_display_libraries_give_the_apt_line(machine, monkeypatch):
     monkeypatch.delenv("DISPLAY")  # headless: only the window needs them
     report, code = lines(machine)
     assert line_for(report, "Display libraries").startswith("WARN") and code == 0
+
+
+def test_a_display_without_an_x_server_is_essential(machine, monkeypatch):
+    # Before: DISPLAY=:99 with nothing behind it passed, while `gui` then refused to start.
+    monkeypatch.setattr(doctor, "_x_server_reachable", lambda display: False)
+    monkeypatch.setenv("DISPLAY", ":99")
+    report, code = lines(machine)
+    assert line_for(report, "Display:").startswith("FAIL") and "no X server answers on DISPLAY=:99" in "\n".join(report)
+    assert code == 1
+
+
+def test_a_folder_that_cannot_be_written_is_a_failure_even_with_permissions(machine, monkeypatch):
+    # Before: /proc/x passed the permission check and was reported as "only 0.0 GB free".
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+    monkeypatch.setattr(doctor.tempfile, "TemporaryFile", refuse)
+    report, code = lines(machine)
+    line = line_for(report, "Disk space")
+    assert line.startswith("FAIL") and "cannot write in" in line and "Read-only file system" in line and code == 1
 
 
 def test_disk_space_and_an_unwritable_output_folder(machine, monkeypatch):
