@@ -215,7 +215,7 @@ def process_recording(
                             f"{LIMIT_TEXT}.")
         frames = _ReadTracker(source, input_path)
         writer = _OutputWriter(out_dir, options, info.width, info.height, kept_rows)  # checks --replace first
-        stack.callback(writer.close)
+        stack.push(lambda failed, *_: writer.finish(failed is not None))
         if settings is not None:  # after frames.csv is rewritten: a record never vouches for rows of other settings
             _write_run_record(out_dir, settings, complete=False, frames=len(kept_rows))
         if options.prior_path:
@@ -364,12 +364,33 @@ class _OutputWriter:
         self.save = options.save
         self.background = open_replacement(options.replace, width, height) if "composite" in self.save else None
         self.foreground = ForegroundEstimator()  # keeps its buffers between frames
+        folders = [out_dir, *(out_dir / kind for kind in self.save)]
+        self._made = [folder for folder in folders if not folder.exists()]  # removed again if nothing is written
         prepare_output_folder(out_dir)  # --out a file, read-only or not ours: one sentence before any work
         for kind in self.save:
             prepare_output_folder(out_dir / kind, root=out_dir)
-        self.table = AppendOnlyCsv(out_dir / FRAMES_CSV, CSV_COLUMNS)
-        for row in kept_rows:  # an earlier run's frames (resume): a killed rewrite only loses rows, not files
-            self.table.write(row)
+        self.table: AppendOnlyCsv | None = None  # frames.csv: made with the first row, so a run that fails
+        for row in kept_rows:  # before any frame leaves an earlier run's file alone (resume: its kept rows)
+            self._row(row)
+
+    def _row(self, row: list) -> None:
+        if self.table is None:
+            self.table = AppendOnlyCsv(self.out_dir / FRAMES_CSV, CSV_COLUMNS)
+        self.table.write(row)
+
+    def finish(self, failed: bool) -> None:
+        """Close frames.csv. A run that failed before writing any frame removes the empty folders it
+        made; one that ended without frames still leaves a frames.csv with its header."""
+        if self.table is None and not failed:
+            self.table = AppendOnlyCsv(self.out_dir / FRAMES_CSV, CSV_COLUMNS)
+        if self.table is not None:
+            self.table.close()
+            return
+        for folder in reversed(self._made):
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                pass
 
     def record(self, frame: Frame, source: Source, missing_before: int) -> None:
         """frames.csv's row for a frame whose images are written."""
@@ -377,16 +398,14 @@ class _OutputWriter:
         if isinstance(source, ImageFolderSource):
             color_t, depth_t = source.stream_times(frame.index)
         gap_ms = None if color_t is None or depth_t is None else f"{abs(color_t - depth_t) * 1e3:.3f}"
-        self.table.write([frame.index, None if color_t is None else f"{color_t:.6f}",
-                          None if depth_t is None else f"{depth_t:.6f}", gap_ms, missing_before])
+        self._row([frame.index, None if color_t is None else f"{color_t:.6f}",
+                   None if depth_t is None else f"{depth_t:.6f}", gap_ms, missing_before])
 
     def skip(self, frame: Frame) -> None:
         """A frame an earlier run wrote (resume): a video background still moves on by one frame."""
         if isinstance(self.background, VideoBackground):
             self.background.render(frame.color)
 
-    def close(self) -> None:
-        self.table.close()
 
     def write(self, frame: Frame, depth_m: np.ndarray, result, prior: BackgroundPrior) -> None:
         name = frame_name(frame.index)

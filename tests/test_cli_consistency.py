@@ -149,3 +149,23 @@ def test_an_unreadable_video_background_is_one_sentence_before_any_work(recordin
     err = capsys.readouterr().err
     assert code in (1, 2) and err.startswith("error: The background video") and err.count("\n") == 1
     assert not (out / "alpha").exists() or not any((out / "alpha").iterdir())
+
+
+def test_a_run_that_fails_before_any_frame_leaves_no_empty_folders(tmp_path, capsys):
+    # Before: a recording that does not say which frames are empty (exit 2) left empty alpha/ and
+    # composite/ folders and a header-only frames.csv behind.
+    rec = tmp_path / "take"
+    with RgbdFolderWriter(rec, W, H) as writer:  # no background_frames in its meta
+        for i in range(3):
+            writer.write(Frame(np.full((H, W, 3), 80, np.uint8), np.full((H, W), 2000, np.uint16), 0.001, i / 30, i,
+                               Intrinsics.default_for(W, H)))
+    out = tmp_path / "out"
+    assert main.main(["process", str(rec), "--out", str(out), "--save", "alpha,composite"]) == 2
+    assert "does not say which frames show the empty scene" in capsys.readouterr().err
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "frames.csv").write_text("an earlier run's table\n")
+    assert main.main(["process", str(rec), "--out", str(kept)]) == 2
+    assert (kept / "frames.csv").read_text() == "an earlier run's table\n" and not (kept / "alpha").exists()
+
