@@ -223,7 +223,9 @@ def process_recording(
             described = f"'{options.prior_path}'"
         elif options.background_path:
             with _without_ground_truth(open_source(options.background_path)) as background:
-                prior, report = build_prior(background, options.background_frames, engine.depth, on_progress)
+                # its own empty-scene frames when it names them (a take that starts with a capture), else all
+                count = options.background_frames or background.info.background_frames
+                prior, report = build_prior(background, count, engine.depth, on_progress)
             described = f"'{options.background_path}' ({prior.n_frames} frames)"
             warnings = _check_background(report, f"The background recording '{options.background_path}' shows",
                                          "record the empty scene again", options)

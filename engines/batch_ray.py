@@ -64,7 +64,7 @@ def connect(ray, address: str) -> bool:
     """
     if ray.is_initialized():
         return False
-    options = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)  # Ray's notices stay out of the terminal
     if address not in ("auto", "local"):
         _check_reachable(address)
     elif address == "auto" and os.environ.get("RAY_ADDRESS"):

@@ -60,7 +60,7 @@ def test_replace_implies_the_composite_output_and_says_so(recording, tmp_path, c
 
 
 @pytest.mark.parametrize("replace, phrase", [("#12345", "#RRGGBB"), ("missing.jpg", "does not exist"),
-                                             ("blur:-3", "blur")])
+                                             ("blur:-3", "blur"), ("purple", "is not a colour name (black, blue")])
 def test_an_invalid_replace_fails_before_any_work(recording, tmp_path, capsys, monkeypatch, replace, phrase):
     no_work(monkeypatch)
     out = tmp_path / "out"
@@ -169,3 +169,12 @@ def test_a_run_that_fails_before_any_frame_leaves_no_empty_folders(tmp_path, cap
     assert main.main(["process", str(rec), "--out", str(kept)]) == 2
     assert (kept / "frames.csv").read_text() == "an earlier run's table\n" and not (kept / "alpha").exists()
 
+
+
+def test_background_recording_uses_only_its_own_empty_scene_frames(recording, tmp_path, capsys):
+    # Before: --background REC built the plate from every frame of REC, its subject frames too.
+    out = tmp_path / "out"
+    code = main.main(["process", str(recording), "--out", str(out), "--background", str(recording)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "(4 frames)" in captured.out  # the 4 empty-scene frames its meta names, not all 6

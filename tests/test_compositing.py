@@ -306,3 +306,11 @@ def test_composite_with_estimated_foreground_removes_the_old_background_colour()
     error_plain = np.abs(plain / 255.0 - truth)[soft].mean()
     error_better = np.abs(better / 255.0 - truth)[soft].mean()
     assert error_better < 0.5 * error_plain
+
+
+def test_an_unreadable_background_image_is_called_a_background_image(tmp_path):
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), np.zeros((8, 8, 3), np.uint16))  # 16-bit: not a colour image the app takes
+    with pytest.raises(UserError) as info:
+        comp.make_background(str(path), 32, 24)
+    assert str(info.value).startswith("The background image")

@@ -344,7 +344,12 @@ def parse_background_spec(
         )
     path = Path(text).expanduser()
     if not path.is_file():
-        what = "is a folder, not an image file" if path.is_dir() else "does not exist"
+        if path.is_dir():
+            what = "is a folder, not an image file"
+        elif not path.suffix and "/" not in text and "\\" not in text:  # meant as a colour name
+            what = f"is not a colour name ({', '.join(sorted(set(NAMED_COLORS) - {'grey'}))}) nor a file"
+        else:
+            what = "does not exist"
         raise UserError(f"The background '{text}' {what}; give {_SPEC_HELP}.", 2)
     kind = "video" if is_video(path) else "image"
     return BackgroundSpec(kind, path=path, blur_sigma_px=blur_sigma_px, checker_cell_px=checker_cell_px)
@@ -364,7 +369,10 @@ class Background:
         self._source: np.ndarray | None = None  # the image file's pixels, read once
         self._static: np.ndarray | None = None
         if spec.kind == "image":
-            self._source = read_color(spec.path)
+            try:
+                self._source = read_color(spec.path)
+            except UserError as error:  # "The colour image ..." reads like a recording's frame here
+                raise UserError(str(error).replace("The colour image", "The background image", 1), error.exit_code) from None
             log.info("background image %s is %dx%d", spec.path, self._source.shape[1], self._source.shape[0])
         if spec.kind != "blur":
             self._static = self._build(self.width, self.height)
