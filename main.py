@@ -71,6 +71,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from engines.evaluation.predictions import evaluate_predictions
 
     report = evaluate_predictions(args.input, Path(args.pred))
+    if report.missing or report.unmatched:
+        print(f"warning: {report.missing} frame(s) with ground truth have no prediction and {report.unmatched} "
+              "prediction(s) match no ground-truth frame: are these predictions of this recording?", file=sys.stderr)
     print(f"{report.frames} frames with ground truth (SAD/1000, MSE*1000, Grad/1000, Conn/1000, whole image):")
     print("  " + "  ".join(f"{name:>8}" for name in report.metrics))
     print("  " + "  ".join(f"{value:8.3f}" for value in report.metrics.values()))

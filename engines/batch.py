@@ -85,7 +85,7 @@ class ProcessOptions:
     save_prior_path: str | None = None
     accept_background: bool = False  # use background frames even when they show a person (a warning then)
     resume: bool = False  # keep what an earlier run with the same settings wrote (module docstring); implies record_run
-    record_run: bool = False  # write OUT/run.json, so that a later run can resume this one
+    record_run: bool = True  # write OUT/run.json: what made OUT (eval checks its input) and whether it finished (resume)
     implied_composite: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -218,6 +218,7 @@ def process_recording(
         stack.push(lambda failed, *_: writer.finish(failed is not None))
         if settings is not None:  # after frames.csv is rewritten: a record never vouches for rows of other settings
             _write_run_record(out_dir, settings, complete=False, frames=len(kept_rows))
+            writer.made_files.append(out_dir / RUN_RECORD)
         if options.prior_path:
             prior = BackgroundPrior.load(options.prior_path)
             described = f"'{options.prior_path}'"
@@ -368,6 +369,7 @@ class _OutputWriter:
         self.foreground = ForegroundEstimator()  # keeps its buffers between frames
         folders = [out_dir, *(out_dir / kind for kind in self.save)]
         self._made = [folder for folder in folders if not folder.exists()]  # removed again if nothing is written
+        self.made_files: list[Path] = []  # files of this run removed with them (run.json)
         prepare_output_folder(out_dir)  # --out a file, read-only or not ours: one sentence before any work
         for kind in self.save:
             prepare_output_folder(out_dir / kind, root=out_dir)
@@ -388,6 +390,8 @@ class _OutputWriter:
         if self.table is not None:
             self.table.close()
             return
+        for path in self.made_files:
+            path.unlink(missing_ok=True)
         for folder in reversed(self._made):
             try:
                 folder.rmdir()  # only when empty

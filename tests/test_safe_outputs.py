@@ -87,7 +87,7 @@ def test_full_disk_is_one_sentence_and_leaves_no_broken_file(recording, tmp_path
 
     def write(fd, data):
         calls["n"] += 1
-        if calls["n"] == 8:  # frames.csv header, 2 frames x (alpha, trimap, csv row), then the 3rd alpha
+        if calls["n"] == 9:  # run.json, frame 1 (alpha, trimap, frames.csv header, row), frame 2 (alpha, trimap, row), 3rd alpha
             n = real_write(fd, bytes(data)[:100])  # a part lands on disk, then the disk is full
             assert n
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
