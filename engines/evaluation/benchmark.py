@@ -1,9 +1,9 @@
-"""Benchmarks behind `main.py bench-accuracy` and `main.py bench-speed`.
+"""The synthetic accuracy benchmark behind `main.py bench-accuracy --suite synthetic`, and `photo`'s check.
 
-Accuracy: a fixed set of synthetic scenes (like the DART paper's dataset: N scenes x (background +
-test) frames) is generated in memory from a fixed seed, every mode mattes the test frames with a prior
-built from the scene's background frames, and the metrics are averaged over all test frames.
-Speed: median milliseconds per frame of each stage and of each mode end to end.
+A fixed set of synthetic scenes (like the DART paper's dataset: N scenes x (background + test) frames)
+is generated in memory from a fixed seed, every mode mattes the test frames with a prior built from
+the scene's background frames, and the metrics are averaged over all test frames. Speed lives in
+`engines.evaluation.speed` (`main.py bench-speed`).
 """
 
 from __future__ import annotations
@@ -134,60 +134,6 @@ def format_table(rows: list[AccuracyRow], title: str) -> str:
     lines.append("SAD/1000, MSE*1000, Grad/1000, Conn/1000 over the whole image, mean over test frames; "
                  "ms/frame is the median time of MattingPipeline.process.")
     return "\n".join(lines)
-
-
-def _median_ms(fn, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
-
-
-def speed_benchmark(width: int = 640, height: int = 480, frames: int = 100) -> dict[str, float]:
-    """Median ms per frame: DART's depth stages one by one, the network stages of DART and of the RGB
-    baseline (student, posterior, fusion, refiner, total), each mode end to end (and depth with the edge
-    refinement, the default of `process` and the app), then compositing."""
-    from engines.matting.compositing import composite, make_background
-    from engines.evaluation.speed import measure_depth_stage_ms, measure_network_ms
-    from engines.matting.foreground import estimate_foreground
-    from engines.matting.pipeline import MODES
-
-    rows = {f"depth stage: {name}": ms for name, ms in measure_depth_stage_ms(width, height, frames).items()}
-    engine = EngineConfig()
-    for variant in ("dart", "rgb"):
-        stages = measure_network_ms(engine.model_dir, width, height, frames, variant=variant, config=engine.depth,
-                                    k=engine.refine_patches)
-        rows.update({f"network {variant} (k={engine.refine_patches}): {name}": ms for name, ms in stages.items()
-                     if variant == "dart" or name not in ("posterior", "fusion")})
-
-    # Seed 3 shows the subject over about 11% of the frame (seed 7, used before, hid it: alpha 0 everywhere,
-    # so the edge refinement, foreground and compositing rows timed an empty frame).
-    config = SceneConfig(width=width, height=height, n_background=10, n_test=1, seed=3)
-    scene = list(generate_scene(config))
-    prior, _ = build_prior(scene[:10], 10, DepthConfig())
-    frame = scene[-1]
-    depth_m = frame.depth_m()
-    for mode in MODES:
-        pipeline = MattingPipeline(EngineConfig(mode=mode))
-        pipeline.set_prior(prior)
-        pipeline.process(frame.color, depth_m)  # warm-up
-        rows[f"mode {mode}: MattingPipeline.process"] = _median_ms(lambda: pipeline.process(frame.color, depth_m), frames)
-    edge = MattingPipeline(EngineConfig(mode="depth", edge_refine=True))  # the default of process and the app
-    edge.set_prior(prior)
-    edge.process(frame.color, depth_m)
-    rows["mode depth + edge refinement: MattingPipeline.process"] = _median_ms(
-        lambda: edge.process(frame.color, depth_m), frames)
-
-    alpha = frame.alpha.astype(np.float32)
-    image = frame.color.astype(np.float32) / 255.0
-    rows["foreground estimation"] = _median_ms(lambda: estimate_foreground(image, alpha, prior.color_mean), frames)
-    background = make_background("blur", width, height)
-    rows["blurred background"] = _median_ms(lambda: background.render(frame.color, depth_m), frames)
-    plate = background.render(frame.color, depth_m)
-    rows["composite"] = _median_ms(lambda: composite(frame.color, alpha, plate), frames)
-    return rows
 
 
 def align_plate(image_rgb: np.ndarray, plate_rgb: np.ndarray) -> np.ndarray:
