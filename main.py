@@ -182,8 +182,9 @@ def cmd_photo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import json
 
-    def on_log(event: dict) -> None:
-        print(json.dumps(event), flush=True)
+    from app.commands import training_log
+
+    on_log = training_log()  # JSON lines for the app's adaptation worker, a progress bar on a terminal
 
     minutes = args.budget_minutes or (4.5 if args.scene or args.take else 68.0)
     if (args.scene or args.take) and args.scene_method == "teacher":

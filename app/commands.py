@@ -155,3 +155,36 @@ def cmd_soak(args: argparse.Namespace) -> int:
         raise runtime_error(str(error)) from None
     print(format_summary(result), flush=True)
     return result.exit_code
+
+
+def training_log(stream=None):
+    """The `on_log(event)` of `main.py train`. Not a terminal (the app's adaptation worker reads the
+    child's stdout): one JSON object per line. A terminal: a tqdm bar for progress events
+    ({"event": "progress", "phase", "fraction" in [0, 1], "eta_s"}), other events as one short line."""
+    import json
+
+    from tqdm import tqdm
+
+    stream = stream or sys.stdout
+    if not stream.isatty():
+        return lambda event: print(json.dumps(event), file=stream, flush=True)
+    bar: dict = {}
+
+    def on_log(event: dict) -> None:
+        if event.get("event") == "progress" and "fraction" in event:
+            if "bar" not in bar:
+                bar["bar"] = tqdm(total=100, file=stream, unit="%", bar_format="{desc} {bar} {n_fmt}%{postfix}")
+            shown = bar["bar"]
+            shown.set_description_str(str(event.get("phase", "")))
+            shown.set_postfix_str(f"about {event.get('eta_s', 0):.0f} s left", refresh=False)
+            shown.update(round(100 * float(event["fraction"])) - shown.n)
+            if event["fraction"] >= 1.0:
+                shown.close()
+                bar.clear()
+            return
+        if "bar" in bar:
+            bar.pop("bar").close()
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in event.items()),
+              file=stream, flush=True)
+
+    return on_log

@@ -245,7 +245,8 @@ class MainWindow(QMainWindow):
         self.worker.set_background(self.settings.background, self.settings.blur_sigma_px)
 
     def capture_background(self) -> None:
-        self.message_bar.hide()
+        if self.message_bar.cause != "recording":  # "Recording to ..." stays until the take is saved
+            self.message_bar.hide()
         self.worker.start_capture(self.settings.capture_frames, self.settings.countdown_s)
 
     def set_background(self, spec: str) -> None:

@@ -178,3 +178,28 @@ def test_background_recording_uses_only_its_own_empty_scene_frames(recording, tm
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "(4 frames)" in captured.out  # the 4 empty-scene frames its meta names, not all 6
+
+
+def test_train_progress_is_a_bar_on_a_terminal_and_json_lines_for_the_app():
+    import io
+    import json
+
+    from app.commands import training_log
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    events = [{"stage": "adapt", "event": "progress", "phase": "teacher", "fraction": 0.5, "eta_s": 80.0},
+              {"stage": "adapt", "event": "accepted", "held_out": 0.0123}]
+    piped = io.StringIO()
+    for event in events:
+        training_log(piped)(event)
+    assert [json.loads(line) for line in piped.getvalue().splitlines()] == events  # what adapt_worker parses
+    terminal = Terminal()
+    on_log = training_log(terminal)
+    for event in events:
+        on_log(event)
+    text = terminal.getvalue()
+    assert "{" not in text and "teacher" in text and "50%" in text and "about 80 s left" in text
+    assert "event=accepted held_out=0.0123" in text

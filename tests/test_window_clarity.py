@@ -165,6 +165,8 @@ def test_recording_shows_rec_and_a_readable_message_and_clears_a_stale_webcam_er
     assert window.message_bar.label.toolTip() == str(window._recording_folder)  # the whole path on hover
     assert window.message_bar.action.text() == "Open folder"
     assert "webcam" not in text  # the old webcam error is gone
+    window.capture_background()  # before: capturing during a take hid "Recording to ..." for good
+    assert window.message_bar.text() == text
 
     window.record_action.setChecked(False)
     wait_for(qtbot, window, lambda: "Saved" in window.message_bar.text())
