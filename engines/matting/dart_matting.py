@@ -365,6 +365,7 @@ class NetworkMatting:
         src_small = downsample_area(src, (h, w))
         t1 = time.perf_counter()
         coarse = self._onnx.run_base(src_small, s.plate_small)
+        _snap_alpha(coarse.pha)
         t2 = time.perf_counter()
         error_rgb = coarse.err
         posterior = evidence = None
@@ -395,6 +396,7 @@ class NetworkMatting:
 
             alpha = np.clip(resize_linear(coarse.pha, s.full_shape), 0.0, 1.0)
             selected = np.zeros((s.full_shape[0] // 4, s.full_shape[1] // 4), bool)
+        _snap_alpha(alpha)
         t5 = time.perf_counter()
         timings["prepare"] = (t1 - t0) * 1e3
         timings["student"] = (t2 - t1) * 1e3
@@ -414,6 +416,18 @@ class NetworkMatting:
             selected=selected,
             timings_ms=timings,
         )
+
+
+ALPHA_SNAP = 0.01  # alpha within this of 0 or 1 is quantisation noise of the INT8 networks
+
+
+def _snap_alpha(alpha: np.ndarray) -> None:
+    """In place: alpha within `ALPHA_SNAP` of 0 or 1 becomes exactly 0 or 1. The INT8 networks' outputs
+    are quantised in steps of about 1/255 and leave 1-2 steps over most of the background where the
+    float networks give 0: SAD +0.7/1000 per 640x480 frame on the synthetic suite, and 1/255 or 2/255
+    written into an 8-bit alpha PNG."""
+    alpha[alpha < np.float32(ALPHA_SNAP)] = 0.0
+    alpha[alpha > np.float32(1.0 - ALPHA_SNAP)] = 1.0
 
 
 def _pad_edge(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
