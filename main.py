@@ -227,7 +227,7 @@ def cmd_bench_adapt(args: argparse.Namespace) -> int:
     from engines.training.adapt_bench import describe, run_adapt_benchmark
 
     bench = AdaptBenchConfig(suite=args.suite, scenes=args.scenes, take_frames=args.take_frames,
-                             test_frames=args.test_frames, seed=args.seed)
+                             test_frames=args.test_frames, seed=args.seed, rescore=args.rescore)
     adapt = AdaptConfig(budget_s=args.budget_minutes * 60, threads=args.threads, generic_cache=args.generic_cache,
                         scene_fraction=args.scene_fraction, generic_tolerance=args.generic_tolerance)
     report = run_adapt_benchmark(bench, adapt, args.models, args.out, on_log=lambda e: print(e.get("name", e), flush=True))
@@ -413,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--take-frames", type=positive_int, default=40, help="take frames per scene (default: %(default)s)")
     p.add_argument("--test-frames", type=positive_int, default=10, help="scored frames per scene (default: %(default)s)")
     p.add_argument("--seed", type=int, default=2024, help="random seed of the scenes (default: %(default)s)")
+    p.add_argument("--rescore", action="store_true", help="score the adapted models in --out again (default: off)")
     p.add_argument("--budget-minutes", type=positive_float, default=4.5, help="adaptation budget (default: %(default)s)")
     p.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default: %(default)s)")
     p.add_argument("--generic-cache", metavar="FILE.npz", help="reuse generic samples across scenes (default: none)")

@@ -201,4 +201,7 @@ def test_benchmark_scores_every_row_and_reuses_checkpoints(tmp_path, models):
     again = adaptation_benchmark(synthetic_adapt_scenes(config), fake_adapt, str(models),
                                  teacher_engine(TeacherConfig()), tmp_path)
     assert seen == [seen[0]] and again["mean"] == report["mean"]
+    rescored = adaptation_benchmark(synthetic_adapt_scenes(config), fake_adapt, str(models),
+                                    teacher_engine(TeacherConfig()), tmp_path, rescore=True)
+    assert seen == [seen[0]] and rescored["mean"] == report["mean"]  # scored again, not adapted again
     assert dataclasses.replace(config, suite="semi-real").suite == "semi-real"

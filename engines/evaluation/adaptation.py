@@ -49,6 +49,7 @@ class AdaptBenchConfig:
     take_frames: int = 40
     test_frames: int = 10
     seed: int = 2024
+    rescore: bool = False  # score again (current code) with the adapted models already in the work folder
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
@@ -163,7 +164,7 @@ AdaptFn = Callable[[AdaptScene, Path], dict]
 
 def adaptation_benchmark(scenes: Iterator[AdaptScene], adapt: AdaptFn, model_dir: str, teacher: EngineConfig,
                          work_dir: str | Path, on_scene: Callable[[dict], None] | None = None,
-                         key: dict | None = None) -> dict:
+                         key: dict | None = None, rescore: bool = False) -> dict:
     """Adapt each scene on its take (`adapt(scene, out_dir) -> info dict` with at least "accepted" and
     "wall_s"), then score all rows on its test frames. Each scene's result is checkpointed as
     `work_dir/scene_<i>.json` and reused on a rerun with the same scene and `key` (the adaptation's
@@ -177,11 +178,16 @@ def adaptation_benchmark(scenes: Iterator[AdaptScene], adapt: AdaptFn, model_dir
         if path.is_file():
             done = json.loads(path.read_text())
             if (done.get("name"), done.get("test_frames"), done.get("key")) == (scene.name, len(scene.tests), key):
-                results.append(done)
-                continue
+                if not rescore:
+                    results.append(done)
+                    continue
+            else:
+                done = None
+        else:
+            done = None
         start = time.perf_counter()
         out_dir = work_dir / f"scene_{i}_models"
-        info = adapt(scene, out_dir)
+        info = done["adapt"] if done is not None else adapt(scene, out_dir)  # rescore: the models are there
         scores = score_scene(scene, compare_rows(model_dir, str(out_dir), teacher))
         entry = {"name": scene.name, "key": key, "info": scene.info, "adapt": info, "test_frames": len(scene.tests),
                  "take_frames": len(scene.take), "per_frame": scores,
