@@ -16,6 +16,7 @@ of its largest worker process, from `getrusage`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import os
 import resource
@@ -169,7 +170,7 @@ def throughput_benchmark(config: ThroughputConfig, engine: EngineConfig, root: P
         ray = import_ray()
         started = time.perf_counter()
         ray.init(num_cpus=max(config.workers), include_dashboard=False, log_to_driver=False,
-                 object_store_memory=100 * 1024**2)
+                 logging_level=logging.ERROR, object_store_memory=100 * 1024**2)
         ray_start = time.perf_counter() - started
         try:
             for workers in config.workers:
