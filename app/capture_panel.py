@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
+    QHBoxLayout,
     QLabel,
     QMessageBox,
     QProgressBar,
@@ -44,12 +45,15 @@ class CapturePanel(QGroupBox):
         self.countdown.setSuffix(" s")
         self.countdown.setValue(settings.countdown_s)
         self.countdown.valueChanged.connect(lambda v: setattr(settings, "countdown_s", float(v)))
-        form.addRow("Countdown", self.countdown)
         self.frames = QSpinBox()
         self.frames.setRange(10, 600)
         self.frames.setValue(settings.capture_frames)
         self.frames.valueChanged.connect(lambda v: setattr(settings, "capture_frames", int(v)))
-        form.addRow("Frames", self.frames)
+        row = QHBoxLayout()  # one row for both: the panel's lower groups stay in view at the default size
+        row.addWidget(self.countdown, 1)
+        row.addWidget(QLabel("Frames"))
+        row.addWidget(self.frames, 1)
+        form.addRow("Countdown", row)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
