@@ -162,6 +162,7 @@ def training_log(stream=None):
     child's stdout): one JSON object per line. A terminal: a tqdm bar for progress events
     ({"event": "progress", "phase", "fraction" in [0, 1], "eta_s"}), other events as one short line."""
     import json
+    import shutil
 
     from tqdm import tqdm
 
@@ -173,7 +174,9 @@ def training_log(stream=None):
     def on_log(event: dict) -> None:
         if event.get("event") == "progress" and "fraction" in event:
             if "bar" not in bar:
-                bar["bar"] = tqdm(total=100, file=stream, unit="%", bar_format="{desc} {bar} {n_fmt}%{postfix}")
+                columns = shutil.get_terminal_size().columns  # 0 on a terminal that reports no width
+                bar["bar"] = tqdm(total=100, file=stream, unit="%", ncols=columns if columns > 0 else 80,
+                                  bar_format="{desc} {bar} {n_fmt}%{postfix}")
             shown = bar["bar"]
             shown.set_description_str(str(event.get("phase", "")))
             shown.set_postfix_str(f"about {event.get('eta_s', 0):.0f} s left", refresh=False)

@@ -260,7 +260,7 @@ def check_disk(out_dir: Path) -> list[Check]:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
-        return [Check(FAIL, what, f"cannot write in '{existing}' ({exc.strerror or exc})",
+        return [Check(FAIL, what, f"cannot create or write '{folder}' ({exc.strerror or exc})",
                       "give another output folder (--out DIR)")]
     free_gb = _disk_usage(existing).free / 1e9
     detail = f"{free_gb:.1f} GB free"

@@ -143,7 +143,7 @@ def test_a_folder_that_cannot_be_written_is_a_failure_even_with_permissions(mach
     monkeypatch.setattr(doctor.tempfile, "TemporaryFile", refuse)
     report, code = lines(machine)
     line = line_for(report, "Disk space")
-    assert line.startswith("FAIL") and "cannot write in" in line and "Read-only file system" in line and code == 1
+    assert line.startswith("FAIL") and "cannot create or write" in line and "Read-only file system" in line and code == 1
 
 
 def test_disk_space_and_an_unwritable_output_folder(machine, monkeypatch):
