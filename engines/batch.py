@@ -316,13 +316,20 @@ def run_settings(input_path: str, engine: EngineConfig, options: ProcessOptions)
     }
 
 
-def _earlier_run(out_dir: Path, settings: dict | None) -> dict | None:
-    """`OUT/run.json` of an earlier run with these settings, or None (absent, unreadable or other settings)."""
+def read_run_record(out_dir: Path) -> dict | None:
+    """`OUT/run.json` as written by `process` ({"settings": `run_settings`, "complete", "frames"}), or None
+    when it is absent, unreadable or not such a record."""
     try:
-        record = json.loads((out_dir / RUN_RECORD).read_text())
+        record = json.loads((Path(out_dir) / RUN_RECORD).read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("settings") == settings else None
+    return record if isinstance(record, dict) and isinstance(record.get("settings"), dict) else None
+
+
+def _earlier_run(out_dir: Path, settings: dict | None) -> dict | None:
+    """`OUT/run.json` of an earlier run with these settings, or None (absent, unreadable or other settings)."""
+    record = read_run_record(out_dir)
+    return record if record is not None and record["settings"] == settings else None
 
 
 def _written_rows(out_dir: Path) -> list[list[str]]:

@@ -6,11 +6,10 @@ scaling, see `engines.evaluation.metrics`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.batch import RUN_RECORD, frame_name
+from engines.batch import frame_name, read_run_record
 from engines.evaluation.metrics import METRIC_NAMES, evaluate, mean_metrics
 from sensors.errors import UserError
 from sensors.image_io import read_alpha
@@ -31,10 +30,8 @@ class EvaluationReport:
 
 def _check_made_from(input_path: str, pred_dir: Path) -> None:
     """UserError when `pred_dir`'s run.json (written by `process`) names another recording."""
-    try:
-        made_from = json.loads((pred_dir / RUN_RECORD).read_text())["settings"]["input"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # predictions from elsewhere: nothing to check against
+    record = read_run_record(pred_dir)
+    made_from = None if record is None else record["settings"].get("input")  # None: predictions from elsewhere
     if isinstance(made_from, str) and Path(made_from).resolve() != Path(input_path).resolve():
         raise UserError(f"The predictions in '{pred_dir}' were made from '{made_from}', not from '{input_path}': "
                         "score them against that recording, or process this one first.", 2)
