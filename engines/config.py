@@ -44,6 +44,7 @@ class EngineConfig:
     refiner: bool = True  # network modes: run the patch refiner (off = upsampled coarse alpha)
     error_map_correction: bool = True  # dart: select refined patches by E_RGBD (eq. 10), else by E_RGB
     depth_refiner: bool = True  # dart: RGB-D patches in the refiner (eq. 11), else the RGB refiner
+    depth_fusion: bool = True  # dart: depth overrules the coarse alpha where it is sure (engines.matting.depth_fusion)
     model_dir: str = str(DEFAULT_MODEL_DIR)  # student / refiner ONNX files for the network modes
     student_file: str = "student.onnx"  # base network file in model_dir (engines.matting.dart_matting)
     refine_patches: int = 700  # k: 4x4 patches refined per frame (~30 fps on 2 CPU cores at 640x480, README)

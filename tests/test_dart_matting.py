@@ -75,7 +75,7 @@ def _check_selection(result, k):
 
 
 def test_dart_shapes_ranges_and_fused_selection(model_dir, scene):
-    matting, r = _run(model_dir, scene, k=20)
+    matting, r = _run(model_dir, scene, k=20, depth_fusion=None)  # the paper's DART
     assert matting.refiner_aux == 2
     assert r.alpha.shape == (48, 64) and r.alpha.dtype == np.float32
     assert 0.0 <= r.alpha.min() and r.alpha.max() <= 1.0
@@ -92,7 +92,7 @@ def test_dart_shapes_ranges_and_fused_selection(model_dir, scene):
 
 def test_paper_residual_compares_raw_posterior(model_dir, scene):
     config = DepthConfig(calibrated_residual=False)
-    _, r = _run(model_dir, scene, k=20, config=config)
+    _, r = _run(model_dir, scene, k=20, config=config, depth_fusion=None)
     assert r.depth_evidence is None
     expected = fuse_error_maps(depth_residual(r.depth_posterior, r.raw_alpha), r.error_rgb, config.beta)
     np.testing.assert_allclose(r.error_map, expected, atol=1e-6)
@@ -122,7 +122,7 @@ def test_refiner_off_is_upsampled_coarse_alpha(model_dir, scene):
 
 
 def test_no_error_map_correction_selects_by_rgb_error(model_dir, scene):
-    matting, r = _run(model_dir, scene, use_error_map_correction=False, k=20)
+    matting, r = _run(model_dir, scene, use_error_map_correction=False, k=20, depth_fusion=None)
     assert matting.refiner_aux == 2  # still the RGB-D refiner
     np.testing.assert_array_equal(r.error_map, r.error_rgb)
     _check_selection(r, 20)
@@ -133,7 +133,8 @@ def test_no_depth_refiner_uses_rgb_refiner_with_fused_selection(model_dir, scene
     assert matting.refiner_aux == 0
     assert not np.array_equal(r.error_map, r.error_rgb)
     _check_selection(r, 20)
-    matting2, both_off = _run(model_dir, scene, use_depth_refiner=False, use_error_map_correction=False, k=20)
+    matting2, both_off = _run(model_dir, scene, use_depth_refiner=False, use_error_map_correction=False, k=20,
+                              depth_fusion=None)
     assert matting2.refiner_aux == 0
     np.testing.assert_array_equal(both_off.error_map, both_off.error_rgb)
 

@@ -29,6 +29,7 @@ DART_ABLATIONS = (
     "dart, neither",
     "dart, eq. 9 on raw A_D",
     "dart, distilled student",
+    "dart, no depth fusion",
 )
 
 
@@ -55,7 +56,8 @@ def benchmark_variants(
 
     One row per mode; with `ablations` and "dart" among the modes, DART's ablations (the paper's Table
     II: without error-map correction, without the RGB-D refiner, without both), eq. 9 on the raw A_D as
-    printed, and DART with the student distilled from the teacher (eq. 3) instead of the shipped one;
+    printed, DART with the student distilled from the teacher (eq. 3) instead of the shipped one, and
+    DART without depth fusion (`engines.matting.depth_fusion`: the paper's DART);
     each post-matting kind in `post` adds "<mode> + <kind>" for the modes that use depth (the
     post-matting trimap is depth-derived, eqs. 12-13); with `edge`, "<mode> + edge" rows add the
     real-time edge refinement against the plate (`engines.matting.edge_refine`) to depth and dart.
@@ -75,6 +77,7 @@ def benchmark_variants(
         variants[DART_ABLATIONS[2]] = replace(dart, error_map_correction=False, depth_refiner=False)
         variants[DART_ABLATIONS[3]] = replace(dart, depth=replace(dart.depth, calibrated_residual=False))
         variants[DART_ABLATIONS[4]] = replace(dart, student_file=DISTILLED_STUDENT_FILE)
+        variants[DART_ABLATIONS[5]] = replace(dart, depth_fusion=False)
     if edge:
         for mode in (m for m in modes if m in ("depth", "dart")):
             variants[f"{mode} + edge"] = replace(variants[mode], edge_refine=True)

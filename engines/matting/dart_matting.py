@@ -44,6 +44,7 @@ from engines.matting.background_prior import BackgroundPrior, check_frame
 from engines.config import DepthConfig
 from engines.matting.depth_bayes import depth_posterior, depth_residual, fuse_error_maps, resize_depth
 from engines.matting.depth_evidence import DepthEvidence
+from engines.matting.depth_fusion import FusionConfig, mask_selection, overrule_alpha, sure_regions
 from engines.matting.onnx_inference import PATCH
 from engines.matting.providers import SessionSettings, is_gpu, resolve_providers
 from sensors.errors import UserError
@@ -71,8 +72,8 @@ class DartResult:
         E_RGB when error-map correction is off or for the RGB variant).
     depth_posterior: float32 h x w in [0, 1], A_D of eq. 8 (None for the RGB variant).
     depth_evidence: float32 h x w in [0, 1], A_D calibrated (`engines.matting.depth_evidence`), the map eq. 9
-        compared with A_raw (None unless E_RGBD was computed with `calibrated_residual`).
-    raw_alpha: float32 h x w in [0, 1], the student's coarse alpha A_raw.
+        compared with A_raw and depth fusion's input (None when neither used it).
+    raw_alpha: float32 h x w in [0, 1], the student's coarse alpha A_raw (after depth fusion, when on).
     error_rgb: float32 h x w in [0, 1], the student's own error map E_RGB.
     selected: bool H/4 x W/4, the refined 4x4 patches (all False without a refiner).
     timings_ms: stage name -> milliseconds ("prepare", "student", "posterior", "fusion", "refiner", "total").
@@ -244,6 +245,8 @@ class NetworkMatting:
     precision: "auto" (INT8 files on the CPU when made from these float files), "float" or "int8"
     (`network_file`). session: onnxruntime settings (spinning off; FP16 and IO binding on GPUs).
     patch_budget: adapt the patch count to a time per frame (None: always k).
+    depth_fusion: overrule the coarse alpha where depth is sure (`engines.matting.depth_fusion`; None: off,
+    the paper's DART; the "dart" variant only).
     Missing or corrupt model files raise `UserError` naming the file.
     """
 
@@ -264,6 +267,7 @@ class NetworkMatting:
         device: str = "auto",
         session: SessionSettings = SessionSettings(),
         patch_budget: PatchBudget | None = None,
+        depth_fusion: FusionConfig | None = FusionConfig(),
     ) -> None:
         from engines.matting.onnx_inference import OnnxMatting
 
@@ -282,6 +286,7 @@ class NetworkMatting:
                 _check_model_file(path)
         self.files = files = chosen
         self._patches = _AdaptiveK(k, patch_budget)
+        self._fusion = depth_fusion if self._plan.uses_depth else None
         self.last_refined = 0  # patches the refiner recomputed in the last frame
         try:
             self._onnx = OnnxMatting(files[0], files[1] if len(files) > 1 else None, mode="topk", k=k,
@@ -374,11 +379,17 @@ class NetworkMatting:
             depth_small = resize_depth(depth_m, w, h)
             posterior = depth_posterior(depth_small, s.evidence.tables, self.config)
         t3 = time.perf_counter()
+        if self._fusion is not None or (self._plan.select_fused and self.config.calibrated_residual):
+            evidence = s.evidence(depth_small, posterior, src_small)
+        sure = None
+        if self._fusion is not None:
+            sure = sure_regions(evidence, depth_small, s.evidence.usually_invalid, self.config, self._fusion)
+            overrule_alpha(coarse.pha, sure)
         if self._plan.select_fused:
-            if self.config.calibrated_residual:
-                evidence = s.evidence(depth_small, posterior, src_small)
-            foreground = posterior if evidence is None else evidence
+            foreground = evidence if self.config.calibrated_residual else posterior
             selection = fuse_error_maps(depth_residual(foreground, coarse.pha), error_rgb, self.config.beta)
+        if sure is not None:
+            selection = mask_selection(selection, sure)
         t4 = time.perf_counter()
         if self._plan.refiner_file is not None:
             aux = None

@@ -64,6 +64,7 @@ def make_backend(config: EngineConfig) -> MattingBackend:
     """The backend of `config.mode` (one of `MODES`); `UserError` (exit code 2) for an unknown mode."""
     if config.mode in ("dart", "rgb"):
         from engines.matting.dart_matting import NetworkMatting  # loads onnxruntime only when needed
+        from engines.matting.depth_fusion import FusionConfig
 
         matting = NetworkMatting(
             config.model_dir,
@@ -74,6 +75,7 @@ def make_backend(config: EngineConfig) -> MattingBackend:
             refiner=config.refiner,
             k=config.refine_patches,
             student_file=config.student_file,
+            depth_fusion=FusionConfig() if config.depth_fusion else None,
         )
         return MattingBackend(matting, _network_result)
     if config.mode == "depth":
