@@ -29,6 +29,7 @@ signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
 from app.cli_args import (
     Parser,
     fraction,
+    non_negative,
     positive_float,
     positive_int,
     runtime_error,
@@ -106,7 +107,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     print("\n".join(bench_speed_lines(LivePathConfig(
         Path(args.recording), args.frames, args.patches, args.device, args.precision, args.threads, Path(args.peer),
         size=(args.width, args.height), model_dir=args.models and Path(args.models), depth=depth_config(args),
-        budget_ms=args.budget_ms),
+        budget_ms=args.budget_ms or None),
         *live_stages())))
     return 0
 
@@ -259,7 +260,8 @@ def _frame_size(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from app.launch import background_choices
     from engines.batch import DEFAULT_REPLACE
-    from engines.matting.pipeline import MODES
+    from engines.config import LIVE_PATCH_BUDGET_MS
+    from engines.matting.pipeline import DEFAULT_MODE, MODES
     from engines.matting.post_matting import KINDS as POST_KINDS
 
     parser = Parser(prog="main.py", description="Live background replacement with an RGB-D camera (DART).")
@@ -271,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
 
     def engine_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--mode", choices=MODES, default="depth", help="matting engine (default: %(default)s)")
+        p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="matting engine (default: %(default)s)")
         p.add_argument("--max-distance", type=positive_float, default=None, metavar="METRES",
                        help="depth gate: pixels farther than this are background (default: off)")
         p.add_argument("--smoothing", type=fraction, default=0.0, help="temporal smoothing in [0, 1) (default: 0, off)")
@@ -362,8 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=2, help="onnxruntime threads per network (default: 2)")
     p.add_argument("--peer", default=str(REPO_ROOT.parent / "shared" / "weights" / "mediapipe_selfie_segmentation"),
                    help="MediaPipe selfie segmentation folder for the peer row (default: ../shared/weights/...)")
-    p.add_argument("--budget-ms", type=positive_float,
-                   help="adapt the refined patches (at most --patches) to this many ms of dart a frame (default: off)")
+    p.add_argument("--budget-ms", type=non_negative, default=LIVE_PATCH_BUDGET_MS, help="adapt the refined patches "
+                   "(at most --patches) to this many ms of dart a frame (default: %(default)s, the window's; 0: off)")
     p.add_argument("--quantize-to", metavar="DIR", help="write INT8 networks made from --models to DIR and stop (default: none)")
     _network_options(p)
     p.set_defaults(run=cmd_bench_speed)
@@ -378,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     background_metavar, background_help = background_choices()
     p.add_argument("--background", metavar=background_metavar,
                    help=f"replacement background: {background_help} (default: the last used; first run: blur)")
-    p.add_argument("--mode", choices=MODES, default=None, help="matting engine (default: the last used; first run: depth)")
+    p.add_argument("--mode", choices=MODES, default=None, help=f"matting engine (default: the last used; first run: {DEFAULT_MODE})")
     p.add_argument("--data-dir", type=Path, metavar="DIR",
                    help="keep settings and backgrounds in DIR (new DIR: default settings; default: the usual places)")
     p.add_argument("--snapshot", metavar="PNG", help="save a screenshot of the window after --quit-after frames (default: none)")

@@ -55,6 +55,7 @@ def float_where(accept, requirement: str):
 fraction = float_where(lambda v: 0.0 <= v < 1.0, "in [0, 1)")
 unit = float_where(lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
 positive_float = float_where(lambda v: v > 0.0, "positive")
+non_negative = float_where(lambda v: v >= 0.0, "0 or more")
 
 
 def save_kinds(text: str) -> tuple[str, ...]:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, QStandardPaths
 
-from engines.config import EngineConfig
-from engines.matting.pipeline import MODES
+from engines.config import LIVE_PATCH_BUDGET_MS, EngineConfig
+from engines.matting.pipeline import DEFAULT_MODE, MODES
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def switch_available(switch: str) -> bool:
 class AppSettings:
     """Everything the user sets in the window. Distances in metres, smoothing in [0, 1)."""
 
-    mode: str = "depth"
+    mode: str = DEFAULT_MODE
     max_subject_distance_m: float = 0.0  # 0 = no depth gate
     temporal_smoothing: float = 0.0
     refiner: bool = True
@@ -59,7 +59,7 @@ class AppSettings:
     show_details: bool = False  # per-stage timings and dropped frames in the status bar
 
     def engine_config(self) -> EngineConfig:
-        mode = self.mode if self.mode in MODES else MODES[0]
+        mode = self.mode if self.mode in MODES else DEFAULT_MODE
         return EngineConfig(
             mode=mode,
             max_subject_distance_m=self.max_subject_distance_m if self.max_subject_distance_m > 0 else None,
@@ -67,6 +67,7 @@ class AppSettings:
             refiner=self.refiner,
             edge_refine=self.edge_refine,
             post=GUI_POST_MATTING if self.post_matting else "none",
+            patch_budget_ms=LIVE_PATCH_BUDGET_MS,
         )
 
 
@@ -112,7 +113,7 @@ def load_settings(store: QSettings) -> AppSettings:
         values[f.name] = _coerce(store.value(f.name), getattr(defaults, f.name))
     settings = AppSettings(**values)
     if settings.mode not in MODES:
-        settings.mode = MODES[0]
+        settings.mode = DEFAULT_MODE
     return settings
 
 

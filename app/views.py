@@ -101,9 +101,8 @@ def render_view(view: str, snapshot: EngineSnapshot) -> tuple[np.ndarray, str]:
     if view == "alpha":
         return gray_to_rgb(result.alpha), ""
     if view == "trimap":
-        if result.trimap is None:
-            return gray_to_rgb(result.alpha), "this mode makes no trimap: showing alpha"
-        return gray_to_rgb(_to_size(result.trimap, frame.width, frame.height, nearest=True)), ""
+        trimap = result.trimap_or_thresholds()
+        return gray_to_rgb(_to_size(trimap, frame.width, frame.height, nearest=True)), ""
     if view == "error":
         image = _error_image(snapshot)
         if image is None:

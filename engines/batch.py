@@ -425,8 +425,8 @@ class _OutputWriter:
         alpha = result.alpha
         if "alpha" in self.save:
             write_alpha_png(self.out_dir / "alpha" / name, alpha)
-        if "trimap" in self.save and result.trimap is not None:
-            write_alpha_png(self.out_dir / "trimap" / name, result.trimap)
+        if "trimap" in self.save:
+            write_alpha_png(self.out_dir / "trimap" / name, result.trimap_or_thresholds())
         if "composite" in self.save or "foreground" in self.save:
             image = frame.color.astype(np.float32) * np.float32(1.0 / 255.0)
             foreground = self.foreground(image, alpha, prior.color_mean)

@@ -11,6 +11,9 @@ from pathlib import Path
 
 # The networks the project trains and ships (`main.py train` writes them here).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
+# The live window keeps the networks within this many ms a frame by refining fewer patches on a slow
+# machine (at 30 fps the rest of the 33 ms goes to edge refinement; compositing runs beside it).
+LIVE_PATCH_BUDGET_MS = 24.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class EngineConfig:
     model_dir: str = str(DEFAULT_MODEL_DIR)  # student / refiner ONNX files for the network modes
     student_file: str = "student.onnx"  # base network file in model_dir (engines.matting.dart_matting)
     refine_patches: int = 700  # k: 4x4 patches refined per frame (~30 fps on 2 CPU cores at 640x480, README)
+    # dart/rgb: refine fewer than k patches when the network stage would take longer than this many ms a
+    # frame (engines.matting.dart_matting.PatchBudget); None = always k (offline: reproducible output)
+    patch_budget_ms: float | None = None
     edge_refine: bool = False  # refine alpha against the plate's colours (engines.matting.edge_refine)
     post: str = "none"  # post-matting on a depth-derived trimap: "none" | "closed-form" | "vitmatte"
     post_band_px: int = 3  # widen the trimap's unknown band by this many pixels

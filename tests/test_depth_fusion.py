@@ -27,6 +27,7 @@ def _maps():
     evidence[10:40, 10:30] = 1.0  # subject, depth valid
     evidence[10:40, 45:60] = 1.0  # subject where the sensor gave no depth (decided by colour)
     depth[10:40, 45:60] = 0.0
+    depth[0:5, 20:40] = 0.0  # a dropout on the background: colour unchanged (evidence 0)
     evidence[50:58, 10:70] = 0.5  # depth cannot decide
     usually_invalid[:, 72:] = True  # a window: no depth in the empty scene either
     return evidence, depth, usually_invalid
@@ -38,9 +39,9 @@ def test_sure_regions_need_valid_depth_and_leave_the_uncertain_to_the_network():
     assert sure.foreground[15:35, 15:25].all()
     assert not sure.foreground[:, 40:].any()  # no live depth: never sure
     assert not (sure.foreground & sure.background).any()
-    assert sure.background[0:5, 0:70].all()
+    assert sure.background[0:5, 0:70].all()  # also the dropout: the colour matches the plate
     assert not sure.background[:, 72:].any()  # the empty scene had no depth there
-    assert not sure.background[10:40, 45:60].any()  # live depth missing
+    assert not sure.background[10:40, 45:60].any()  # live depth missing, colour changed (evidence 1)
     assert not (sure.foreground | sure.background)[52:56, 15:65].any()  # evidence 0.5
 
 

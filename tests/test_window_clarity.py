@@ -62,11 +62,11 @@ def test_mode_box_speaks_plain_language_and_hides_rgb_subtract(qtbot, tmp_path):
     window = make_window(qtbot, tmp_path)
     box = window.engine_controls.mode
     labels = [box.itemText(i) for i in range(box.count())]
-    assert labels[0] == "Depth (fast, default)" and "DART networks" in labels
+    assert labels[0] == "DART (default)" and "Depth only (fastest)" in labels
     assert "Colour networks (RGB baseline)" in labels
     assert sorted(box.itemData(i) for i in range(box.count())) == sorted(MODES)  # technical names as data
-    assert "depth" in box.toolTip() and "--mode depth" in box.toolTip()
-    assert window.engine_controls.mode_help.text() == MODE_LABELS["depth"][1]
+    assert "dart" in box.toolTip() and "--mode dart" in box.toolTip()
+    assert window.engine_controls.mode_help.text() == MODE_LABELS["dart"][1]
     hidden = [box.itemData(i) for i in range(box.count()) if box.view().isRowHidden(i)]
     assert hidden == list(HIDDEN_MODES)  # rgb-subtract is not offered beside the real modes ...
     row = box.findData("rgb-subtract")

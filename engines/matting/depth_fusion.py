@@ -16,8 +16,10 @@ for the ablation row "dart, no depth fusion".
 Sure regions come from the calibrated evidence e (`engines.matting.depth_evidence`), cleaned like the
 depth-only matte (blur, small-region removal), at the base network's resolution h x w:
 - foreground: cleaned e >= `sure_foreground` where the live depth is valid;
-- background: cleaned e <= `sure_background` where both the live depth and the empty scene's depth are
-  valid (a pixel at the background's own depth, not a depth hole);
+- background: cleaned e <= `sure_background` where the empty scene had depth: the live depth at the
+  background's own depth, or live depth missing (an IR shadow, a dropout) while the colour matches the
+  plate (e is then the colour change). Where the empty scene had no depth either (a window, a black
+  screen) e says nothing and the network decides;
 both eroded by `margin_px` so the outline band stays the network's.
 """
 
@@ -60,7 +62,7 @@ def sure_regions(evidence: np.ndarray, depth_small: np.ndarray, usually_invalid:
     clean = clean_posterior(evidence, depth_config, threshold=0.5, fill_background_holes=False)
     valid = depth_small > 0
     foreground = (clean >= np.float32(config.sure_foreground)) & valid
-    background = (clean <= np.float32(config.sure_background)) & valid & ~usually_invalid
+    background = (clean <= np.float32(config.sure_background)) & ~usually_invalid
     if config.margin_px > 0:
         kernel = np.ones((2 * config.margin_px + 1,) * 2, np.uint8)
         foreground = cv2.erode(foreground.view(np.uint8), kernel).view(bool)

@@ -24,6 +24,7 @@ from engines.matting.result import MattingResult
 from sensors.errors import UserError
 
 MODES = ("dart", "depth", "rgb", "rgb-subtract")
+DEFAULT_MODE = "dart"  # the best real-time mode on the semi-real suite (README, Figures)
 
 
 class MattingBackend:
@@ -63,7 +64,7 @@ def _rgb_subtraction_result(result: tuple[np.ndarray, float]) -> MattingResult:
 def make_backend(config: EngineConfig) -> MattingBackend:
     """The backend of `config.mode` (one of `MODES`); `UserError` (exit code 2) for an unknown mode."""
     if config.mode in ("dart", "rgb"):
-        from engines.matting.dart_matting import NetworkMatting  # loads onnxruntime only when needed
+        from engines.matting.dart_matting import NetworkMatting, PatchBudget  # loads onnxruntime only when needed
         from engines.matting.depth_fusion import FusionConfig
 
         matting = NetworkMatting(
@@ -76,6 +77,7 @@ def make_backend(config: EngineConfig) -> MattingBackend:
             k=config.refine_patches,
             student_file=config.student_file,
             depth_fusion=FusionConfig() if config.depth_fusion else None,
+            patch_budget=None if config.patch_budget_ms is None else PatchBudget(config.patch_budget_ms),
         )
         return MattingBackend(matting, _network_result)
     if config.mode == "depth":

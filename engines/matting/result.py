@@ -24,3 +24,13 @@ class MattingResult:
     depth_posterior: np.ndarray | None = None
     error_map: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def trimap_or_thresholds(self) -> np.ndarray:
+        """The mode's trimap, or for a mode without one (the network modes) eq. 13's thresholds applied to
+        `alpha` (float32 HxW, values {0, 0.5, 1}), made on demand for writing or showing it."""
+        if self.trimap is not None:
+            return self.trimap
+        from engines.config import DepthConfig
+        from engines.matting.depth_bayes import make_trimap
+
+        return make_trimap(self.alpha, DepthConfig())
