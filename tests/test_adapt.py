@@ -179,7 +179,7 @@ def test_train_take_without_prior_is_a_usage_error(tmp_path):
 
 
 def test_benchmark_scores_every_row_and_reuses_checkpoints(tmp_path, models):
-    from engines.evaluation.adaptation import (ADAPTED, DEFAULT_ROW, GENERIC, AdaptBenchConfig, adaptation_benchmark,
+    from engines.evaluation.adaptation import (ADAPTED, DEPTH_ROW, GENERIC, AdaptBenchConfig, adaptation_benchmark,
                                                synthetic_adapt_scenes)
     from engines.training.adapt_data import teacher_engine
 
@@ -196,7 +196,7 @@ def test_benchmark_scores_every_row_and_reuses_checkpoints(tmp_path, models):
 
     report = adaptation_benchmark(synthetic_adapt_scenes(config), fake_adapt, str(models),
                                   teacher_engine(TeacherConfig()), tmp_path)
-    assert report["frames"] == 2 and {DEFAULT_ROW, GENERIC, ADAPTED} <= set(report["mean"])
+    assert report["frames"] == 2 and {DEPTH_ROW, GENERIC, ADAPTED} <= set(report["mean"])
     np.testing.assert_allclose(report["mean"][GENERIC]["SAD"], report["mean"][ADAPTED]["SAD"])
     again = adaptation_benchmark(synthetic_adapt_scenes(config), fake_adapt, str(models),
                                  teacher_engine(TeacherConfig()), tmp_path)

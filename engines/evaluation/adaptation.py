@@ -31,8 +31,9 @@ from engines.matting.pipeline import MattingPipeline
 from sensors.frame import Frame
 
 SUITES = ("synthetic", "semi-real")
-DEFAULT_ROW = "default real-time (depth + edge)"
-GENERIC, ADAPTED, TEACHER = "generic dart + edge", "adapted dart + edge", "teacher (depth + closed-form)"
+DEPTH_ROW = "depth only + edge"
+GENERIC, ADAPTED, TEACHER = ("generic dart + edge (the default)", "adapted dart + edge",
+                             "teacher (depth + closed-form)")
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,11 @@ def semireal_adapt_scenes(config: AdaptBenchConfig, data_root: str | Path | None
 
 
 def compare_rows(model_dir: str, adapted_dir: str | None, teacher: EngineConfig) -> dict[str, EngineConfig]:
-    """The compared engine configurations: the default real-time mode (depth + edge refinement), DART with
-    the generic and with the adapted networks (with edge refinement, as `process` runs it, and without),
-    and the teacher."""
+    """The compared engine configurations: DART with the generic networks (with edge refinement: the default
+    real-time mode; and without), with the adapted networks (the same two), depth only with edge
+    refinement, and the teacher."""
     base = EngineConfig(model_dir=model_dir)
-    rows = {DEFAULT_ROW: dataclasses.replace(base, mode="depth", edge_refine=True),
+    rows = {DEPTH_ROW: dataclasses.replace(base, mode="depth", edge_refine=True),
             GENERIC: dataclasses.replace(base, mode="dart", edge_refine=True),
             "generic dart": dataclasses.replace(base, mode="dart")}
     if adapted_dir is not None:
@@ -214,7 +215,7 @@ def format_adaptation(report: dict, title: str) -> str:
         sad = {k: v["SAD"] for k, v in r["mean"].items()}
         a = r["adapt"]
         lines.append(f"- {r['name']}: SAD generic {sad.get(GENERIC, float('nan')):.2f}, adapted "
-                     f"{sad.get(ADAPTED, float('nan')):.2f}, default {sad.get(DEFAULT_ROW, float('nan')):.2f}, "
+                     f"{sad.get(ADAPTED, float('nan')):.2f}, depth only {sad.get(DEPTH_ROW, float('nan')):.2f}, "
                      f"teacher {sad.get(TEACHER, float('nan')):.2f}; adaptation "
                      f"{'accepted' if a.get('accepted') else 'rejected'}, {a.get('steps', 0)} steps, "
                      f"{a.get('wall_s', 0):.0f} s")

@@ -3,8 +3,8 @@ adaptation of `engines.training.adapt` plugged in (issue 15, item 4).
 
 Owns `run_adapt_benchmark`: for every scene of the chosen suite, the take (frames without ground truth)
 is labelled by the teacher and the student adapted with `adapt_to_take`; the adapted model folder is
-then scored on the scene's later test frames against the generic networks, the teacher and the
-default real-time mode. Adapted weights land in the work folder only (for the semi-real suite they
+then scored on the scene's later test frames against the generic networks (the default mode), the teacher
+and depth-only mode. Adapted weights land in the work folder only (for the semi-real suite they
 derive from research-only images: never commit or ship them).
 """
 
