@@ -13,7 +13,9 @@ from engines.config import DepthConfig, EngineConfig
 from engines.matting.depth_bayes import depth_residual, fuse_error_maps, resize_depth
 from engines.matting.depth_evidence import DepthEvidence
 from engines.matting.depth_fusion import FusionConfig, mask_selection, overrule_alpha, sure_regions
-from tests.test_dart_matting import _run, model_dir, scene  # noqa: F401  (tiny random-init models, a scene)
+from engines.matting.background_prior import BackgroundPriorBuilder
+from engines.matting.dart_matting import NetworkMatting
+from tests.test_dart_matting import model_dir  # noqa: F401  (tiny random-init models)
 
 H, W = 60, 80
 
@@ -71,23 +73,45 @@ def test_overrule_and_mask_selection():
     np.testing.assert_array_equal(masked[unsure], selection[unsure])
 
 
-def test_dart_overrules_coarse_alpha_only_where_depth_is_sure(model_dir, scene):
+def _box_scene():
+    """A flat wall 2.5 m away with noisy depth and a box 1.2 m away in the frame (no textures, so the same
+    with or without ../shared), 64x48 like the tiny models' scene."""
+    rng = np.random.default_rng(7)
+    plate = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    builder = BackgroundPriorBuilder(48, 64)
+    for _ in range(6):
+        builder.add(plate, (2.5 + rng.normal(0, 0.005, (48, 64))).astype(np.float32))
+    color = plate.copy()
+    color[12:40, 20:44] = rng.integers(0, 255, (28, 24, 3), dtype=np.uint8)
+    depth = (2.5 + rng.normal(0, 0.005, (48, 64))).astype(np.float32)
+    depth[12:40, 20:44] = 1.2
+    return builder.build(DepthConfig()), color, depth
+
+
+def test_dart_overrules_coarse_alpha_only_where_depth_is_sure(model_dir):
     """Random-init networks: the coarse alpha is the student's except on the sure regions, and the
     selection map is eq. 10's except there, so every refined patch lies where depth is unsure."""
-    prior, frame = scene
-    _, plain = _run(model_dir, scene, k=20, depth_fusion=None)
-    _, fused = _run(model_dir, scene, k=20)
-    depth_small = resize_depth(frame.depth_m(), 16, 12)
+    prior, color, depth = _box_scene()
+    results = {}
+    for name, fusion in (("plain", None), ("fused", FusionConfig())):
+        matting = NetworkMatting(model_dir, k=20, depth_fusion=fusion)
+        matting.set_prior(prior)
+        results[name] = matting.process(color, depth)
+    plain, fused = results["plain"], results["fused"]
+    depth_small = resize_depth(depth, 16, 12)
     usually_invalid = DepthEvidence.from_prior(prior.resized(16, 12), DepthConfig()).usually_invalid
     sure = sure_regions(fused.depth_evidence, depth_small, usually_invalid, DepthConfig())
-    assert sure.foreground.any() and sure.background.any()
+    assert sure.foreground[4:9, 6:10].all() and sure.background[:2].all()
     assert (fused.raw_alpha[sure.foreground] == 1).all() and (fused.raw_alpha[sure.background] == 0).all()
     unsure = ~(sure.foreground | sure.background)
+    assert unsure.any()  # the box's outline
     np.testing.assert_allclose(fused.raw_alpha[unsure], plain.raw_alpha[unsure], atol=1e-6)
     expected = fuse_error_maps(depth_residual(fused.depth_evidence, fused.raw_alpha), fused.error_rgb,
                                DepthConfig().beta)
     np.testing.assert_allclose(fused.error_map[unsure], expected[unsure], atol=1e-6)
     assert (fused.error_map[~unsure] == 0).all()
+    selected_small = fused.selected  # 4x4 patches = base pixels at c = 4
+    assert selected_small.any() and not (selected_small & ~unsure).any()
 
 
 def test_fusion_cuts_dart_error_on_real_foregrounds(shared_data):
