@@ -3,8 +3,9 @@
 Trained on synthetic people, the student leaves holes inside real textures (plush, flowers, a plant) and
 calls changed background (a cast shadow, a lighting change) foreground; the depth evidence, which rests on
 geometry, is right in both places. It is wrong, or has nothing to say, elsewhere: on the subject's
-outline (1/4-resolution depth, misregistration, flying pixels), where depth is missing (hair, dark or
-shiny parts, the stereo occlusion shadow) and where the subject touches the background. So, before the
+outline (1/4-resolution depth, misregistration, flying pixels) and where depth is missing (hair, dark or
+shiny parts, the stereo occlusion shadow). (Where the subject touches the background, within the depth
+noise, the evidence is low and the pixel counts as background: depth cannot tell.) So, before the
 error map selects patches (DART eqs. 9-10), the coarse alpha A_raw is overruled where depth is sure:
 
     A = 1 on `SureRegions.foreground`, A = 0 on `SureRegions.background`, A_raw elsewhere,
@@ -19,8 +20,9 @@ depth-only matte (blur, small-region removal), at the base network's resolution 
 - background: cleaned e <= `sure_background` where the empty scene had depth: the live depth at the
   background's own depth, or live depth missing (an IR shadow, a dropout) while the colour matches the
   plate (e is then the colour change). Where the empty scene had no depth either (a window, a black
-  screen) e says nothing and the network decides;
-both eroded by `margin_px` so the outline band stays the network's.
+  screen) e says nothing and the network decides.
+The ramp between the thresholds (the depth matte's own, 0.25-0.75) is the outline band the network
+decides; `margin_px` can widen it by eroding both regions (default 0: worse on the semi-real suite).
 """
 
 from __future__ import annotations
