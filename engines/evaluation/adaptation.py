@@ -33,7 +33,7 @@ from sensors.frame import Frame
 SUITES = ("synthetic", "semi-real")
 DEPTH_ROW = "depth only + edge"
 GENERIC, ADAPTED, TEACHER = ("generic dart + edge (the default)", "adapted dart + edge",
-                             "teacher (depth + closed-form)")
+                             "teacher (offline)")
 
 
 @dataclass(frozen=True)

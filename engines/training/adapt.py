@@ -218,7 +218,7 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
     if config.threads:
         torch.set_num_threads(int(config.threads))
     # 1. the teacher labels the take
-    labels = label_take(take, config.teacher, depth, lambda i, n: progress("teacher", 0.2 * i / n), stop)
+    labels = label_take(take, config.teacher, depth, lambda i, n: progress("teacher", 0.2 * i / n), stop, model_dir)
     check()
     kept = np.flatnonzero(labels.kept)
     if len(kept) < 2:

@@ -60,7 +60,7 @@ def run_adapt_benchmark(bench: AdaptBenchConfig, adapt: AdaptConfig, model_dir: 
                 "wall_s": round(time.perf_counter() - start, 1)}
 
     key = json.loads(json.dumps(asdict(adapt), default=str))
-    return adaptation_benchmark(scenes, run, str(model_dir), teacher_engine(adapt.teacher), work_dir, on_log, key,
+    return adaptation_benchmark(scenes, run, str(model_dir), teacher_engine(adapt.teacher, model_dir=model_dir), work_dir, on_log, key,
                                 rescore=bench.rescore)
 
 

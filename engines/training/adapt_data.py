@@ -22,7 +22,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from engines.config import DepthConfig, EngineConfig
+from engines.config import DEFAULT_MODEL_DIR, DepthConfig, EngineConfig
 from engines.matting.background_prior import BackgroundPrior, build_prior
 from engines.training.data import AugmentConfig, SamplePool, augment_sample, pool_from_samples
 from sensors.errors import UserError
@@ -110,6 +110,8 @@ def read_saved_take(take_path: str | Path, prior_path: str | Path) -> Take:
 class TeacherConfig:
     """The offline teacher and how its doubt is handled.
 
+    mode: the matte the trimap comes from ("dart": DART with depth fusion and the networks being adapted,
+    the better one on the semi-real suite; "depth": the depth matte alone).
     post: post-matting on the depth-derived trimap ("closed-form"; "vitmatte" needs `vitmatte_dir`).
     band_px: widening of the trimap's unknown band (pixels at 640 px width, scaled with the frame). A frame is dropped when its unknown band
     covers more than `max_unknown_fraction` of the image or depth is missing on more than
@@ -118,6 +120,7 @@ class TeacherConfig:
     is a guess), 1 elsewhere.
     """
 
+    mode: str = "dart"
     post: str = "closed-form"
     band_px: int = 3
     vitmatte_dir: str | None = None
@@ -139,17 +142,20 @@ class TeacherLabels:
     ms_per_frame: float
 
 
-def teacher_engine(config: TeacherConfig, depth: DepthConfig = DepthConfig(), width: int = 640) -> EngineConfig:
-    """The teacher as an engine configuration for frames `width` pixels wide: the depth matte with
-    `config.post` post-matting (the unknown band widened by `band_px` * width / 640 pixels)."""
-    return EngineConfig(mode="depth", depth=depth, post=config.post, post_band_px=round(config.band_px * width / 640),
-                        vitmatte_dir=config.vitmatte_dir)
+def teacher_engine(config: TeacherConfig, depth: DepthConfig = DepthConfig(), width: int = 640,
+                   model_dir: str | Path = DEFAULT_MODEL_DIR) -> EngineConfig:
+    """The teacher as an engine configuration for frames `width` pixels wide: the `config.mode` matte (its
+    networks from `model_dir`) with `config.post` post-matting on the trimap of eqs. 12-13 (the unknown
+    band widened by `band_px` * width / 640 pixels)."""
+    return EngineConfig(mode=config.mode, depth=depth, model_dir=str(model_dir), post=config.post,
+                        post_band_px=round(config.band_px * width / 640), vitmatte_dir=config.vitmatte_dir)
 
 
 def label_take(take: Take, config: TeacherConfig = TeacherConfig(), depth: DepthConfig = DepthConfig(),
-               on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None
-               ) -> TeacherLabels:
-    """Label every take frame with the teacher (issue 15 item 1; DART sec. II-D as the offline path).
+               on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
+               model_dir: str | Path = DEFAULT_MODEL_DIR) -> TeacherLabels:
+    """Label every take frame with the teacher (issue 15 item 1; DART sec. II-D as the offline path), whose
+    networks (`TeacherConfig.mode` "dart") come from `model_dir`.
 
     Returns `TeacherLabels`; `on_progress(done, total)` after each frame; `should_stop()` true ends the
     labelling early (the rest of the frames are marked dropped, reason "stopped").
@@ -158,7 +164,7 @@ def label_take(take: Take, config: TeacherConfig = TeacherConfig(), depth: Depth
 
     from engines.matting.pipeline import MattingPipeline
 
-    pipeline = MattingPipeline(teacher_engine(config, depth, take.color.shape[2]))
+    pipeline = MattingPipeline(teacher_engine(config, depth, take.color.shape[2], model_dir))
     pipeline.set_prior(take.prior)
     n, (h, w) = len(take), take.color.shape[1:3]
     alpha = np.zeros((n, h, w), np.float32)
