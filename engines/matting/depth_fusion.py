@@ -34,15 +34,17 @@ import numpy as np
 
 from engines.config import DepthConfig
 from engines.matting.depth_bayes import clean_posterior
+from engines.matting.depth_matting import RAMP_HIGH, RAMP_LOW
 
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """sure_foreground / sure_background: cleaned evidence thresholds in [0, 1]; margin_px: erosion of both
-    regions in pixels of the base resolution (1 px = 4 px at 640x480)."""
+    """sure_foreground / sure_background: cleaned evidence thresholds in [0, 1] (default: the ends of the
+    depth matte's evidence -> alpha ramp); margin_px: erosion of both regions in pixels of the base
+    resolution (1 px = 4 px at 640x480)."""
 
-    sure_foreground: float = 0.75
-    sure_background: float = 0.25
+    sure_foreground: float = RAMP_HIGH
+    sure_background: float = RAMP_LOW
     margin_px: int = 0
 
 

@@ -43,7 +43,7 @@ from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
 
-_RAMP_LOW, _RAMP_HIGH = 0.25, 0.75  # step 5: evidence -> alpha
+RAMP_LOW, RAMP_HIGH = 0.25, 0.75  # step 5: evidence -> alpha (also depth fusion's sure thresholds)
 
 
 @dataclass
@@ -127,8 +127,8 @@ class DepthMatting:
 
     def alpha_work(self, evidence_clean: np.ndarray) -> np.ndarray:
         """Step 5: cleaned evidence -> alpha at work resolution (float32 in [0, 1])."""
-        ramp = evidence_clean - np.float32(_RAMP_LOW)
-        ramp *= np.float32(1.0 / (_RAMP_HIGH - _RAMP_LOW))
+        ramp = evidence_clean - np.float32(RAMP_LOW)
+        ramp *= np.float32(1.0 / (RAMP_HIGH - RAMP_LOW))
         np.clip(ramp, 0.0, 1.0, out=ramp)
         keep = cv2.dilate((evidence_clean > np.float32(0.5)).view(np.uint8), np.ones((3, 3), np.uint8))
         ramp *= keep

@@ -60,8 +60,8 @@ def run_adapt_benchmark(bench: AdaptBenchConfig, adapt: AdaptConfig, model_dir: 
                 "wall_s": round(time.perf_counter() - start, 1)}
 
     key = json.loads(json.dumps(asdict(adapt), default=str))
-    return adaptation_benchmark(scenes, run, str(model_dir), teacher_engine(adapt.teacher, model_dir=model_dir), work_dir, on_log, key,
-                                rescore=bench.rescore)
+    teacher = teacher_engine(adapt.teacher, model_dir=model_dir)
+    return adaptation_benchmark(scenes, run, str(model_dir), teacher, work_dir, on_log, key, rescore=bench.rescore)
 
 
 def describe(bench: AdaptBenchConfig, adapt: AdaptConfig, scenes_done: int) -> str:
