@@ -396,8 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", metavar="RECORDING", help="adapt the shipped networks to this recording: its frames "
                    "after the empty-scene frames are the take (default: none, train from scratch)")
     p.add_argument("--scene-method", choices=("teacher", "synthetic"), default="teacher",
-                   help="teacher: the offline closed-form path labels the take; synthetic: synthetic people over "
-                        "the recording's background (default: %(default)s)")
+                   help="teacher: the offline path (DART + edge + closed-form) labels the take; synthetic: synthetic "
+                        "people over the recording's background (default: %(default)s)")
     p.add_argument("--take", metavar="FILE.npz", help="adapt to a take saved by the app (default: none)")
     p.add_argument("--prior", metavar="FILE.npz", help="with --take: its captured background (default: none)")
     p.add_argument("--take-frames", type=positive_int, help="teacher: frames of the take (default: all the rest)")

@@ -17,7 +17,15 @@ import torch
 
 from engines.nets.base_net import BaseNet, save_weights, student_config
 from engines.training.adapt import AdaptCancelled, AdaptConfig, adapt_to_take
-from engines.training.adapt_data import TeacherConfig, label_take, mixed_batch, read_saved_take, read_take, take_pool
+from engines.training.adapt_data import (
+    TeacherConfig,
+    label_take,
+    mixed_batch,
+    read_saved_take,
+    read_take,
+    take_pool,
+    teacher_doubt,
+)
 from engines.training.data import AugmentConfig, build_pool
 
 torch.set_num_threads(1)
@@ -82,6 +90,25 @@ def test_teacher_labels_and_drops_unsure_frames(recording):
     assert not strict.kept.any() and len(strict.dropped) == 6
     stopped = label_take(take, should_stop=lambda: True)
     assert set(stopped.dropped.values()) == {"stopped"}
+
+
+def test_teacher_doubt_judges_the_subject_not_the_faint_halo():
+    alpha = np.zeros((120, 160), np.float32)
+    alpha[30:90, 60:100] = 1.0  # the subject
+    halo = alpha.copy()
+    halo[10:110, 20:140] = np.maximum(halo[10:110, 20:140], 0.1)  # a faint, wide halo around it
+    depth = np.full(alpha.shape, 2.0, np.float32)
+    depth[halo > 0] = 0.0
+    depth[alpha > 0.5] = 1.0  # depth is missing on the halo only, not on the subject
+    weight, reason = teacher_doubt(halo, None, depth, TeacherConfig())
+    assert reason is None
+    assert weight[50, 80] == 1.0 and weight[60, 55] == np.float32(0.25) and weight[15, 25] == 1.0
+    depth[alpha > 0.5] = 0.0  # now the subject itself has no depth
+    weight, reason = teacher_doubt(halo, None, depth, TeacherConfig())
+    assert reason is not None and "depth missing" in reason and weight[50, 80] == np.float32(0.25)
+    trimap = np.where(alpha > 0.5, 1.0, 0.0)
+    trimap[:, :60] = 0.5  # an unknown band over more than a quarter of the image
+    assert "unknown band" in teacher_doubt(alpha, trimap, np.ones_like(depth), TeacherConfig())[1]
 
 
 def test_mixed_batch_takes_the_scene_share_with_its_weights(recording):

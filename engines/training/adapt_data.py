@@ -3,8 +3,8 @@ room, labelled by the offline teacher, and batches that mix it with the generic 
 
 Owns `Take` and `read_take` (a recording's background frames -> `BackgroundPrior`, the frames after
 them -> the take; the ground-truth alpha/ folder is never opened), `TeacherConfig` and `label_take`
-(the geometry-based offline path as teacher: depth matte -> depth-derived trimap (DART eqs. 12-13) ->
-closed-form post-matting; unsure frames dropped, unsure pixels down-weighted), `take_pool` (the
+(the offline path as teacher: DART with depth fusion and edge refinement -> trimap (DART eqs. 12-13)
+-> closed-form post-matting; unsure frames dropped, unsure pixels down-weighted), `take_pool` (the
 labelled frames as a `SamplePool` at training size plus a per-pixel weight) and `mixed_batch` (the
 paper's 80 % base / 20 % scene batches, with BGMv2 augmentation, at base-network resolution).
 
@@ -112,20 +112,25 @@ class TeacherConfig:
 
     mode: the matte the trimap comes from ("dart": DART with depth fusion and the networks being adapted,
     the better one on the semi-real suite; "depth": the depth matte alone).
+    edge_refine: refine that matte against the plate's colours before the trimap is drawn
+    (`engines.matting.edge_refine`, as the default real-time mode does).
     post: post-matting on the depth-derived trimap ("closed-form"; "vitmatte" needs `vitmatte_dir`).
-    band_px: widening of the trimap's unknown band (pixels at 640 px width, scaled with the frame). A frame is dropped when its unknown band
-    covers more than `max_unknown_fraction` of the image or depth is missing on more than
-    `max_hole_fraction` of the region around the subject. Pixel weights: `unknown_weight` inside the
-    unknown band (the teacher's own estimate), `hole_weight` where depth is missing (the trimap there
-    is a guess), 1 elsewhere.
+    band_px: widening of the trimap's unknown band (pixels at 640 px width, scaled with the frame).
+    A frame is dropped when its unknown band covers more than `max_unknown_fraction` of the image or
+    depth is missing on more than `max_hole_fraction` of the region around the subject (alpha > 0.5,
+    dilated by 7 px; not the faint halo of the refined edge). The "dart" teacher fills depth holes with
+    its networks, so only frames where most of the subject lacks depth are dropped. Pixel weights:
+    `unknown_weight` inside the unknown band (the teacher's own estimate), `hole_weight` where depth is
+    missing (the trimap there is a guess), 1 elsewhere.
     """
 
     mode: str = "dart"
+    edge_refine: bool = True
     post: str = "closed-form"
     band_px: int = 3
     vitmatte_dir: str | None = None
-    max_unknown_fraction: float = 0.15
-    max_hole_fraction: float = 0.4
+    max_unknown_fraction: float = 0.25
+    max_hole_fraction: float = 0.6
     unknown_weight: float = 0.7
     hole_weight: float = 0.25
 
@@ -145,10 +150,11 @@ class TeacherLabels:
 def teacher_engine(config: TeacherConfig, depth: DepthConfig = DepthConfig(), width: int = 640,
                    model_dir: str | Path = DEFAULT_MODEL_DIR) -> EngineConfig:
     """The teacher as an engine configuration for frames `width` pixels wide: the `config.mode` matte (its
-    networks from `model_dir`) with `config.post` post-matting on the trimap of eqs. 12-13 (the unknown
+    networks from `model_dir`, edge-refined with `config.edge_refine`) with `config.post` post-matting on the trimap of eqs. 12-13 (the unknown
     band widened by `band_px` * width / 640 pixels)."""
-    return EngineConfig(mode=config.mode, depth=depth, model_dir=str(model_dir), post=config.post,
-                        post_band_px=round(config.band_px * width / 640), vitmatte_dir=config.vitmatte_dir)
+    return EngineConfig(mode=config.mode, depth=depth, model_dir=str(model_dir), edge_refine=config.edge_refine,
+                        post=config.post, post_band_px=round(config.band_px * width / 640),
+                        vitmatte_dir=config.vitmatte_dir)
 
 
 def label_take(take: Take, config: TeacherConfig = TeacherConfig(), depth: DepthConfig = DepthConfig(),
@@ -178,25 +184,40 @@ def label_take(take: Take, config: TeacherConfig = TeacherConfig(), depth: Depth
             break
         result = pipeline.process(take.color[i], take.depth_m[i])
         alpha[i] = result.alpha
-        trimap = result.trimap if result.trimap is not None else np.where(result.alpha > 0.5, 1.0, 0.0)
-        unknown = np.isclose(trimap, 0.5)
-        holes = ~(take.depth_m[i] > 0)
-        near = cv2.dilate((result.alpha > 0.05).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
-        hole_share = float(holes[near].mean()) if near.any() else 0.0
-        if unknown.mean() > config.max_unknown_fraction:
-            dropped[i] = f"unknown band {unknown.mean():.0%} of the image"
-        elif hole_share > config.max_hole_fraction:
-            dropped[i] = f"depth missing on {hole_share:.0%} around the subject"
-        else:
+        weight[i], reason = teacher_doubt(result.alpha, result.trimap, take.depth_m[i], config)
+        if reason is None:
             kept[i] = True
-        w_i = np.ones((h, w), np.float32)
-        w_i[unknown] = config.unknown_weight
-        w_i[holes & near] = np.minimum(w_i[holes & near], config.hole_weight)
-        weight[i] = w_i
+        else:
+            dropped[i] = reason
         if on_progress is not None:
             on_progress(i + 1, n)
     done = max(1, n - sum(1 for r in dropped.values() if r == "stopped"))
     return TeacherLabels(alpha, weight, kept, dropped, (time.perf_counter() - start) * 1e3 / done)
+
+
+def teacher_doubt(alpha: np.ndarray, trimap: np.ndarray | None, depth_m: np.ndarray, config: TeacherConfig
+                  ) -> tuple[np.ndarray, str | None]:
+    """How far to trust the teacher on one frame: (per-pixel weight float32 HxW in [0, 1], the reason to
+    drop the frame or None), by `TeacherConfig`'s rules.
+
+    alpha: float32 HxW in [0, 1], the teacher's; trimap: float32 HxW in {0, 0.5, 1} or None (then alpha
+    thresholded at 0.5); depth_m: float32 HxW metres (0 = unknown). The region around the subject is
+    alpha > 0.5 dilated by 7 px, so a refined edge's faint halo over missing depth does not count."""
+    if trimap is None:
+        trimap = np.where(alpha > 0.5, 1.0, 0.0)
+    unknown = np.isclose(trimap, 0.5)
+    holes = ~(depth_m > 0)
+    near = cv2.dilate((alpha > 0.5).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    hole_share = float(holes[near].mean()) if near.any() else 0.0
+    reason = None
+    if unknown.mean() > config.max_unknown_fraction:
+        reason = f"unknown band {unknown.mean():.0%} of the image"
+    elif hole_share > config.max_hole_fraction:
+        reason = f"depth missing on {hole_share:.0%} around the subject"
+    weight = np.ones(alpha.shape, np.float32)
+    weight[unknown] = config.unknown_weight
+    weight[holes & near] = np.minimum(weight[holes & near], config.hole_weight)
+    return weight, reason
 
 
 def take_pool(take: Take, labels: TeacherLabels, frames: np.ndarray, height: int, width: int
