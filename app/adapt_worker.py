@@ -10,7 +10,8 @@ fraction done and the estimated seconds left.
 
 The take: about `take_s` seconds of matted frames (the background must be captured first), at most
 `max_frames` kept in memory, evenly spread, then written once to `<scene>.take.npz` beside the
-captured background for the child process and deleted afterwards. The adapted networks go to a
+captured background for the child process and deleted afterwards, with the frames the user marked
+with scribbles (`app.scribble_dialog`) appended: their marks overrule the teacher. The adapted networks go to a
 staging folder and replace the scene's model folder (`SceneStore.models_dir`) only when the child
 finished and accepted them; cancel, failure or "not better" leave the previous weights in use.
 """
@@ -163,7 +164,7 @@ class SceneAdapter:
 
         take = self.store.take_path(run.uri)
         buffer = io.BytesIO()
-        np.savez(buffer, color=np.stack(run.frames), depth_mm=np.stack(run.depths))
+        np.savez(buffer, **self._take_arrays(run))
         run.frames, run.depths = [], []  # the child process reads them from the file
         staging = self.store.models_dir(run.uri).with_suffix(".new")
         shutil.rmtree(staging, ignore_errors=True)
@@ -185,6 +186,18 @@ class SceneAdapter:
         self._thread = threading.Thread(target=self._follow, args=(run, take, staging), name="SceneAdapter",
                                         daemon=True)
         self._thread.start()
+
+    def _take_arrays(self, run: _Run) -> dict[str, np.ndarray]:
+        """The take file's arrays: the take's frames, then the frames the user marked with scribbles
+        (`SceneStore.add_scribbles`) when they are of the same size, with their labels."""
+        color, depth_mm = np.stack(run.frames), np.stack(run.depths)
+        marked = self.store.load_scribbles(run.uri)
+        if marked is None or marked["color"].shape[1:] != color.shape[1:]:
+            return {"color": color, "depth_mm": depth_mm}
+        scribbles = np.zeros(depth_mm.shape, np.uint8)
+        return {"color": np.concatenate([color, marked["color"]]),
+                "depth_mm": np.concatenate([depth_mm, marked["depth_mm"]]),
+                "scribbles": np.concatenate([scribbles, marked["scribbles"]])}
 
     def _follow(self, run: _Run, take: Path, staging: Path) -> None:
         process = run.process

@@ -61,6 +61,8 @@ ADAPT_TIP = ("After capturing the background, stay in view for a short take: the
              "your room in the background (a few minutes, the app keeps running). Used by the network modes; "
              "kept for this camera or recording and restored next time.")
 ADAPT_IDLE = "Stay in view for 15 s after the capture; the networks then learn you (about 5 min)."
+CORRECT_TIP = ("Pause on the current frame and paint where the cut-out is wrong (foreground or background); "
+               "the next \"Adapt to me\" learns from your marks.")
 POST_MATTING_TIP = ("Closed-form matting on a thin band along the edges, on its own thread: finer hair and "
                     "edges in the Composite view, a few frames late. The virtual webcam and recordings keep "
                     "the live matte.")
@@ -318,10 +320,11 @@ class BackgroundControls(QGroupBox):
 
 
 class AdaptControls(QGroupBox):
-    """"Adapt to me": start and cancel buttons, a progress bar with the estimated time left, one line of state."""
+    """"Adapt to me": start, correct and cancel buttons, a progress bar with the estimated time left, one line of state."""
 
     adapt_requested = Signal()
     cancel_requested = Signal()
+    correct_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Adapt to me", parent)
@@ -329,6 +332,9 @@ class AdaptControls(QGroupBox):
         self.button.setToolTip(ADAPT_TIP)
         self.cancel = QPushButton("Cancel")
         self.cancel.setEnabled(False)
+        self.correct = QPushButton("Correct…")
+        self.correct.setToolTip(CORRECT_TIP)
+        self.correct.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setVisible(False)
@@ -336,6 +342,7 @@ class AdaptControls(QGroupBox):
         self.label.setWordWrap(True)
         row = QHBoxLayout()
         row.addWidget(self.button, 1)
+        row.addWidget(self.correct)
         row.addWidget(self.cancel)
         layout = QFormLayout(self)
         layout.addRow(row)
@@ -343,10 +350,13 @@ class AdaptControls(QGroupBox):
         layout.addRow(self.label)
         self.button.clicked.connect(self.adapt_requested)
         self.cancel.clicked.connect(self.cancel_requested)
+        self.correct.clicked.connect(self.correct_requested)
 
     def show_status(self, busy: bool, fraction: float, eta_s: float | None, message: str, can_start: bool) -> None:
-        """busy: a take or an adaptation runs; fraction in [0, 1]; eta_s: seconds left (None: unknown)."""
+        """busy: a take or an adaptation runs; fraction in [0, 1]; eta_s: seconds left (None: unknown).
+        Marks for the next adaptation ("Correct…") can be made whenever it could start, also while busy."""
         self.button.setEnabled(can_start and not busy)
+        self.correct.setEnabled(can_start)
         self.cancel.setEnabled(busy)
         self.progress.setVisible(busy)
         self.progress.setValue(int(round(100 * fraction)))

@@ -44,10 +44,12 @@ from app.engine_worker import EngineWorker
 from app.events import EngineEvent
 from app.message_bar import MessageBar
 from app.recorder import RecordOptions, default_recording_folder
+from app.scribble_dialog import ScribbleDialog
 from app.settings import AppSettings, videos_dir
 from app.source_picker import SourcePicker, source_label
 from app.status_panel import StatusPanel
 from app.views import VIEWS, LiveView, render_view
+from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class MainWindow(QMainWindow):
         self._engine_timer.timeout.connect(lambda: self.worker.set_engine_config(self._engine_config()))
         self.adapt_controls.adapt_requested.connect(lambda: self.adapter.start(self._uri))
         self.adapt_controls.cancel_requested.connect(self.adapter.cancel)
+        self.adapt_controls.correct_requested.connect(self.correct_matte)
         self.engine_controls.engine_changed.connect(self._engine_timer.start)
         self.engine_controls.view_changed.connect(lambda _view: self._redraw())
         self.background_controls.background_changed.connect(self._background_changed)
@@ -259,6 +262,27 @@ class MainWindow(QMainWindow):
         self._models_in_use = str(adapted) if adapted is not None else None
         config = self.settings.engine_config()
         return replace_config(config, model_dir=self._models_in_use) if adapted is not None else config
+
+    def correct_matte(self) -> ScribbleDialog | None:
+        """Pause on the newest matted frame for the user's marks (issue 15 item 3); they are stored beside
+        the scene's background for the next adaptation. Returns the open dialog (None: nothing to mark)."""
+        snapshot, store = self.worker.latest(), self.adapter.store
+        if snapshot is None or snapshot.result is None or store is None or not snapshot.source_uri:
+            return None
+        dialog = ScribbleDialog(snapshot.frame.color, snapshot.result.alpha, self)
+
+        def save() -> None:
+            try:
+                n = store.add_scribbles(snapshot.source_uri, snapshot.frame.color, snapshot.depth_m, dialog.scribbles())
+            except UserError as exc:
+                self.message_bar.show_message(str(exc), "error", cause="scribbles")
+                return
+            self.message_bar.show_message(f"Marks saved ({n} marked frame{'s' * (n != 1)}): \"Adapt to me\" "
+                                          "learns from them.", "info", cause="scribbles")
+
+        dialog.accepted.connect(save)
+        dialog.open()
+        return dialog
 
     def _follow_adaptation(self, snapshot: EngineSnapshot | None) -> None:
         """Feed the take, show the adaptation's progress, and put newly adapted networks in use."""

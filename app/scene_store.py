@@ -1,5 +1,6 @@
 """Where captured background priors live: one .npz per camera or recording, and beside it the networks
-adapted to that scene ("Adapt to me", `app.adapt_worker`): `root/<scene key>.models/`.
+adapted to that scene ("Adapt to me", `app.adapt_worker`): `root/<scene key>.models/`, and the frames
+the user marked with scribbles for the next adaptation: `root/<scene key>.scribbles.npz`.
 
 `SceneStore(root)` keeps `root/<scene key>.npz`. The key of a camera URI ("realsense://123") is the
 sanitised URI; the key of a recording is its folder/file name plus a short hash of its absolute
@@ -10,11 +11,14 @@ app passes the root (QStandardPaths AppDataLocation/scenes by default).
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 from engines.matting.background_prior import BackgroundPrior
 from sensors.errors import UserError
@@ -22,6 +26,8 @@ from sensors.errors import UserError
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+SCRIBBLE_KEYS = ("color", "depth_mm", "scribbles")  # the arrays of <scene key>.scribbles.npz
+MAX_SCRIBBLE_FRAMES = 8
 
 
 def scene_key(source_uri: str) -> str:
@@ -49,9 +55,11 @@ class SceneStore:
         return self.path_for(source_uri).is_file()
 
     def save(self, source_uri: str, prior: BackgroundPrior) -> Path:
-        """Write the prior (atomic); raises UserError when the folder is not writable."""
+        """Write the prior (atomic); raises UserError when the folder is not writable. Scribbles marked
+        over the previous background are dropped (their frames show the old scene)."""
         path = self.path_for(source_uri)
         prior.save(path)
+        self.scribbles_path(source_uri).unlink(missing_ok=True)
         log.info("saved the background of %s to %s", source_uri, path)
         return path
 
@@ -73,9 +81,50 @@ class SceneStore:
         return prior
 
     def forget(self, source_uri: str) -> None:
-        """Drop the stored background and the networks adapted to it."""
+        """Drop the stored background, the scribbles and the networks adapted to it."""
         self.path_for(source_uri).unlink(missing_ok=True)
+        self.scribbles_path(source_uri).unlink(missing_ok=True)
         shutil.rmtree(self.models_dir(source_uri), ignore_errors=True)
+
+    # -- the user's scribbles, for the next adaptation ------------------------------------------------
+    def scribbles_path(self, source_uri: str) -> Path:
+        return self.root / f"{scene_key(source_uri)}.scribbles.npz"
+
+    def load_scribbles(self, source_uri: str) -> dict[str, np.ndarray] | None:
+        """The marked frames: {"color": uint8 (N, H, W, 3), "depth_mm": uint16 (N, H, W), "scribbles":
+        uint8 (N, H, W)}, or None when there are none or the file is unreadable (logged)."""
+        path = self.scribbles_path(source_uri)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(str(path), allow_pickle=False) as data:
+                frames = {key: data[key] for key in SCRIBBLE_KEYS}
+        except (OSError, KeyError, ValueError) as exc:
+            log.warning("ignoring the stored scribbles %s: %s", path, exc)
+            return None
+        n = len(frames["color"])
+        if frames["depth_mm"].shape[:1] != (n,) or frames["scribbles"].shape[:1] != (n,):
+            log.warning("ignoring the stored scribbles %s: their arrays disagree", path)
+            return None
+        return frames
+
+    def add_scribbles(self, source_uri: str, color: np.ndarray, depth_m: np.ndarray, scribbles: np.ndarray) -> int:
+        """Keep one marked frame (color uint8 HxWx3 RGB, depth_m float32 HxW metres, scribbles uint8 HxW of
+        `engines.matting.scribbles` labels) beside the scene's background, after those kept before (the
+        oldest go beyond `MAX_SCRIBBLE_FRAMES`); frames of another size replace the old ones. Written
+        atomically; raises UserError when the folder is not writable. Returns the number of frames kept."""
+        from sensors.safe_write import atomic_write_bytes
+
+        depth_mm = np.clip(np.nan_to_num(depth_m) * 1000.0 + 0.5, 0, 65535).astype(np.uint16)
+        new = {"color": color[None], "depth_mm": depth_mm[None], "scribbles": scribbles.astype(np.uint8)[None]}
+        old = self.load_scribbles(source_uri)
+        if old is not None and old["color"].shape[1:] == color.shape:
+            new = {key: np.concatenate([old[key], new[key]])[-MAX_SCRIBBLE_FRAMES:] for key in SCRIBBLE_KEYS}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **new)
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.scribbles_path(source_uri), buffer.getbuffer())
+        return len(new["color"])
 
     # -- networks adapted to the scene ---------------------------------------------------------------
     def models_dir(self, source_uri: str) -> Path:

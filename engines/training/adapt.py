@@ -225,8 +225,11 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
         why = "; ".join(sorted(set(labels.dropped.values())))[:200]
         raise UserError(f"The teacher was unsure on {len(take) - len(kept)} of the take's {len(take)} frames ({why}), "
                         "too few left to learn from: stay in full view of the camera and try again.", 1)
-    n_hold = max(1, int(round(config.holdout_fraction * len(kept))))
-    train_idx, hold_idx = kept[:-n_hold], kept[-n_hold:]
+    # held out: the last unmarked frames (the user's scribbled frames are always trained on)
+    candidates = np.flatnonzero(labels.kept & ~take.marked())
+    n_hold = min(len(candidates), max(1, int(round(config.holdout_fraction * len(kept)))))
+    hold_idx = candidates[len(candidates) - n_hold:] if n_hold else kept[-1:]
+    train_idx = np.setdiff1d(kept, hold_idx)
     seconds["teacher"] = time.perf_counter() - t0
     # 2. training data: the take at training size, generic samples for the mix and for validation
     h, w = config.height, config.width

@@ -4,9 +4,10 @@ room, labelled by the offline teacher, and batches that mix it with the generic 
 Owns `Take` and `read_take` (a recording's background frames -> `BackgroundPrior`, the frames after
 them -> the take; the ground-truth alpha/ folder is never opened), `TeacherConfig` and `label_take`
 (the offline path as teacher: DART with depth fusion and edge refinement -> trimap (DART eqs. 12-13)
--> closed-form post-matting; unsure frames dropped, unsure pixels down-weighted), `take_pool` (the
-labelled frames as a `SamplePool` at training size plus a per-pixel weight) and `mixed_batch` (the
-paper's 80 % base / 20 % scene batches, with BGMv2 augmentation, at base-network resolution).
+-> closed-form post-matting; unsure frames dropped, unsure pixels down-weighted; the user's scribbles
+overrule it), `take_pool` (the labelled frames as a `SamplePool` at training size plus a per-pixel
+weight) and `mixed_batch` (the paper's 80 % base / 20 % scene batches, with BGMv2 augmentation, at
+base-network resolution).
 
 Conventions: colour uint8 HxWx3 RGB; depth float32 HxW metres (0 = unknown); alpha and weights float32
 HxW in [0, 1].
@@ -24,6 +25,7 @@ import numpy as np
 
 from engines.config import DEFAULT_MODEL_DIR, DepthConfig, EngineConfig
 from engines.matting.background_prior import BackgroundPrior, build_prior
+from engines.matting.scribbles import SCRIBBLE_BACKGROUND, SCRIBBLE_FOREGROUND
 from engines.training.data import AugmentConfig, SamplePool, augment_sample, pool_from_samples
 from sensors.errors import UserError
 
@@ -42,9 +44,17 @@ class Take:
     color: np.ndarray
     depth_m: np.ndarray
     index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    scribbles: np.ndarray | None = None  # uint8 (T, H, W): the user's corrections (engines.matting.scribbles)
 
     def __len__(self) -> int:
         return int(self.color.shape[0])
+
+    def marked(self) -> np.ndarray:
+        """bool (T,): the frames the user marked with scribbles."""
+        if self.scribbles is None:
+            return np.zeros(len(self), bool)
+        return self.scribbles.reshape(len(self), -1).any(axis=1)
+
 
 
 def read_take(path: str | Path, background_frames: int | None = None, take_frames: int | None = None,
@@ -87,23 +97,29 @@ def read_take(path: str | Path, background_frames: int | None = None, take_frame
                 np.asarray([indices[i] for i in keep], np.int64))
 
 
-TAKE_KEYS = ("color", "depth_mm")  # a take saved by the app: uint8 (T, H, W, 3) RGB, uint16 (T, H, W) mm
+# A take saved by the app: uint8 (T, H, W, 3) RGB, uint16 (T, H, W) mm, and optionally "scribbles",
+# uint8 (T, H, W) of SCRIBBLE_* values.
+TAKE_KEYS = ("color", "depth_mm")
 
 
 def read_saved_take(take_path: str | Path, prior_path: str | Path) -> Take:
-    """A take the app saved (.npz with `TAKE_KEYS`, no pickle) and the scene's saved background prior
-    (`BackgroundPrior.save`). Raises `UserError` (exit 2) for a missing or malformed file."""
+    """A take the app saved (.npz with `TAKE_KEYS` and maybe "scribbles", no pickle) and the scene's
+    saved background prior (`BackgroundPrior.save`). Raises `UserError` (exit 2) for a missing or
+    malformed file."""
     prior = BackgroundPrior.load(prior_path)
     try:
         with np.load(str(take_path), allow_pickle=False) as data:
             color, depth_mm = data["color"], data["depth_mm"]
+            scribbles = data["scribbles"] if "scribbles" in data.files else None
     except (OSError, KeyError, ValueError) as exc:
         raise UserError(f"'{take_path}' is not a take saved by the app ({exc}).", 2) from None
     if (color.ndim != 4 or color.dtype != np.uint8 or depth_mm.shape != color.shape[:3]
-            or color.shape[1:3] != prior.shape or len(color) == 0):
+            or color.shape[1:3] != prior.shape or len(color) == 0
+            or (scribbles is not None and (scribbles.shape != color.shape[:3] or scribbles.dtype != np.uint8
+                                           or scribbles.max(initial=0) > SCRIBBLE_FOREGROUND))):
         raise UserError(f"The take '{take_path}' does not match its background ({color.shape} frames, "
                         f"background {prior.shape}).", 2)
-    return Take(prior, color, depth_mm.astype(np.float32) / np.float32(1000.0), np.arange(len(color)))
+    return Take(prior, color, depth_mm.astype(np.float32) / np.float32(1000.0), np.arange(len(color)), scribbles)
 
 
 @dataclass(frozen=True)
@@ -161,7 +177,8 @@ def label_take(take: Take, config: TeacherConfig = TeacherConfig(), depth: Depth
                on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
                model_dir: str | Path = DEFAULT_MODEL_DIR) -> TeacherLabels:
     """Label every take frame with the teacher (issue 15 item 1; DART sec. II-D as the offline path), whose
-    networks (`TeacherConfig.mode` "dart") come from `model_dir`.
+    networks (`TeacherConfig.mode` "dart") come from `model_dir`. The user's scribbles (`Take.scribbles`,
+    item 3) overrule it: alpha 1 / 0 with weight 1 where marked, and a marked frame is never dropped.
 
     Returns `TeacherLabels`; `on_progress(done, total)` after each frame; `should_stop()` true ends the
     labelling early (the rest of the frames are marked dropped, reason "stopped").
@@ -185,6 +202,11 @@ def label_take(take: Take, config: TeacherConfig = TeacherConfig(), depth: Depth
         result = pipeline.process(take.color[i], take.depth_m[i])
         alpha[i] = result.alpha
         weight[i], reason = teacher_doubt(result.alpha, result.trimap, take.depth_m[i], config)
+        if take.scribbles is not None and take.scribbles[i].any():  # the user's labels overrule the teacher
+            fg, bg = take.scribbles[i] == SCRIBBLE_FOREGROUND, take.scribbles[i] == SCRIBBLE_BACKGROUND
+            alpha[i][fg], alpha[i][bg] = 1.0, 0.0
+            weight[i][fg | bg] = 1.0
+            reason = None
         if reason is None:
             kept[i] = True
         else:
