@@ -84,10 +84,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from engines.synth.scene import SceneConfig, write_scene
 
-    config = SceneConfig(
-        width=args.width, height=args.height, n_background=args.background_frames,
-        n_test=args.test_frames, seed=args.seed,
-    )
+    config = SceneConfig(width=args.width, height=args.height, n_background=args.background_frames,
+                         n_test=args.test_frames, seed=args.seed)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise usage_error(f"'{out}' already exists and is not empty: choose a new folder for the recording.")
@@ -230,7 +228,8 @@ def cmd_bench_adapt(args: argparse.Namespace) -> int:
     bench = AdaptBenchConfig(suite=args.suite, scenes=args.scenes, take_frames=args.take_frames,
                              test_frames=args.test_frames, seed=args.seed, rescore=args.rescore)
     adapt = AdaptConfig(budget_s=args.budget_minutes * 60, threads=args.threads, generic_cache=args.generic_cache,
-                        scene_fraction=args.scene_fraction, generic_tolerance=args.generic_tolerance)
+                        scene_fraction=args.scene_fraction, generic_tolerance=args.generic_tolerance,
+                        refiner_share=args.refiner_share)
     report = run_adapt_benchmark(bench, adapt, args.models, args.out, on_log=lambda e: print(e.get("name", e), flush=True))
     print(format_adaptation(report, describe(bench, adapt, len(report["scenes"]))))
     return 0
@@ -421,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generic-cache", metavar="FILE.npz", help="reuse generic samples across scenes (default: none)")
     p.add_argument("--scene-fraction", type=unit, default=0.5, help="share of take samples per batch (default: 0.5)")
     p.add_argument("--generic-tolerance", type=unit, default=0.1, help="allowed growth of the generic error (default: 0.1)")
+    p.add_argument("--refiner-share", type=unit, default=0.25, help="training time for the refiner (default: 0.25)")
     p.add_argument("--models", default=str(REPO_ROOT / "assets" / "models"), help="generic networks (default: assets/models)")
     p.add_argument("--out", default=str(DEFAULT_OUT / "bench_adapt"), help="work folder, resumable (default: out/bench_adapt)")
     p.set_defaults(run=cmd_bench_adapt)

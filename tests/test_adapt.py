@@ -51,7 +51,9 @@ def models(tmp_path_factory) -> Path:
     student = BaseNet(student_config()).eval()
     save_weights(student, folder / "student.safetensors")
     export_base_net(student, folder / "student.onnx", (12, 16))
-    export_refiner(Refiner(RefinerConfig(aux_channels=2)).eval(), folder / "refiner_dart.onnx")
+    refiner = Refiner(RefinerConfig(aux_channels=2)).eval()
+    save_weights(refiner, folder / "refiner_dart.safetensors")
+    export_refiner(refiner, folder / "refiner_dart.onnx")
     return folder
 
 
@@ -129,9 +131,34 @@ def test_rejected_adaptation_keeps_the_generic_student(recording, models, tmp_pa
     assert not result.accepted and "kept the generic" in result.reason
     out = tmp_path / "out"
     assert (out / "student.onnx").read_bytes() == (models / "student.onnx").read_bytes()
-    assert (out / "refiner_dart.onnx").is_file()
+    assert (out / "refiner_dart.onnx").read_bytes() == (models / "refiner_dart.onnx").read_bytes()
     saved = json.loads((out / "adapt.json").read_text())
     assert saved["steps"] == 2 and saved["frames"]["take"] == 6 and not saved["accepted"]
+    assert saved["refiner"]["steps"] == 2 and not saved["refiner"]["accepted"]
+    assert set(saved["refiner"]["errors"]) == {"take_before", "take_after", "generic_before", "generic_after"}
+
+
+def test_adapted_refiner_is_written_and_runs(recording, models, tmp_path, monkeypatch):
+    import engines.training.adapt as adapt
+    import engines.training.adapt_refiner as adapt_refiner
+
+    student_errors = iter([0.1, 0.2, 0.3, 0.2])  # the student is not better: only the refiner is adapted
+    monkeypatch.setattr(adapt, "coarse_error", lambda *a, **k: next(student_errors))
+    refined = iter([0.3, 0.2, 0.1, 0.2])  # take before, generic before, take after, generic after
+    monkeypatch.setattr(adapt_refiner, "refined_mad", lambda *a, **k: {"refined_mad": next(refined)})
+    result = adapt.adapt_to_take(read_take(recording), models, tmp_path / "out", _config(refiner_share=0.5))
+    assert result.accepted and result.refiner["accepted"] and "refiner adapted" in result.reason
+    out = tmp_path / "out"
+    assert (out / "student.onnx").read_bytes() == (models / "student.onnx").read_bytes()
+    assert (out / "refiner_dart.onnx").read_bytes() != (models / "refiner_dart.onnx").read_bytes()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    from engines.config import EngineConfig
+    from engines.matting.pipeline import MattingPipeline
+
+    take = read_take(recording)
+    pipeline = MattingPipeline(EngineConfig(mode="dart", model_dir=str(out)))
+    pipeline.set_prior(take.prior)
+    assert pipeline.process(take.color[0], take.depth_m[0]).alpha.shape == (H, W)
 
 
 def test_accepted_adaptation_writes_a_working_student(recording, models, tmp_path, monkeypatch):

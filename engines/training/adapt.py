@@ -9,7 +9,8 @@ take, the teacher, the mixed batches) is `engines.training.adapt_data`.
 
 The model folder `out_dir` always ends up usable by `NetworkMatting(out_dir)`: student.onnx (+ its
 safetensors) is the adapted student when it was accepted, otherwise a copy of the generic one; the
-refiners are copied; adapt.json records the decision, the validation errors, the steps and the times.
+DART refiner likewise (`engines.training.adapt_refiner`, `AdaptConfig.refiner_share` of the training
+time), the RGB refiner is copied; adapt.json records the decision, the validation errors, the steps and the times.
 Every file is written atomically (`sensors.safe_write`), so a crash or a cancel never leaves a broken one.
 """
 
@@ -32,7 +33,8 @@ from engines.training.data import AugmentConfig, SamplePool, load_or_build_pool
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "adapt.json"
-MODEL_FILES = ("student.onnx", "student.safetensors", "refiner_dart.onnx", "refiner_rgb.onnx")
+MODEL_FILES = ("student.onnx", "student.safetensors", "refiner_dart.onnx", "refiner_dart.safetensors",
+               "refiner_rgb.onnx")
 LogCallback = Callable[[dict], None]
 
 
@@ -54,7 +56,9 @@ class AdaptConfig:
     synthetic samples for training / validation (built, or read from `generic_cache`, an .npz).
     generic_tolerance: the generic validation error may grow by this share at most (10 %: at 5 % a
     semi-real scene was rejected for +5.04 % although its held-out take error fell from 0.145 to 0.010),
-    and the held-out take error must drop, for the adapted student to be accepted.
+    and the held-out take error must drop, for the adapted student to be accepted. refiner_share: the
+    share of the training time given to the DART refiner afterwards (`engines.training.adapt_refiner`,
+    on the student that is kept; 0 = the generic refiner), accepted by the same two rules.
     """
 
     budget_s: float = 270.0
@@ -71,6 +75,7 @@ class AdaptConfig:
     generic_val: int = 32
     generic_cache: str | None = None
     generic_tolerance: float = 0.10
+    refiner_share: float = 0.25
     teacher: TeacherConfig = TeacherConfig()
     augment: AugmentConfig = AugmentConfig(misalign_p=0.2)
     device: str = "cpu"
@@ -82,7 +87,9 @@ class AdaptConfig:
 class AdaptResult:
     """What `adapt_to_take` did. accepted: the adapted student is in `out_dir`; reason: one sentence;
     errors: weighted coarse-alpha MAD ("take_before/after" on held-out take frames against the teacher,
-    "generic_before/after" on generic validation samples against ground truth); seconds per phase."""
+    "generic_before/after" on generic validation samples against ground truth); seconds per phase;
+    refiner: the refiner's adaptation ({"accepted", "steps", "errors": refined-alpha MAD}; empty when
+    not run). accepted: the student or the refiner (or both) were adapted."""
 
     accepted: bool
     reason: str
@@ -93,6 +100,7 @@ class AdaptResult:
     seconds: dict[str, float] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    refiner: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -178,6 +186,23 @@ def _write_student(net, out_dir: Path) -> float:
     return diff
 
 
+def _write_refiner(refiner, out_dir: Path) -> None:
+    """refiner_dart.safetensors and refiner_dart.onnx into `out_dir`, each atomically."""
+    from engines.nets.base_net import save_weights
+    from engines.nets.onnx_export import export_refiner
+
+    refiner = refiner.cpu().eval()
+    tmp_w, tmp_o = out_dir / ".refiner_dart.safetensors.part", out_dir / ".refiner_dart.part.onnx"
+    try:
+        save_weights(refiner, tmp_w, {"stage": "adapted", "variant": "dart"})
+        export_refiner(refiner, tmp_o)
+        os.replace(tmp_w, out_dir / "refiner_dart.safetensors")
+        os.replace(tmp_o, out_dir / "refiner_dart.onnx")
+    finally:
+        for tmp in (tmp_w, tmp_o):
+            tmp.unlink(missing_ok=True)
+
+
 def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config: AdaptConfig = AdaptConfig(),
                   depth: DepthConfig = DepthConfig(), on_log: LogCallback | None = None,
                   should_stop: Callable[[], bool] | None = None) -> AdaptResult:
@@ -249,7 +274,8 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
     optimizer = torch.optim.Adam(base_param_groups(net, config.lr))
     net.train()
     train_start = time.perf_counter()
-    train_s = max(config.min_train_s, config.budget_s - (train_start - t0) - 15.0)
+    train_total_s = max(config.min_train_s, config.budget_s - (train_start - t0) - 15.0)
+    train_s = train_total_s * (1.0 - config.refiner_share)
     step = 0
     while step < config.max_steps and time.perf_counter() - train_start < train_s:
         check()
@@ -266,7 +292,7 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
         step += 1
         if step % 10 == 0:
             done = (time.perf_counter() - train_start) / train_s
-            progress("training", 0.25 + 0.7 * done)
+            progress("training", 0.25 + 0.7 * (1.0 - config.refiner_share) * done)
             emit({"event": "step", "step": step, **{k: round(float(v.detach()), 5) for k, v in terms.items()}})
     check()
     seconds["training"] = time.perf_counter() - train_start
@@ -286,6 +312,24 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
         reason = (f"kept the generic student: the generic validation error grew too much "
                   f"({errors['generic_before']:.4f} -> {errors['generic_after']:.4f})")
     check()
+    # 5. the refiner, on the student that is kept
+    refined = None
+    if config.refiner_share > 0:
+        from engines.training.adapt_refiner import adapt_refiner
+
+        kept_student = net if accepted else load_weights(BaseNet(student_config()), model_dir / "student.safetensors")
+        progress("refiner", 0.25 + 0.7 * (1.0 - config.refiner_share))
+        refiner_start = time.perf_counter()
+        left = train_total_s - (refiner_start - train_start)
+        refined = adapt_refiner(kept_student, model_dir, generic, scene, hold, generic_val, max(left, 1.0),
+                                config.batch_size, config.scene_fraction, config.downsample, config.augment,
+                                config.generic_tolerance, config.seed, config.device, stop, config.max_steps)
+        seconds["refiner"] = time.perf_counter() - refiner_start
+        check()
+        if refined is not None:
+            reason += (f"; refiner {'adapted' if refined.better else 'kept'}: held-out take error "
+                       f"{refined.errors['take_before']:.4f} -> {refined.errors['take_after']:.4f}, generic "
+                       f"{refined.errors['generic_before']:.4f} -> {refined.errors['generic_after']:.4f}")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES[2:]:
         if (model_dir / name).is_file():
@@ -295,6 +339,9 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
     else:
         for name in MODEL_FILES[:2]:
             _atomic_copy(model_dir / name, out_dir / name)
+    if refined is not None and refined.better:
+        _write_refiner(refined.refiner, out_dir)
+    accepted = accepted or (refined is not None and refined.better)
     seconds["total"] = time.perf_counter() - t0
     result = AdaptResult(
         accepted=accepted, reason=reason, out_dir=str(out_dir), steps=step,
@@ -303,7 +350,9 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
         errors={k: round(v, 5) for k, v in errors.items()},
         seconds={k: round(v, 1) for k, v in seconds.items()},
         dropped={str(int(take.index[i]) if len(take.index) else i): r for i, r in labels.dropped.items()},
-        config=json.loads(json.dumps(asdict(config), default=str)))
+        config=json.loads(json.dumps(asdict(config), default=str)),
+        refiner={} if refined is None else {"accepted": refined.better, "steps": refined.steps,
+                                            "errors": refined.errors})
     from sensors.safe_write import atomic_write_bytes
 
     atomic_write_bytes(out_dir / RESULT_FILE, json.dumps(result.to_json(), indent=1).encode())

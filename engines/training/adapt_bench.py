@@ -68,4 +68,5 @@ def describe(bench: AdaptBenchConfig, adapt: AdaptConfig, scenes_done: int) -> s
     """The title line of the benchmark's table: suite, sizes, seed, budget, batch mix and threads."""
     return (f"{bench.suite} suite: {scenes_done} scenes, {bench.take_frames} take + {bench.test_frames} test frames "
             f"each, {bench.width}x{bench.height}, seed {bench.seed}; adaptation budget {adapt.budget_s / 60:g} min, "
-            f"{adapt.scene_fraction:.0%} take samples per batch, {adapt.threads or 'all'} CPU threads")
+            f"{adapt.scene_fraction:.0%} take samples per batch, {adapt.refiner_share:.0%} of the training time "
+            f"for the refiner, {adapt.threads or 'all'} CPU threads")

@@ -382,14 +382,22 @@ def train_refiner(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, stude
     return paths(out_dir, name)[0]
 
 
-@torch.no_grad()
 def evaluate_refiner(refiner_weights: str | Path, student_weights: str | Path, pool: SamplePool, variant: str,
                      downsample: int = 4, device: str = "cpu", depth: DepthConfig = TRAIN_SELECTION_DEPTH,
                      noise_k: float = 0.0015, k: int = 300) -> dict[str, float]:
     """Full-resolution alpha MAD of student + refiner ("refined_mad") vs. upsampled coarse ("coarse_mad")."""
-    student = load_weights(BaseNet(student_config()), student_weights).to(device).eval()
+    student = load_weights(BaseNet(student_config()), student_weights)
     refiner = load_weights(Refiner(RefinerConfig(aux_channels=AUX_CHANNELS[variant], k=k)), refiner_weights)
-    refiner = refiner.to(device).eval()
+    return refined_mad(refiner, student, pool, variant, downsample, device, depth, noise_k)
+
+
+@torch.no_grad()
+def refined_mad(refiner: Refiner, student: BaseNet, pool: SamplePool, variant: str, downsample: int = 4,
+                device: str = "cpu", depth: DepthConfig = TRAIN_SELECTION_DEPTH, noise_k: float = 0.0015
+                ) -> dict[str, float]:
+    """`evaluate_refiner` on loaded modules (left in eval mode): {"refined_mad", "coarse_mad"} over the
+    un-augmented pool, mean |alpha - alpha*| at full resolution, alpha in [0, 1]."""
+    student, refiner = student.to(device).eval(), refiner.to(device).eval()
     sums = {"refined_mad": 0.0, "coarse_mad": 0.0}
     for start in range(0, len(pool), 8):
         index = np.arange(start, min(start + 8, len(pool)))
