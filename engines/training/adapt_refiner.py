@@ -59,12 +59,13 @@ def adapt_refiner(student: BaseNet, model_dir: Path, generic: SamplePool, scene:
                   augment: AugmentConfig, tolerance: float, seed: int = 0, device: str = "cpu",
                   should_stop: Callable[[], bool] = lambda: False, max_steps: int = 100_000
                   ) -> RefinerAdaptation | None:
-    """Fine-tune `model_dir`'s DART refiner for `seconds` of wall time (at most `max_steps` steps) on
-    mixed batches, `student` (already adapted) frozen. Returns None when `model_dir` has no refiner
-    weights to start from."""
+    """Fine-tune `model_dir`'s DART refiner within `seconds` of wall time, its validation included (at
+    most `max_steps` steps), on mixed batches, `student` (already adapted) frozen. Returns None when
+    `model_dir` has no refiner weights to start from."""
     path = model_dir / REFINER_WEIGHTS
     if not path.is_file():
         return None
+    entered = time.perf_counter()
     stage = StageConfig()
     refiner = load_weights(Refiner(RefinerConfig(aux_channels=AUX_CHANNELS["dart"], k=stage.k_train)), path)
     refiner = refiner.to(device)
@@ -78,10 +79,11 @@ def adapt_refiner(student: BaseNet, model_dir: Path, generic: SamplePool, scene:
                                                  device)["refined_mad"]}
 
     result = errors("before")
+    validation_s = time.perf_counter() - entered  # the same again after training
     optimizer = torch.optim.Adam(refiner.parameters(), lr=stage.lr_refiner / 3)
     refiner.train()
-    start, step = time.perf_counter(), 0
-    while step < max_steps and time.perf_counter() - start < seconds and not should_stop():
+    step = 0
+    while step < max_steps and time.perf_counter() - entered < seconds - validation_s and not should_stop():
         rng = np.random.default_rng([seed, 16, step])
         batch = mixed_full_batch(generic, scene, rng, batch_size, scene_fraction, downsample, augment)
         t = refiner_inputs(batch, student, "dart", TRAIN_SELECTION_DEPTH, 0.0015, device)
