@@ -36,6 +36,8 @@ from app.scene_store import SceneStore
 log = logging.getLogger(__name__)
 
 MAIN_PY = Path(__file__).resolve().parents[1] / "main.py"
+ADAPTED_PARTS = {"student": ("student.onnx", "student.safetensors"),
+                 "refiner": ("refiner_dart.onnx", "refiner_dart.safetensors")}  # adapt.json: "<part>_accepted"
 IDLE, TAKE, ADAPTING, DONE, KEPT, FAILED, CANCELLED = (
     "idle", "take", "adapting", "done", "kept", "failed", "cancelled")
 
@@ -163,12 +165,12 @@ class SceneAdapter:
         from sensors.safe_write import atomic_write_bytes
 
         take = self.store.take_path(run.uri)
-        buffer = io.BytesIO()
-        np.savez(buffer, **self._take_arrays(run))
-        run.frames, run.depths = [], []  # the child process reads them from the file
         staging = self.store.models_dir(run.uri).with_suffix(".new")
         shutil.rmtree(staging, ignore_errors=True)
         try:
+            buffer = io.BytesIO()
+            np.savez(buffer, **self._take_arrays(run))
+            run.frames, run.depths = [], []  # the child process reads them from the file
             atomic_write_bytes(take, buffer.getbuffer())
             command = [sys.executable, str(MAIN_PY), "train", "--take", str(take), "--prior",
                        str(self.store.path_for(run.uri)), "--out", str(staging), "--budget-minutes",
@@ -198,6 +200,19 @@ class SceneAdapter:
         return {"color": np.concatenate([color, marked["color"]]),
                 "depth_mm": np.concatenate([depth_mm, marked["depth_mm"]]),
                 "scribbles": np.concatenate([scribbles, marked["scribbles"]])}
+
+    def _keep_adapted_parts(self, uri: str, staging: Path, result: dict) -> None:
+        """The run adapts from the generic networks: a part (student, refiner) it did not adapt is the
+        generic one in `staging`; where the scene already has that part adapted, keep the scene's."""
+        current = self.store.adapted_models(uri)
+        if current is None:
+            return
+        for part, names in ADAPTED_PARTS.items():
+            if result.get(f"{part}_accepted", True):
+                continue
+            for name in names:
+                if (current / name).is_file():
+                    shutil.copyfile(current / name, staging / name)
 
     def _follow(self, run: _Run, take: Path, staging: Path) -> None:
         process = run.process
@@ -235,7 +250,14 @@ class SceneAdapter:
             why = result.get("reason", "no result")
             self._set(state=KEPT, fraction=1.0, eta_s=0.0, message=f"Not adapted: {why}; the previous networks stay.")
             return
-        target = self.store.install_models(run.uri, staging)
+        try:
+            self._keep_adapted_parts(run.uri, staging, result)
+            target = self.store.install_models(run.uri, staging)
+        except OSError as exc:  # a full disk, a folder made read-only meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+            self._set(state=FAILED, eta_s=None, message=f"Could not store the adapted networks ({exc.strerror}); "
+                                                        "the previous networks stay.")
+            return
         self._set(state=DONE, fraction=1.0, eta_s=0.0, models_dir=target,
                   message=f"Adapted to you in {result.get('seconds', {}).get('total', 0):.0f} s: "
                           "the adapted networks are in use in the network modes.")

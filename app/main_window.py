@@ -270,6 +270,7 @@ class MainWindow(QMainWindow):
         if snapshot is None or snapshot.result is None or store is None or not snapshot.source_uri:
             return None
         dialog = ScribbleDialog(snapshot.frame.color, snapshot.result.alpha, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # and the snapshot it holds with it
 
         def save() -> None:
             try:

@@ -58,8 +58,8 @@ class SceneStore:
         """Write the prior (atomic); raises UserError when the folder is not writable. Scribbles marked
         over the previous background are dropped (their frames show the old scene)."""
         path = self.path_for(source_uri)
+        self._drop_scribbles(source_uri)  # first: a crash between the two must not pair old marks with a new prior
         prior.save(path)
-        self.scribbles_path(source_uri).unlink(missing_ok=True)
         log.info("saved the background of %s to %s", source_uri, path)
         return path
 
@@ -83,12 +83,20 @@ class SceneStore:
     def forget(self, source_uri: str) -> None:
         """Drop the stored background, the scribbles and the networks adapted to it."""
         self.path_for(source_uri).unlink(missing_ok=True)
-        self.scribbles_path(source_uri).unlink(missing_ok=True)
+        self._drop_scribbles(source_uri)
         shutil.rmtree(self.models_dir(source_uri), ignore_errors=True)
 
     # -- the user's scribbles, for the next adaptation ------------------------------------------------
     def scribbles_path(self, source_uri: str) -> Path:
         return self.root / f"{scene_key(source_uri)}.scribbles.npz"
+
+    def _drop_scribbles(self, source_uri: str) -> None:
+        path = self.scribbles_path(source_uri)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise UserError(f"Could not remove the old marks {path} ({exc.strerror}): check the folder's "
+                            "permissions.") from None
 
     def load_scribbles(self, source_uri: str) -> dict[str, np.ndarray] | None:
         """The marked frames: {"color": uint8 (N, H, W, 3), "depth_mm": uint16 (N, H, W), "scribbles":
@@ -99,11 +107,13 @@ class SceneStore:
         try:
             with np.load(str(path), allow_pickle=False) as data:
                 frames = {key: data[key] for key in SCRIBBLE_KEYS}
-        except (OSError, KeyError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a damaged zip raises BadZipFile, zlib.error, EOFError...
             log.warning("ignoring the stored scribbles %s: %s", path, exc)
             return None
-        n = len(frames["color"])
-        if frames["depth_mm"].shape[:1] != (n,) or frames["scribbles"].shape[:1] != (n,):
+        color, depth_mm, scribbles = (frames[key] for key in SCRIBBLE_KEYS)
+        dtypes = (color.dtype, depth_mm.dtype, scribbles.dtype) == (np.uint8, np.uint16, np.uint8)
+        if (not dtypes or color.ndim != 4 or color.shape[3] != 3 or depth_mm.shape != color.shape[:3]
+                or scribbles.shape != color.shape[:3]):
             log.warning("ignoring the stored scribbles %s: their arrays disagree", path)
             return None
         return frames

@@ -125,11 +125,11 @@ class ScribbleDialog(QDialog):
                               (self.eraser, SCRIBBLE_NONE)):
             group.addButton(button, label)
         group.idToggled.connect(lambda label, on: setattr(self.canvas, "brush", label) if on else None)
-        self.size = QSpinBox()
-        self.size.setRange(2, 60)
-        self.size.setValue(DEFAULT_BRUSH_PX)
-        self.size.setSuffix(" px")
-        self.size.valueChanged.connect(lambda value: setattr(self.canvas, "radius_px", value))
+        self.brush_size = QSpinBox()
+        self.brush_size.setRange(2, 60)
+        self.brush_size.setValue(DEFAULT_BRUSH_PX)
+        self.brush_size.setSuffix(" px")
+        self.brush_size.valueChanged.connect(lambda value: setattr(self.canvas, "radius_px", value))
         clear = QPushButton("Clear")
         clear.clicked.connect(self.canvas.clear)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
@@ -138,7 +138,7 @@ class ScribbleDialog(QDialog):
         self.canvas.changed.connect(self._enable_save)
         self._enable_save()
         tools = QHBoxLayout()
-        for widget in (self.foreground, self.background, self.eraser, QLabel("Brush"), self.size, clear):
+        for widget in (self.foreground, self.background, self.eraser, QLabel("Brush"), self.brush_size, clear):
             tools.addWidget(widget)
         tools.addStretch(1)
         help_label = QLabel(HELP)

@@ -183,6 +183,21 @@ def test_accepted_adaptation_writes_a_working_student(recording, models, tmp_pat
     assert pipeline.process(take.color[0], take.depth_m[0]).alpha.shape == (H, W)
 
 
+def test_refiner_weights_that_do_not_fit_leave_the_student_adapted(recording, models, tmp_path, monkeypatch):
+    import shutil
+
+    import engines.training.adapt as adapt
+
+    broken = Path(shutil.copytree(models, tmp_path / "models"))
+    save_weights(BaseNet(student_config()).eval(), broken / "refiner_dart.safetensors")  # not a refiner
+    errors = iter([0.3, 0.2, 0.1, 0.2])
+    monkeypatch.setattr(adapt, "coarse_error", lambda *a, **k: next(errors))
+    result = adapt.adapt_to_take(read_take(recording), broken, tmp_path / "out", _config(refiner_share=0.5))
+    assert result.accepted and result.student_accepted and not result.refiner_accepted
+    assert "does not fit" in result.refiner["failed"]
+    assert (tmp_path / "out" / "refiner_dart.onnx").read_bytes() == (broken / "refiner_dart.onnx").read_bytes()
+
+
 def test_cancel_writes_nothing(recording, models, tmp_path):
     calls = []
 

@@ -52,6 +52,11 @@ def test_scene_store_keeps_marked_frames_until_the_background_changes(tmp_path):
     store.scribbles_path(uri).write_bytes(b"broken")  # unreadable: ignored, not an error
     assert store.load_scribbles(uri) is None
     store.add_scribbles(uri, *_frame(1))
+    whole = store.scribbles_path(uri).read_bytes()
+    store.scribbles_path(uri).write_bytes(whole[: len(whole) // 2])  # a damaged zip (BadZipFile)
+    assert store.load_scribbles(uri) is None
+    assert store.add_scribbles(uri, *_frame(1)) == 1  # and new marks can still be saved
+    store.add_scribbles(uri, *_frame(1))
     prior = BackgroundPrior(depth_mean_m=np.ones((H, W), np.float32), depth_std_m=np.full((H, W), 0.01, np.float32),
                             valid_count=np.ones((H, W), np.int32), color_mean=np.zeros((H, W, 3), np.float32),
                             n_frames=1)
@@ -70,6 +75,23 @@ def test_the_take_file_carries_the_marks_after_the_take(tmp_path):
     assert arrays["color"].shape == (4, H, W, 3) and arrays["scribbles"].shape == (4, H, W)
     assert not arrays["scribbles"][:3].any() and arrays["scribbles"][3, 0, 0] == SCRIBBLE_BACKGROUND
     assert arrays["color"][3, 0, 0, 0] == 9
+
+
+def test_a_part_this_run_did_not_adapt_stays_the_scenes(tmp_path):
+    store = SceneStore(tmp_path)
+    uri = "realsense://9"
+    current = store.models_dir(uri)
+    current.mkdir(parents=True)
+    for name in ("student.onnx", "student.safetensors", "refiner_dart.onnx", "refiner_dart.safetensors"):
+        (current / name).write_text("adapted before")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    for name in ("student.onnx", "student.safetensors", "refiner_dart.onnx", "refiner_dart.safetensors"):
+        (staging / name).write_text("this run")  # the student a generic copy, the refiner new
+    adapter = SceneAdapter(store, AdaptOptions())
+    adapter._keep_adapted_parts(uri, staging, {"accepted": True, "student_accepted": False, "refiner_accepted": True})
+    assert (staging / "student.onnx").read_text() == "adapted before" == (staging / "student.safetensors").read_text()
+    assert (staging / "refiner_dart.onnx").read_text() == "this run"
 
 
 @pytest.fixture(scope="module")

@@ -109,6 +109,15 @@ def export_refiner(refiner: Refiner | RefinerPatchNet, path: str | Path) -> Path
     return _export(wrapper, args, Path(path), REFINER_INPUTS, REFINER_OUTPUTS, dynamic, metadata)
 
 
+def refiner_probe_inputs(aux_channels: int, rng: np.random.Generator, patches: int = 7) -> dict[str, np.ndarray]:
+    """Random float32 inputs in [0, 1) for a refiner export (`validate_export`): `patches` patches of
+    8x8, channels last (36 coarse channels; RGB, background RGB and `aux_channels` at half and full res)."""
+    c = 6 + aux_channels
+    return {"patch_coarse": rng.random((patches, 8, 8, 36), dtype=np.float32),
+            "patch_half_img": rng.random((patches, 8, 8, c), dtype=np.float32),
+            "patch_full": rng.random((patches, 8, 8, c), dtype=np.float32)}
+
+
 def validate_export(module: nn.Module, path: str | Path, inputs: dict[str, np.ndarray]) -> float:
     """Max abs difference between torch `module` (eval) and the ONNX model at `path` on `inputs` (CPU).
 

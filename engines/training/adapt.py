@@ -29,10 +29,12 @@ import numpy as np
 from engines.config import DepthConfig
 from engines.training.adapt_data import Take, TeacherConfig, label_take, mixed_batch, read_take, take_pool
 from engines.training.data import AugmentConfig, SamplePool, load_or_build_pool
+from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "adapt.json"
+MIN_REFINER_S = 10.0  # less time left than this: the refiner is not adapted (its validation alone takes seconds)
 MODEL_FILES = ("student.onnx", "student.safetensors", "refiner_dart.onnx", "refiner_dart.safetensors",
                "refiner_rgb.onnx")
 LogCallback = Callable[[dict], None]
@@ -88,8 +90,10 @@ class AdaptResult:
     """What `adapt_to_take` did. accepted: the adapted student is in `out_dir`; reason: one sentence;
     errors: weighted coarse-alpha MAD ("take_before/after" on held-out take frames against the teacher,
     "generic_before/after" on generic validation samples against ground truth); seconds per phase;
-    refiner: the refiner's adaptation ({"accepted", "steps", "errors": refined-alpha MAD}; empty when
-    not run). accepted: the student or the refiner (or both) were adapted."""
+    refiner: the refiner's adaptation ({"accepted", "steps", "errors": refined-alpha MAD}, or
+    {"failed": reason}; empty when not run). accepted: the student or the refiner (or both) were
+    adapted and are in `out_dir`; student_accepted, refiner_accepted: which (a part not adapted is a
+    copy of `model_dir`'s)."""
 
     accepted: bool
     reason: str
@@ -101,6 +105,8 @@ class AdaptResult:
     dropped: dict[str, str] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     refiner: dict = field(default_factory=dict)
+    student_accepted: bool = False
+    refiner_accepted: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -187,15 +193,20 @@ def _write_student(net, out_dir: Path) -> float:
 
 
 def _write_refiner(refiner, out_dir: Path) -> None:
-    """refiner_dart.safetensors and refiner_dart.onnx into `out_dir`, each atomically."""
+    """refiner_dart.safetensors and refiner_dart.onnx (validated against torch) into `out_dir`, each
+    atomically."""
     from engines.nets.base_net import save_weights
-    from engines.nets.onnx_export import export_refiner
+    from engines.nets.onnx_export import export_refiner, refiner_probe_inputs, validate_export
 
     refiner = refiner.cpu().eval()
     tmp_w, tmp_o = out_dir / ".refiner_dart.safetensors.part", out_dir / ".refiner_dart.part.onnx"
     try:
         save_weights(refiner, tmp_w, {"stage": "adapted", "variant": "dart"})
         export_refiner(refiner, tmp_o)
+        diff = validate_export(refiner, tmp_o, refiner_probe_inputs(refiner.config.aux_channels,
+                                                                    np.random.default_rng(0)))
+        if not diff < 1e-3:
+            raise RuntimeError(f"the adapted refiner's ONNX export differs from torch by {diff}")
         os.replace(tmp_w, out_dir / "refiner_dart.safetensors")
         os.replace(tmp_o, out_dir / "refiner_dart.onnx")
     finally:
@@ -217,7 +228,6 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
 
     from engines.nets.base_net import BaseNet, foreground_from_residual, load_weights, student_config
     from engines.training.stages import base_param_groups
-    from sensors.errors import UserError
 
     t0 = time.perf_counter()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -250,7 +260,8 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
         why = "; ".join(sorted(set(labels.dropped.values())))[:200]
         raise UserError(f"The teacher was unsure on {len(take) - len(kept)} of the take's {len(take)} frames ({why}), "
                         "too few left to learn from: stay in full view of the camera and try again.", 1)
-    # held out: the last unmarked frames (the user's scribbled frames are always trained on)
+    # held out: the last unmarked frames (the user's scribbled frames are trained on; only when every kept
+    # frame is marked is the last one held out)
     candidates = np.flatnonzero(labels.kept & ~take.marked())
     n_hold = min(len(candidates), max(1, int(round(config.holdout_fraction * len(kept)))))
     hold_idx = candidates[len(candidates) - n_hold:] if n_hold else kept[-1:]
@@ -292,7 +303,7 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
         step += 1
         if step % 10 == 0:
             done = (time.perf_counter() - train_start) / train_s
-            progress("training", 0.25 + 0.7 * (1.0 - config.refiner_share) * done)
+            progress("training", 0.25 + 0.7 * (1.0 - config.refiner_share) * min(done, 1.0))
             emit({"event": "step", "step": step, **{k: round(float(v.detach()), 5) for k, v in terms.items()}})
     check()
     seconds["training"] = time.perf_counter() - train_start
@@ -313,20 +324,27 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
                   f"({errors['generic_before']:.4f} -> {errors['generic_after']:.4f})")
     check()
     # 5. the refiner, on the student that is kept
-    refined = None
-    if config.refiner_share > 0:
+    refined, refiner_info = None, {}
+    refiner_start = time.perf_counter()
+    left = train_total_s - (refiner_start - train_start)
+    if config.refiner_share > 0 and left >= MIN_REFINER_S:
         from engines.training.adapt_refiner import adapt_refiner
 
         kept_student = net if accepted else load_weights(BaseNet(student_config()), model_dir / "student.safetensors")
-        progress("refiner", 0.25 + 0.7 * (1.0 - config.refiner_share))
-        refiner_start = time.perf_counter()
-        left = train_total_s - (refiner_start - train_start)
-        refined = adapt_refiner(kept_student, model_dir, generic, scene, hold, generic_val, max(left, 1.0),
-                                config.batch_size, config.scene_fraction, config.downsample, config.augment,
-                                config.generic_tolerance, config.seed, config.device, stop, config.max_steps)
+        first = 0.25 + 0.7 * (1.0 - config.refiner_share)
+        progress("refiner", first)
+        try:
+            refined = adapt_refiner(kept_student, model_dir, generic, scene, hold, generic_val, left,
+                                    config.batch_size, config.scene_fraction, config.downsample, config.augment,
+                                    config.generic_tolerance, config.seed, config.device, stop, config.max_steps,
+                                    lambda f: progress("refiner", first + (0.95 - first) * f))
+        except (UserError, RuntimeError, ValueError) as exc:  # e.g. refiner weights that do not fit: the student stays
+            log.warning("refiner adaptation failed: %s", exc)
+            refiner_info = {"failed": str(exc)[:300]}
         seconds["refiner"] = time.perf_counter() - refiner_start
         check()
         if refined is not None:
+            refiner_info = {"accepted": refined.better, "steps": refined.steps, "errors": refined.errors}
             reason += (f"; refiner {'adapted' if refined.better else 'kept'}: held-out take error "
                        f"{refined.errors['take_before']:.4f} -> {refined.errors['take_after']:.4f}, generic "
                        f"{refined.errors['generic_before']:.4f} -> {refined.errors['generic_after']:.4f}")
@@ -339,9 +357,10 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
     else:
         for name in MODEL_FILES[:2]:
             _atomic_copy(model_dir / name, out_dir / name)
-    if refined is not None and refined.better:
+    student_accepted, refiner_accepted = accepted, refined is not None and refined.better
+    if refiner_accepted:
         _write_refiner(refined.refiner, out_dir)
-    accepted = accepted or (refined is not None and refined.better)
+    accepted = student_accepted or refiner_accepted
     seconds["total"] = time.perf_counter() - t0
     result = AdaptResult(
         accepted=accepted, reason=reason, out_dir=str(out_dir), steps=step,
@@ -351,8 +370,7 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
         seconds={k: round(v, 1) for k, v in seconds.items()},
         dropped={str(int(take.index[i]) if len(take.index) else i): r for i, r in labels.dropped.items()},
         config=json.loads(json.dumps(asdict(config), default=str)),
-        refiner={} if refined is None else {"accepted": refined.better, "steps": refined.steps,
-                                            "errors": refined.errors})
+        refiner=refiner_info, student_accepted=student_accepted, refiner_accepted=refiner_accepted)
     from sensors.safe_write import atomic_write_bytes
 
     atomic_write_bytes(out_dir / RESULT_FILE, json.dumps(result.to_json(), indent=1).encode())

@@ -55,7 +55,7 @@ def run_adapt_benchmark(bench: AdaptBenchConfig, adapt: AdaptConfig, model_dir: 
         start = time.perf_counter()
         events = (lambda e: on_log(e) if e.get("event") in ("done",) else None) if on_log else None
         result = adapt_to_take(scene_take(scene), model_dir, out_dir, adapt, on_log=events)
-        return {"accepted": result.accepted, "reason": result.reason, "steps": result.steps,
+        return {"accepted": result.accepted, "reason": result.reason, "steps": result.steps, "refiner": result.refiner,
                 "errors": result.errors, "seconds": result.seconds, "frames": result.frames,
                 "wall_s": round(time.perf_counter() - start, 1)}
 

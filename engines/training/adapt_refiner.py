@@ -57,11 +57,12 @@ class RefinerAdaptation:
 def adapt_refiner(student: BaseNet, model_dir: Path, generic: SamplePool, scene: SamplePool, hold: SamplePool,
                   generic_val: SamplePool, seconds: float, batch_size: int, scene_fraction: float, downsample: int,
                   augment: AugmentConfig, tolerance: float, seed: int = 0, device: str = "cpu",
-                  should_stop: Callable[[], bool] = lambda: False, max_steps: int = 100_000
-                  ) -> RefinerAdaptation | None:
+                  should_stop: Callable[[], bool] = lambda: False, max_steps: int = 100_000,
+                  on_progress: Callable[[float], None] | None = None) -> RefinerAdaptation | None:
     """Fine-tune `model_dir`'s DART refiner within `seconds` of wall time, its validation included (at
-    most `max_steps` steps), on mixed batches, `student` (already adapted) frozen. Returns None when
-    `model_dir` has no refiner weights to start from."""
+    most `max_steps` steps), on mixed batches, `student` (already adapted) frozen; `on_progress(f)`, f in
+    [0, 1], every few steps. Returns None when `model_dir` has no refiner weights to start from. Raises
+    `UserError` when those weights do not fit the refiner."""
     path = model_dir / REFINER_WEIGHTS
     if not path.is_file():
         return None
@@ -93,6 +94,8 @@ def adapt_refiner(student: BaseNet, model_dir: Path, generic: SamplePool, scene:
         loss.backward()
         optimizer.step()
         step += 1
+        if on_progress is not None and step % 5 == 0:
+            on_progress(min((time.perf_counter() - entered) / seconds, 1.0))
     refiner.eval()
     result.update(errors("after"))
     better = (result["take_after"] < result["take_before"]

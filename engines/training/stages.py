@@ -419,7 +419,7 @@ def export_models(out_dir: str | Path, student_weights: str | Path, refiner_weig
     """Export the student base net (student.onnx), any `extra_students` (ONNX file name -> weights) and
     the refiners' patch nets to ONNX in `out_dir` and validate each against torch on random inputs;
     returns file name -> max abs difference."""
-    from engines.nets.onnx_export import export_base_net, export_refiner, validate_export
+    from engines.nets.onnx_export import export_base_net, export_refiner, refiner_probe_inputs, validate_export
 
     out_dir = Path(out_dir)
     rng = np.random.default_rng(0)
@@ -433,11 +433,7 @@ def export_models(out_dir: str | Path, student_weights: str | Path, refiner_weig
     for variant, weights in refiner_weights.items():
         refiner = load_weights(Refiner(RefinerConfig(aux_channels=AUX_CHANNELS[variant])), weights).eval()
         path = export_refiner(refiner, out_dir / ONNX_FILES[variant])
-        c = 6 + AUX_CHANNELS[variant]
-        inputs = {"patch_coarse": rng.random((7, 8, 8, 36), dtype=np.float32),
-                  "patch_half_img": rng.random((7, 8, 8, c), dtype=np.float32),
-                  "patch_full": rng.random((7, 8, 8, c), dtype=np.float32)}
-        diffs[path.name] = validate_export(refiner, path, inputs)
+        diffs[path.name] = validate_export(refiner, path, refiner_probe_inputs(AUX_CHANNELS[variant], rng))
     for name, diff in diffs.items():
         if not diff < 1e-3:
             raise RuntimeError(f"ONNX export {name} differs from torch by {diff}")
