@@ -168,50 +168,44 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     atomic_write_bytes(dst, src.read_bytes())
 
 
-def _write_student(net, out_dir: Path) -> float:
-    """student.safetensors and student.onnx (validated against torch) into `out_dir`, each atomically;
-    returns the ONNX export's max abs difference."""
+def _write_model(module, out_dir: Path, stem: str, metadata: dict[str, str], export, probe: dict) -> float:
+    """`stem`.safetensors and `stem`.onnx (`export(module, path)`, validated against torch on `probe`)
+    into `out_dir`, each atomically; returns the export's max abs difference. Raises RuntimeError when
+    it exceeds 1e-3."""
     from engines.nets.base_net import save_weights
-    from engines.nets.onnx_export import export_base_net, validate_export
+    from engines.nets.onnx_export import validate_export
 
-    net = net.cpu().eval()
-    tmp_w, tmp_o = out_dir / ".student.safetensors.part", out_dir / ".student.part.onnx"
+    module = module.cpu().eval()
+    tmp_w, tmp_o = out_dir / f".{stem}.safetensors.part", out_dir / f".{stem}.part.onnx"
     try:
-        save_weights(net, tmp_w, {"stage": "adapted"})
-        export_base_net(net, tmp_o)
-        rng = np.random.default_rng(0)
-        diff = validate_export(net, tmp_o, {"src": rng.random((1, 3, 60, 80), dtype=np.float32),
-                                            "bgr": rng.random((1, 3, 60, 80), dtype=np.float32)})
+        save_weights(module, tmp_w, metadata)
+        export(module, tmp_o)
+        diff = validate_export(module, tmp_o, probe)
         if not diff < 1e-3:
-            raise RuntimeError(f"the adapted student's ONNX export differs from torch by {diff}")
-        os.replace(tmp_w, out_dir / "student.safetensors")
-        os.replace(tmp_o, out_dir / "student.onnx")
+            raise RuntimeError(f"the adapted {stem}'s ONNX export differs from torch by {diff}")
+        os.replace(tmp_w, out_dir / f"{stem}.safetensors")
+        os.replace(tmp_o, out_dir / f"{stem}.onnx")
     finally:
         for tmp in (tmp_w, tmp_o):
             tmp.unlink(missing_ok=True)
     return diff
 
 
-def _write_refiner(refiner, out_dir: Path) -> None:
-    """refiner_dart.safetensors and refiner_dart.onnx (validated against torch) into `out_dir`, each
-    atomically."""
-    from engines.nets.base_net import save_weights
-    from engines.nets.onnx_export import export_refiner, refiner_probe_inputs, validate_export
+def _write_student(net, out_dir: Path) -> float:
+    """student.safetensors and student.onnx into `out_dir` (`_write_model`)."""
+    from engines.nets.onnx_export import export_base_net
 
-    refiner = refiner.cpu().eval()
-    tmp_w, tmp_o = out_dir / ".refiner_dart.safetensors.part", out_dir / ".refiner_dart.part.onnx"
-    try:
-        save_weights(refiner, tmp_w, {"stage": "adapted", "variant": "dart"})
-        export_refiner(refiner, tmp_o)
-        diff = validate_export(refiner, tmp_o, refiner_probe_inputs(refiner.config.aux_channels,
-                                                                    np.random.default_rng(0)))
-        if not diff < 1e-3:
-            raise RuntimeError(f"the adapted refiner's ONNX export differs from torch by {diff}")
-        os.replace(tmp_w, out_dir / "refiner_dart.safetensors")
-        os.replace(tmp_o, out_dir / "refiner_dart.onnx")
-    finally:
-        for tmp in (tmp_w, tmp_o):
-            tmp.unlink(missing_ok=True)
+    rng = np.random.default_rng(0)
+    probe = {"src": rng.random((1, 3, 60, 80), dtype=np.float32), "bgr": rng.random((1, 3, 60, 80), dtype=np.float32)}
+    return _write_model(net, out_dir, "student", {"stage": "adapted"}, export_base_net, probe)
+
+
+def _write_refiner(refiner, out_dir: Path) -> float:
+    """refiner_dart.safetensors and refiner_dart.onnx into `out_dir` (`_write_model`)."""
+    from engines.nets.onnx_export import export_refiner, refiner_probe_inputs
+
+    probe = refiner_probe_inputs(refiner.config.aux_channels, np.random.default_rng(0))
+    return _write_model(refiner, out_dir, "refiner_dart", {"stage": "adapted", "variant": "dart"}, export_refiner, probe)
 
 
 def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config: AdaptConfig = AdaptConfig(),
