@@ -182,8 +182,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     import json
 
     from app.commands import training_log
+    from engines.training.stages import default_device  # "auto": cuda when torch sees a GPU (the app's Adapt to me too)
 
     on_log = training_log()  # JSON lines for the app's adaptation worker, a progress bar on a terminal
+    args.device = default_device() if args.device == "auto" else args.device
 
     minutes = args.budget_minutes or (4.5 if args.scene or args.take else 68.0)
     if (args.scene or args.take) and args.scene_method == "teacher":
@@ -391,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for checkpoints, logs and ONNX files")
     p.add_argument("--budget-minutes", type=positive_float, default=None,
                    help="total time for all stages (default: 68; with --scene or --take: 4.5)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="torch device: auto (cuda when torch sees a GPU), cpu or cuda (default: auto)")
     p.add_argument("--scene", metavar="RECORDING", help="adapt the shipped networks to this recording: its frames "
                    "after the empty-scene frames are the take (default: none, train from scratch)")
     p.add_argument("--scene-method", choices=("teacher", "synthetic"), default="teacher",
@@ -450,7 +452,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command; Ctrl-C exits 130, SIGTERM 143, each with one sentence and no traceback."""
-    import signal
     import threading
     from sensors.errors import UserError
 
