@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generic-cache", metavar="FILE.npz", help="reuse generic samples across scenes (default: none)")
     p.add_argument("--scene-fraction", type=unit, default=0.5, help="share of take samples per batch (default: 0.5)")
     p.add_argument("--generic-tolerance", type=unit, default=0.1, help="allowed growth of the generic error (default: 0.1)")
-    p.add_argument("--refiner-share", type=unit, default=0.25, help="training time for the refiner (default: 0.25)")
+    p.add_argument("--refiner-share", type=unit, default=0.0, help="training time for the refiner (default: 0)")
     p.add_argument("--models", default=str(REPO_ROOT / "assets" / "models"), help="generic networks (default: assets/models)")
     p.add_argument("--out", default=str(DEFAULT_OUT / "bench_adapt"), help="work folder, resumable (default: out/bench_adapt)")
     p.set_defaults(run=cmd_bench_adapt)

@@ -127,7 +127,7 @@ def test_mixed_batch_takes_the_scene_share_with_its_weights(recording):
 
 def test_rejected_adaptation_keeps_the_generic_student(recording, models, tmp_path):
     take = read_take(recording)
-    result = adapt_to_take(take, models, tmp_path / "out", _config(generic_tolerance=-1.0))
+    result = adapt_to_take(take, models, tmp_path / "out", _config(generic_tolerance=-1.0, refiner_share=0.25))
     assert not result.accepted and "kept the generic" in result.reason
     out = tmp_path / "out"
     assert (out / "student.onnx").read_bytes() == (models / "student.onnx").read_bytes()
@@ -168,9 +168,10 @@ def test_accepted_adaptation_writes_a_working_student(recording, models, tmp_pat
     monkeypatch.setattr(adapt, "coarse_error", lambda *a, **k: next(errors))
     events = []
     result = adapt.adapt_to_take(read_take(recording), models, tmp_path / "out", _config(), on_log=events.append)
-    assert result.accepted
+    assert result.accepted and result.refiner == {}  # by default only the student is adapted
     out = tmp_path / "out"
     assert (out / "student.onnx").read_bytes() != (models / "student.onnx").read_bytes()
+    assert (out / "refiner_dart.onnx").read_bytes() == (models / "refiner_dart.onnx").read_bytes()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
     progress = [e["fraction"] for e in events if e.get("event") == "progress"]
     assert progress == sorted(progress) and progress[-1] == 1.0
