@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for checkpoints, logs and ONNX files")
     p.add_argument("--budget-minutes", type=positive_float, default=None,
                    help="total time for all stages (default: 68; with --scene or --take: 4.5)")
-    p.add_argument("--device", default="auto", help="torch device: auto (cuda when torch sees a GPU), cpu or cuda (default: auto)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device; auto: cuda when torch sees a GPU (default: auto)")
     p.add_argument("--scene", metavar="RECORDING", help="adapt the shipped networks to this recording: its frames "
                    "after the empty-scene frames are the take (default: none, train from scratch)")
     p.add_argument("--scene-method", choices=("teacher", "synthetic"), default="teacher",
