@@ -44,12 +44,12 @@ class FpsReport:
 def live_stages():
     """(compose_factory, outputs) for `engines.evaluation.speed.live_path_ms`: the app's `Compositor` over
     the blurred background (foreground estimation + composite), the virtual webcam's frame conversion
-    (RGB -> I420 as v4l2loopback takes it) and the display's (a QImage scaled to a 960x720 view)."""
+    (RGB -> I420 as v4l2loopback takes it) and the display's (`app.views.display_image` for a 960x720 view)."""
     import cv2
-    from PySide6.QtCore import Qt
     from PySide6.QtGui import QImage
 
     from app.backgrounds import Compositor
+    from app.views import display_image
 
     def compose_factory(prior):
         compositor = Compositor()
@@ -58,12 +58,11 @@ def live_stages():
         return compositor.compose
 
     def display(rgb):
-        h, w = rgb.shape[:2]
-        image = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
-        return image.scaled(960, 720, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+        pixels = display_image(rgb, 960, 720)
+        return QImage(pixels.data, pixels.shape[1], pixels.shape[0], 4 * pixels.shape[1], QImage.Format.Format_RGB32)
 
     outputs = {"virtual webcam (RGB -> I420)": lambda rgb: cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420),
-               "display (QImage scaled to 960x720)": display}
+               "display (image scaled to a 960x720 view)": display}
     return compose_factory, outputs
 
 

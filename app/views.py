@@ -111,6 +111,19 @@ def render_view(view: str, snapshot: EngineSnapshot) -> tuple[np.ndarray, str]:
     raise ValueError(f"unknown view {view!r}")
 
 
+def display_image(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 HxWx3 RGB scaled to fit width x height pixels (aspect kept; area averaging down, bilinear
+    up), as uint8 h x w x 4 in QImage.Format_RGB32's byte order (B, G, R, 255). A width or height
+    under 1 keeps the image's own size."""
+    h, w = rgb.shape[:2]
+    scale = min(width / w, height / h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if scale <= 0 or size == (w, h):
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.cvtColor(cv2.resize(rgb, size, interpolation=interpolation), cv2.COLOR_RGB2BGRA)
+
+
 class LiveView(QWidget):
     """Paints the newest image scaled to fit (aspect kept, black borders) and an overlay text."""
 
@@ -119,7 +132,8 @@ class LiveView(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(320, 240)
         self.setAutoFillBackground(False)
-        self._array: np.ndarray | None = None
+        self._array: np.ndarray | None = None  # the RGB image shown, as given
+        self._pixels: np.ndarray | None = None  # it scaled to the widget, BGRX (QImage.Format_RGB32)
         self._image: QImage | None = None
         self._overlay = ""
         self._big = ""
@@ -129,15 +143,29 @@ class LiveView(QWidget):
         return self._array
 
     def set_image(self, rgb: np.ndarray) -> None:
-        array = np.ascontiguousarray(rgb, dtype=np.uint8)
-        h, w = array.shape[:2]
-        self._array = array  # QImage does not copy: keep the buffer alive while it is shown
-        self._image = QImage(array.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+        self._array = np.ascontiguousarray(rgb, dtype=np.uint8)
+        self._prepare()
         self.update()
+
+    def _prepare(self) -> None:
+        """The shown array as a QImage already scaled to the widget's pixels (`display_image`): painting
+        it is then a plain copy, where Qt's own smooth scaling of an RGB888 image costs several ms a frame."""
+        if self._array is None:
+            return
+        ratio = self.devicePixelRatioF()
+        pixels = display_image(self._array, round(self.width() * ratio), round(self.height() * ratio))
+        h, w = pixels.shape[:2]
+        self._pixels = pixels  # QImage does not copy: keep the buffer alive while it is shown
+        self._image = QImage(pixels.data, w, h, 4 * w, QImage.Format.Format_RGB32)
+        self._image.setDevicePixelRatio(ratio)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        self._prepare()
+        super().resizeEvent(event)
 
     def clear(self) -> None:
         """Show no image (e.g. after the source failed)."""
-        self._array = self._image = None
+        self._array = self._pixels = self._image = None
         self.update()
 
     def set_overlay(self, text: str, big: str = "") -> None:
@@ -153,9 +181,8 @@ class LiveView(QWidget):
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(20, 20, 20))
         if self._image is not None:
-            iw, ih = self._image.width(), self._image.height()
-            scale = min(self.width() / iw, self.height() / ih)
-            w, h = iw * scale, ih * scale
+            ratio = self._image.devicePixelRatio()
+            w, h = self._image.width() / ratio, self._image.height() / ratio  # fits the widget: no scaling
             target = QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
             painter.drawImage(target, self._image)

@@ -271,6 +271,33 @@ def test_snapshot_command_saves_a_png_of_the_window(qtbot, tmp_path, recording):
     assert engine_threads_alive() == []
 
 
+def test_live_view_paints_the_image_scaled_to_fit_in_its_colours(qtbot):
+    """The view pre-scales the image to its own pixels (`display_image`, BGRX for QImage.Format_RGB32):
+    the painted widget shows the image's colours (not swapped channels) and black bars, at any size."""
+    from PySide6.QtGui import QImage
+
+    from app.views import LiveView, display_image
+
+    rgb = np.zeros((120, 160, 3), np.uint8)
+    rgb[:, :80] = (255, 0, 0)  # left half red, right half blue
+    rgb[:, 80:] = (0, 0, 255)
+    pixels = display_image(rgb, 480, 480)  # wide image in a square: scaled x3, letterboxed
+    assert pixels.shape == (360, 480, 4) and tuple(pixels[10, 10]) == (0, 0, 255, 255)
+    assert display_image(rgb, 0, 0).shape == (120, 160, 4)
+    view = LiveView()
+    qtbot.addWidget(view)
+    view.resize(400, 400)
+    view.set_image(rgb)
+    grab = view.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    ratio = grab.width() / view.width()
+    shot = np.frombuffer(grab.constBits(), np.uint8).reshape(grab.height(), grab.bytesPerLine())
+    shot = shot[:, : 3 * grab.width()].reshape(grab.height(), grab.width(), 3)
+    middle = int(200 * ratio)
+    assert tuple(shot[middle, int(100 * ratio)]) == (255, 0, 0) and tuple(shot[middle, int(300 * ratio)]) == (0, 0, 255)
+    assert tuple(shot[int(20 * ratio), middle]) == (20, 20, 20)  # the bar above the image
+    assert np.array_equal(view.current_image(), rgb)
+
+
 # -- pure helpers ---------------------------------------------------------------------------------------
 def test_scene_keys_are_safe_and_distinct(tmp_path):
     a, b = tmp_path / "x" / "take 1", tmp_path / "y" / "take 1"

@@ -152,6 +152,22 @@ def test_resize_linear_matches_torch_bilinear():
         assert np.abs(rt.resize_linear(x, size) - expected[0].permute(1, 2, 0).numpy()).max() < 1e-5
 
 
+def test_upsampled_patches_equal_crops_of_the_resized_map():
+    """The refiner's coarse patches are interpolated per window; they must equal cropping the whole map
+    upsampled (every phase of the window against the source grid, the clamped frame edges, factors 1-8)."""
+    rng = np.random.default_rng(5)
+    for h, w, factor in [(12, 16, 2), (9, 20, 4), (5, 7, 8), (6, 6, 1)]:
+        low = rng.random((h, w, 5), dtype=np.float32)
+        resized = rt.resize_linear(low, (h * factor, w * factor))
+        for size, padding in [(2, 3), (4, 2)]:
+            cells = (h * factor // size) * (w * factor // size)
+            pick = rng.permutation(cells)[:40]
+            y, x = pick // (w * factor // size), pick % (w * factor // size)
+            got = rt.upsampled_patches_hwc(low, factor, y, x, size, padding)
+            assert got.shape == (len(y), size + 2 * padding, size + 2 * padding, 5)
+            assert np.abs(got - rt.crop_patches_hwc(resized, y, x, size, padding)).max() < 1e-6
+
+
 def test_create_session_errors_and_logging(tmp_path, exported, caplog):
     with pytest.raises(UserError, match="does not exist"):
         rt.create_session(tmp_path / "missing.onnx")

@@ -192,6 +192,15 @@ def gaussian_blur(image_rgb: np.ndarray, sigma_px: float) -> np.ndarray:
     image = _check_rgb8(image_rgb, "image_rgb")
     if sigma_px < 0.3:
         return image.copy()
+    small = _blur_downscaled(image, sigma_px)
+    if small.shape == image.shape:
+        return small
+    return cv2.resize(small, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def _blur_downscaled(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """`gaussian_blur` before its final upsampling: uint8 at 1/factor of the size (factor = sigma / 3,
+    1 to 8; at factor 1 the image's own size); sigma_px >= 0.3."""
     factor = int(min(8, max(1, sigma_px // 3)))
     if factor == 1:
         return cv2.GaussianBlur(image, (0, 0), sigma_px, borderType=cv2.BORDER_REPLICATE)
@@ -199,8 +208,7 @@ def gaussian_blur(image_rgb: np.ndarray, sigma_px: float) -> np.ndarray:
     small = cv2.resize(image, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
     # the area average already blurs by about factor / sqrt(12) pixels
     low_sigma = math.sqrt(max(sigma_px**2 - factor**2 / 12.0, 0.25)) / factor
-    small = cv2.GaussianBlur(small, (0, 0), low_sigma, borderType=cv2.BORDER_REPLICATE)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.GaussianBlur(small, (0, 0), low_sigma, borderType=cv2.BORDER_REPLICATE)
 
 
 def defocus_amount(depth_m: np.ndarray, focus_m: float) -> np.ndarray:
@@ -242,9 +250,8 @@ def blurred_background(
     image = _check_rgb8(image_rgb, "image_rgb")
     if not 0 <= strength <= MAX_BLUR_SIGMA_PX:
         raise ValueError(f"strength must be a sigma in 0..{MAX_BLUR_SIGMA_PX:g} pixels, got {strength}")
-    full = gaussian_blur(image, strength)
     if depth_m is None:
-        return full
+        return gaussian_blur(image, strength)
     depth = np.asarray(depth_m, dtype=np.float32)
     if depth.ndim != 2:
         raise ValueError(f"depth_m must be HxW, got shape {depth.shape}")
@@ -258,17 +265,21 @@ def blurred_background(
     if focus_m is None:
         focus_m = _default_focus_m(depth_low)
         if focus_m is None:  # no valid depth at all
-            return full
+            return gaussian_blur(image, strength)
+    if strength < 0.3:  # every level is the sharp image
+        return image.copy()
     t = cv2.blur(defocus_amount(depth_low, focus_m), (3, 3))
-    # piecewise linear over the levels: t in [0, .5] mixes sharp/half, t in [.5, 1] half/full
-    u = np.minimum(2.0 * t, 1.0)
-    v = np.maximum(2.0 * t - 1.0, 0.0)
-    u, not_u, v, not_v = (
-        cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in (u, 1.0 - u, v, 1.0 - v)
-    )
-    half = gaussian_blur(image, strength / 2.0)
-    near = cv2.blendLinear(half, image, u, not_u)
-    return cv2.blendLinear(full, near, v, not_v)
+    # piecewise linear over the levels: t in [0, .5] mixes sharp/half, t in [.5, 1] half/full, i.e.
+    # u * (v * full + (1 - v) * half) + (1 - u) * sharp with u = min(2t, 1) and v = max(2t - 1, 0).
+    # The two blurred levels are smooth, so they are mixed at the half level's low resolution and
+    # upsampled once; only the mix with the sharp image is done at full resolution.
+    half = image if strength / 2.0 < 0.3 else _blur_downscaled(image, strength / 2.0)
+    low_hw = (half.shape[1], half.shape[0])
+    full = cv2.resize(_blur_downscaled(image, strength), low_hw, interpolation=cv2.INTER_LINEAR)
+    v = cv2.resize(np.maximum(2.0 * t - 1.0, 0.0), low_hw, interpolation=cv2.INTER_LINEAR)
+    blurred = cv2.resize(cv2.blendLinear(full, half, v, 1.0 - v), (w, h), interpolation=cv2.INTER_LINEAR)
+    u = cv2.resize(np.minimum(2.0 * t, 1.0), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.blendLinear(blurred, image, u, 1.0 - u)
 
 
 # -- user background choice -----------------------------------------------------------------------
