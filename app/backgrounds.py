@@ -110,7 +110,13 @@ class Compositor:
             source = cv2.blendLinear(self._plate_u8, color_rgb, alpha, 1.0 - alpha)
         background = self._background.render(source, depth_m, subject_focus_m(depth_m, alpha))
         middle = time.perf_counter()
-        foreground = self._foreground(color_rgb, alpha, self._plate if plate_fits else None)
+        # F differs from the camera image only where alpha is soft: estimated there, in 8 bits
+        foreground = color_rgb
+        soft = self._foreground.soft_region(color_rgb, alpha, self._plate if plate_fits else None)
+        if soft is not None:
+            box, f_box = soft
+            foreground = color_rgb.copy()
+            foreground[box] = cv2.convertScaleAbs(f_box, alpha=255.0)  # rounded; F >= 0, so abs is a no-op
         output = composite(color_rgb, alpha, background, foreground)
         if timings is not None:
             timings["background"] = (middle - start) * 1e3

@@ -47,7 +47,7 @@ from engines.matting.replacement import VideoBackground, open_replacement
 from sensors.errors import UserError
 from sensors.frame import Frame
 from sensors.image_header import LIMIT_TEXT, too_large
-from sensors.image_io import ImageFolderSource, write_alpha_png, write_color
+from sensors.image_io import ImageFolderSource, without_ground_truth, write_alpha_png, write_color
 from sensors.safe_write import AppendOnlyCsv, atomic_write_bytes, prepare_output_folder
 from sensors.source import Source, open_source
 
@@ -133,12 +133,6 @@ def _frames_after(source_iter: Iterator[Frame], skip: int) -> Iterator[Frame]:
     yield from source_iter
 
 
-def _without_ground_truth(source: Source) -> Source:
-    if isinstance(source, ImageFolderSource):
-        source.load_alpha = False  # a damaged alpha/ file must not stop `process`
-    return source
-
-
 class _ReadTracker:
     """Iterates a source, remembering the indices read, and turns a read error into one sentence that
     says how far the recording was read."""
@@ -208,7 +202,7 @@ def process_recording(
         raise ValueError("process_recording: the pipeline was built for another EngineConfig")
     warnings: list[str] = []
     with ExitStack() as stack:
-        source = stack.enter_context(_without_ground_truth(open_source(input_path)))
+        source = stack.enter_context(without_ground_truth(open_source(input_path)))
         info = source.info
         if too_large(info.width, info.height):
             raise UserError(f"'{input_path}' has {info.width}x{info.height} frames, larger than the limit of "
@@ -223,7 +217,7 @@ def process_recording(
             prior = BackgroundPrior.load(options.prior_path)
             described = f"'{options.prior_path}'"
         elif options.background_path:
-            with _without_ground_truth(open_source(options.background_path)) as background:
+            with without_ground_truth(open_source(options.background_path)) as background:
                 # its own empty-scene frames when it names them (a take that starts with a capture), else all
                 count = options.background_frames or background.info.background_frames
                 prior, report = build_prior(background, count, engine.depth, on_progress)

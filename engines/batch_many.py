@@ -148,13 +148,13 @@ def expected_frames(job: BatchJob) -> int | None:
     open them, which for hundreds of takes would delay the start: their totals come with their first
     progress report instead.
     """
-    from engines.batch import _without_ground_truth
+    from sensors.image_io import without_ground_truth
     from sensors.source import open_source
 
     if not Path(job.input_path).is_dir():
         return None
     try:
-        with _without_ground_truth(open_source(job.input_path)) as source:
+        with without_ground_truth(open_source(job.input_path)) as source:
             info = source.info
     except Exception:  # the worker reports the real problem; a guess is all that is needed here
         return None

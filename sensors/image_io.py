@@ -298,6 +298,15 @@ class ImageFolderSource(Source):
         )
 
 
+def without_ground_truth(source: Source) -> Source:
+    """`source` with ground-truth alpha files left unopened (`ImageFolderSource.load_alpha = False`; other
+    sources have none): for everything that is not an evaluation, which must neither see the truth nor
+    spend time decoding it, nor stop on a damaged alpha file. Returns `source`."""
+    if isinstance(source, ImageFolderSource):
+        source.load_alpha = False
+    return source
+
+
 def list_images(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
     """Files in `folder` with one of `extensions` (lower-case, with dot), sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions)

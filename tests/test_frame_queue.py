@@ -197,3 +197,22 @@ def test_queue_over_a_recorded_folder(tmp_path):
         frames = list(queue)
     assert [f.index for f in frames] == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(frames[3].depth_raw, tiny_frame(3).depth_raw)
+
+
+def test_live_preview_queue_leaves_ground_truth_alpha_unread(tmp_path):
+    """`open_frame_queue` (the app's reader) never decodes a recording's alpha/ files: a preview does not
+    show them, and a damaged one must not stop playback. A plain source still reads them."""
+    from dataclasses import replace
+
+    from sensors.frame_queue import open_frame_queue
+
+    with RgbdFolderWriter(tmp_path / "rec", W, H) as writer:
+        for i in range(3):
+            writer.write(replace(tiny_frame(i), alpha=np.full((H, W), 0.5, np.float32)))
+    (tmp_path / "rec" / "alpha" / "000001.png").write_bytes(b"not a png")
+    queue, _ = open_frame_queue(str(tmp_path / "rec"), pace_recordings=False)
+    with queue:
+        frames = list(queue)
+    assert [f.index for f in frames] == [0, 1, 2] and all(f.alpha is None for f in frames)
+    with open_source(str(tmp_path / "rec")) as source:
+        assert source.read().alpha is not None

@@ -161,7 +161,7 @@ def _low_res_means(
     """
     h, w = image.shape[:2]
     low_size = (-(-w // scale), -(-h // scale))
-    k = max(1, 2 * int(round(ksize / scale / 2)) + 1)
+    k = _low_res_kernel(ksize, scale)
     kbox = (k, k)
     a_low = cv2.resize(alpha, low_size, interpolation=cv2.INTER_AREA)
     blur_a = cv2.blur(a_low, kbox)
@@ -182,6 +182,11 @@ def _low_res_means(
         b_low = cv2.blur(cv2.resize(tmp, low_size, interpolation=cv2.INTER_AREA), kbox)
         b_low /= (1.0 + _EPS) - blur_a3
         _upsample_crop(b_low, (h, w), rows, cols, b_hat)
+
+
+def _low_res_kernel(ksize: int, scale: int) -> int:
+    """The odd box size at 1/scale resolution that averages about what `ksize` does at full resolution."""
+    return max(1, 2 * int(round(ksize / scale / 2)) + 1)
 
 
 def _soft_box(alpha: np.ndarray, margin: int) -> tuple[slice, slice] | None:
@@ -224,47 +229,65 @@ class ForegroundEstimator:
         out: optional float32 HxWx3 array to write F into (returned); else a new array.
         """
         image = _as_rgb_float(image_rgb, "image_rgb")
-        a = alpha_f32(alpha, image.shape[:2])
-        plate = None
-        if background_rgb is not None:
-            plate = _as_rgb_float(background_rgb, "background_rgb")
-            if plate.shape != image.shape:
-                raise ValueError(f"background_rgb must match the image {image.shape}, got {plate.shape}")
         if out is None:
             out = np.empty(image.shape, np.float32)
         elif out.shape != image.shape or out.dtype != np.float32:
             raise ValueError(f"out must be float32 {image.shape}, got {out.dtype} {out.shape}")
-        h, w = image.shape[:2]
+        region = self.soft_region(image, alpha, background_rgb)
+        if region is None or region[0] != (slice(0, image.shape[0]), slice(0, image.shape[1])):
+            np.copyto(out, image)  # F = I where alpha is 0 or 1 throughout the small box
+        if region is not None:
+            out[region[0]] = region[1]
+        return out
+
+    def soft_region(
+        self, image_rgb: np.ndarray, alpha: np.ndarray, background_rgb: np.ndarray | None = None
+    ) -> tuple[tuple[slice, slice], np.ndarray] | None:
+        """F where it differs from the image: (box, float32 F of the box, in [0, 1]) with box the row and
+        column slices of the soft pixels (0 < a < 1) grown by the small box; F = I outside it. None when
+        alpha is 0 or 1 everywhere. Arguments as in `estimate_foreground`; only the box and the margin
+        the first pass's large box needs around it are read, so a small subject costs little. The array
+        is a work buffer, valid until the next call."""
+        if np.asarray(image_rgb).ndim != 3 or np.asarray(image_rgb).shape[2] != 3:
+            raise ValueError(f"image_rgb must be HxWx3 RGB, got shape {np.asarray(image_rgb).shape}")
+        h, w = image_rgb.shape[:2]
+        a = alpha_f32(alpha, (h, w))
+        if background_rgb is not None and np.asarray(background_rgb).shape != image_rgb.shape:
+            raise ValueError(f"background_rgb must match the image {image_rgb.shape}, got {np.asarray(background_rgb).shape}")
         if self._storage is None or self._storage["alpha1"].size != h * w:
             self._storage = _Buffers.storage(h * w)
-        known = plate is not None
+        known = background_rgb is not None
         scale = self.first_pass_scale
-
         if scale == 1 or min(h, w) < 2 * scale:  # the paper's method, whole image
+            image = _as_rgb_float(image_rgb, "image_rgb")
             buf = _Buffers(self._storage, h, w)
             buf.set_alpha(a)
-            b_init = image if plate is None else plate
+            b_init = image if not known else _as_rgb_float(background_rgb, "background_rgb")
             b1 = _pass(image, image, b_init, buf, self.large_ksize, known)
             _pass(image, buf.f, b1, buf, self.small_ksize, known)
-            np.copyto(out, buf.f)
-            return out
+            return (slice(0, h), slice(0, w)), buf.f
 
         box = _soft_box(a, self.small_ksize)
-        np.copyto(out, image)  # F = I where alpha is 0 or 1 throughout the small box
         if box is None:
-            return out
-        rows, cols = box
-        full = _Buffers(self._storage, h, w)
-        buf = _Buffers(self._storage, rows.stop - rows.start, cols.stop - cols.start)
+            return None
+        # the first pass's means need the large box's reach around `box` (in whole low-resolution pixels,
+        # so the low-resolution grid is the whole image's and the means equal those of the whole image)
+        reach = (_low_res_kernel(self.large_ksize, scale) // 2 + 2) * scale
+        region = tuple(slice(max(0, (b.start - reach) // scale * scale), min(n, -(-(b.stop + reach) // scale) * scale))
+                       for b, n in zip(box, (h, w)))
+        inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
+        rh, rw = (r.stop - r.start for r in region)
+        image = _as_rgb_float(image_rgb[region], "image_rgb")
+        scratch = _Buffers(self._storage, rh, rw)
+        buf = _Buffers(self._storage, box[0].stop - box[0].start, box[1].stop - box[1].start)
         b_means = None if known else image
-        _low_res_means(image, a, b_means, scale, self.large_ksize, box, full, buf.f_hat, buf.b_hat)
-        np.copyto(buf.image, image[rows, cols])
-        buf.set_alpha(a[rows, cols])
-        b1 = np.ascontiguousarray(plate[rows, cols]) if known else buf.b_hat
+        _low_res_means(image, a[region], b_means, scale, self.large_ksize, inner, scratch, buf.f_hat, buf.b_hat)
+        np.copyto(buf.image, image[inner])
+        buf.set_alpha(a[box])
+        b1 = _as_rgb_float(background_rgb[box], "background_rgb") if known else buf.b_hat
         _correct(buf.image, buf.f_hat, b1, buf)  # the first pass's F on the crop
         _pass(buf.image, buf.f, b1, buf, self.small_ksize, known)
-        out[rows, cols] = buf.f
-        return out
+        return box, buf.f
 
 
 def estimate_foreground(

@@ -63,7 +63,7 @@ def read_take(path: str | Path, background_frames: int | None = None, take_frame
     the prior; the next `take_frames` frames (default: all the rest) are the take, evenly subsampled to
     at most `max_frames`. Ground-truth alpha is never read. Raises `UserError` (exit 2) for a recording
     without an empty-scene count or without frames after it."""
-    from sensors.image_io import ImageFolderSource
+    from sensors.image_io import without_ground_truth
     from sensors.source import open_source
 
     path = Path(path)
@@ -76,9 +76,7 @@ def read_take(path: str | Path, background_frames: int | None = None, take_frame
                         "the empty scene first (its meta.json needs background_frames).", 2)
     b = int(background_frames)
     plate, colors, depths, indices = [], [], [], []
-    with open_source(str(path)) as source:
-        if isinstance(source, ImageFolderSource):
-            source.load_alpha = False  # adaptation never sees the ground truth
+    with without_ground_truth(open_source(str(path))) as source:  # adaptation never sees the ground truth
         for frame in source:
             if len(plate) < b:
                 plate.append(frame)
