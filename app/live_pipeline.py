@@ -4,9 +4,12 @@ Owns `OutputStage` (one thread running jobs in the order they were submitted, wi
 jobs waiting, so a slow stage holds the engine back instead of piling up frames) and `LiveFrames`, the
 `app.engine_worker.EngineWorker` half that handles a frame:
 
-- engine thread (`LiveFrames._process`): background capture, matting (`MattingPipeline`), the scene
-  change monitor; then the frame is handed to the output stage and the engine takes the next frame;
-- output stage (`LiveFrames._publish`): foreground estimation and compositing (`Compositor`), the
+- engine thread (`LiveFrames._process`): background capture, matting (`MattingPipeline.matte`: the
+  networks or the depth matte), the scene change monitor; then the frame is handed to the output stage
+  and the engine takes the next frame;
+- output stage (`LiveFrames._publish`): in the network modes the rest of the matte
+  (`MattingPipeline.finish`: edge refinement, depth gate, temporal smoothing; the engine thread does it
+  in the other modes), foreground estimation and compositing (`Compositor`), the
   post-matting hand-over, the virtual webcam and recorder (`Outputs`), statistics and the published
   `EngineSnapshot`.
 
@@ -32,6 +35,7 @@ import numpy as np
 from app import events as ev
 from app.engine_state import EngineSnapshot, EngineStats, PostStats, running_fps
 from app.post_worker import PostJob
+from app.settings import NETWORK_MODES
 from engines.matting.result import MattingResult
 from sensors.errors import UserError
 from sensors.frame import Frame
@@ -139,7 +143,9 @@ class LiveFrames:
         result = None
         if self._prior is not None and not capturing:
             try:
-                result = self._pipeline.process(frame.color, depth_m)
+                result = self._pipeline.matte(frame.color, depth_m)
+                if not self._finish_on_output_stage():
+                    self._pipeline.finish(result, frame.color, depth_m)
             except UserError as exc:  # e.g. the camera changed resolution: this prior no longer fits
                 self._prior = None
                 self._emit(ev.ERROR, str(exc))
@@ -165,12 +171,20 @@ class LiveFrames:
             self._close_source()
             self._emit(ev.FINISHED, f"Processed {self._matted} frames.")
 
+    def _finish_on_output_stage(self) -> bool:
+        """Where `MattingPipeline.finish` (edge refinement, gate, smoothing) runs: on the output stage
+        after the networks (which fill the engine thread), on the engine thread after the light depth
+        matte (the output stage is then the fuller one). Fixed per configuration, so frames stay in order."""
+        return self._config.mode in NETWORK_MODES
+
     def _publish(self, frame: Frame, depth_m: np.ndarray, result: MattingResult | None, capturing: bool,
                  progress, seq: int, matted: int, has_prior: bool) -> None:
         """Output stage: composite, feed the outputs and post-matting, publish the snapshot."""
         output = frame.color
         timings: dict[str, float] = {}
         if result is not None:
+            if self._finish_on_output_stage():
+                self._pipeline.finish(result, frame.color, depth_m)
             timings = dict(result.timings_ms)
             output = self._compositor.compose(frame.color, depth_m, result.alpha, timings)
         if self._post is not None and result is not None:

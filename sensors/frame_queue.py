@@ -55,8 +55,9 @@ class FrameQueue:
 
     mode: "latest" (drop the oldest frame when full) or "every" (the reader waits when full).
     pace: release frames no faster than `source.info.fps`.
-    skip_below: frames whose index is below it are read but neither paced nor queued (a recording's
-    empty-scene frames once its background is captured); may be changed while the reader runs.
+    skip_below: frames whose index is below it are neither paced nor queued (a recording's empty-scene
+    frames once its background is captured), nor decoded where the source can skip (`Source.skip_to`);
+    may be changed while the reader runs.
     """
 
     def __init__(self, source: Source, maxsize: int = 2, mode: str = "latest", pace: bool = False,
@@ -175,6 +176,8 @@ class FrameQueue:
         next_release = time.monotonic()
         try:
             while not self._stop.is_set():
+                if self.skip_below:
+                    self.source.skip_to(self.skip_below)  # a recording's empty-scene frames: not even decoded
                 frame = self.source.read()
                 if frame is None or self._stop.is_set():
                     break

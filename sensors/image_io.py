@@ -239,6 +239,11 @@ class ImageFolderSource(Source):
     def _close(self) -> None:
         self._pos = 0
 
+    def skip_to(self, index: int) -> None:
+        self.open()
+        while self._pos < len(self._selected) and self._selected[self._pos].index < index:
+            self._pos += 1
+
     def __len__(self) -> int:
         """Number of frames this source delivers (after `start`/`stop`)."""
         self.open()

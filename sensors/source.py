@@ -99,6 +99,10 @@ class Source:
             self.open()
         return self._read()
 
+    def skip_to(self, index: int) -> None:
+        """Move past the frames whose index is below `index` without decoding them, where the source can
+        (recordings of image files); other sources still deliver them and the caller drops them."""
+
     def close(self) -> None:
         if self._is_open:
             self._is_open = False

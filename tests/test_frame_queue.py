@@ -216,3 +216,15 @@ def test_live_preview_queue_leaves_ground_truth_alpha_unread(tmp_path):
     assert [f.index for f in frames] == [0, 1, 2] and all(f.alpha is None for f in frames)
     with open_source(str(tmp_path / "rec")) as source:
         assert source.read().alpha is not None
+
+
+def test_skipped_frames_of_an_image_recording_are_not_decoded(tmp_path, monkeypatch):
+    """A looping preview skips the recording's empty-scene frames every time round: a folder recording
+    moves past them without decoding (damaged files there do not matter); the rest arrive in order."""
+    with RgbdFolderWriter(tmp_path / "rec", W, H) as writer:
+        for i in range(6):
+            writer.write(tiny_frame(i))
+    for i in (0, 1, 2):
+        (tmp_path / "rec" / "color" / f"{i:06d}.png").write_bytes(b"damaged")
+    with FrameQueue(open_source(str(tmp_path / "rec")), maxsize=8, mode="every", skip_below=3) as queue:
+        assert [f.index for f in queue] == [3, 4, 5]

@@ -117,7 +117,12 @@ class MattingPipeline:
             self._smoother.reset()
 
     def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> MattingResult:
-        """Matte one frame: colour uint8 HxWx3 RGB, depth float32 HxW metres (0 = unknown)."""
+        """Matte one frame: colour uint8 HxWx3 RGB, depth float32 HxW metres (0 = unknown); `matte`, then
+        `finish`. Raises `UserError` before a background is captured or for a frame of another size."""
+        return self.finish(self.matte(color_rgb, depth_m), color_rgb, depth_m)
+
+    def matte(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> MattingResult:
+        """The first half of `process`: the matting backend's result (arguments and errors as there)."""
         if self.prior is None:
             raise UserError("No background has been captured yet: capture the empty scene first.")
         expected = self.prior.depth_mean_m.shape
@@ -126,7 +131,12 @@ class MattingPipeline:
                 f"Frame size {color_rgb.shape[1]}x{color_rgb.shape[0]} does not match the captured background "
                 f"({expected[1]}x{expected[0]}): capture the background again at this resolution."
             )
-        result = self._backend.process(color_rgb, depth_m)
+        return self._backend.process(color_rgb, depth_m)
+
+    def finish(self, result: MattingResult, color_rgb: np.ndarray, depth_m: np.ndarray) -> MattingResult:
+        """The second half of `process` on `matte`'s result for the same frame: edge refinement,
+        post-matting, the depth gate and temporal smoothing (stateful: call it in frame order). The live
+        app runs it on its output stage, beside `matte` of the next frame. Returns `result`, updated."""
         if self._edge is not None:
             start = time.perf_counter()
             result.alpha = self._edge(color_rgb, result.alpha, depth_m)
