@@ -6,7 +6,7 @@
 Every run uses the same `EngineWorker` (matting, then foreground estimation + compositing over a blurred
 background, the app's default, on the output stage thread) with the recording played as fast as the
 engine goes (no pacing, no dropped frames). "without GUI" polls the worker from a plain loop; "with GUI"
-shows the real main window (offscreen when there is no display) repainting from its 33 ms timer, so the
+shows the real main window (offscreen when there is no display) repainting from its 10 ms timer, so the
 difference is what the GUI thread costs the engine; "with GUI, paced" plays the recording at its own
 rate, as a camera delivers frames, and gives the latency a user sees (frame arrival to published output).
 fps is frames over time and the median of per-frame rates (1 / median interval between published frames);

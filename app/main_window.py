@@ -1,6 +1,6 @@
 """The main window: lays out the widgets, wires them to the engine worker and follows its results.
 
-The window owns one `EngineWorker` and a ~33 ms QTimer. Each tick drains the worker's events
+The window owns one `EngineWorker` and a 10 ms QTimer. Each tick drains the worker's events
 (errors, capture results, virtual-camera problems) and shows its newest snapshot in the live view
 and status bar (`app.status_panel`); nothing in the GUI thread ever waits for the engine. Controls only
 edit `AppSettings` and forward the change to the worker. Closing the window stops everything.
@@ -53,7 +53,7 @@ from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
 
-TICK_MS = 33
+TICK_MS = 10  # a new frame is on screen within 10 ms, and every frame of a stream faster than 30 fps
 ENGINE_DEBOUNCE_MS = 150
 SIDE_PANEL_WIDTH = 330
 PATH_CHARS = 70  # a longer path in a message is shortened in the middle (the tooltip has all of it)
