@@ -12,7 +12,7 @@ from pathlib import Path
 # The networks the project trains and ships (`main.py train` writes them here).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
 # The live window keeps the networks within this many ms a frame by refining fewer patches on a slow
-# machine (at 30 fps the rest of the 33 ms goes to edge refinement; compositing runs beside it).
+# machine (edge refinement and compositing run beside them on the output stage, app/live_pipeline.py).
 LIVE_PATCH_BUDGET_MS = 24.0
 
 
