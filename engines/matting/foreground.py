@@ -248,12 +248,13 @@ class ForegroundEstimator:
         alpha is 0 or 1 everywhere. Arguments as in `estimate_foreground`; only the box and the margin
         the first pass's large box needs around it are read, so a small subject costs little. The array
         is a work buffer, valid until the next call."""
-        if np.asarray(image_rgb).ndim != 3 or np.asarray(image_rgb).shape[2] != 3:
-            raise ValueError(f"image_rgb must be HxWx3 RGB, got shape {np.asarray(image_rgb).shape}")
-        h, w = image_rgb.shape[:2]
+        shape = np.shape(image_rgb)
+        if len(shape) != 3 or shape[2] != 3:
+            raise ValueError(f"image_rgb must be HxWx3 RGB, got shape {shape}")
+        h, w = shape[:2]
         a = alpha_f32(alpha, (h, w))
-        if background_rgb is not None and np.asarray(background_rgb).shape != image_rgb.shape:
-            raise ValueError(f"background_rgb must match the image {image_rgb.shape}, got {np.asarray(background_rgb).shape}")
+        if background_rgb is not None and np.shape(background_rgb) != shape:
+            raise ValueError(f"background_rgb must match the image {shape}, got {np.shape(background_rgb)}")
         if self._storage is None or self._storage["alpha1"].size != h * w:
             self._storage = _Buffers.storage(h * w)
         known = background_rgb is not None

@@ -360,11 +360,12 @@ class OnnxMatting:
                 half_images = [resize_linear(src, half, sc.get("half_src", half + src.shape[2:])), half_bgr]
                 half_images += [resize_linear(a, half, sc.get(f"half_aux{i}", half + a.shape[2:]))
                                 for i, a in enumerate(aux_maps)]
-                factor = half[0] // coarse.stack.shape[0]
-                if (half[0], half[1]) == (coarse.stack.shape[0] * factor, coarse.stack.shape[1] * factor):
-                    patch_coarse = upsampled_patches_hwc(coarse.stack, factor, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse")
+                stack = coarse.stack
+                factor = half[0] // stack.shape[0]
+                if half == (stack.shape[0] * factor, stack.shape[1] * factor):
+                    patch_coarse = upsampled_patches_hwc(stack, factor, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse")
                 else:  # a coarse size that does not divide the frame's: the whole stack resized
-                    half_coarse = resize_linear(coarse.stack, half, sc.get("half_coarse", half + coarse.stack.shape[2:]))
+                    half_coarse = resize_linear(stack, half, sc.get("half_coarse", half + stack.shape[2:]))
                     patch_coarse = crop_patches_hwc(half_coarse, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse")
                 feed = {
                     "patch_coarse": patch_coarse,
