@@ -163,7 +163,7 @@ def crop_patches_hwc(
 def _upsampling_weights(factor: int, phase: int, win: int) -> np.ndarray:
     """(win, n) weights of `resize_linear`'s x`factor` upsampling for a window of `win` output pixels whose
     first one is `phase` (mod factor) pixels into a source pixel's block; column 0 is the source pixel
-    `_window_base` returns. n = the source pixels the window reads (clamped at the frame's edges)."""
+    `_base_offset` points to (relative to the block's own). n = the source pixels the window reads (clamped at the frame's edges)."""
     src = (phase + np.arange(win) + 0.5) / factor - 0.5 - _base_offset(factor, phase)
     first = np.floor(src).astype(np.int64)
     frac = (src - first).astype(np.float32)
