@@ -57,6 +57,11 @@ from sensors.source import SourceInfo
 
 log = logging.getLogger(__name__)
 
+# OpenCV's own worker pool on top of the live path's threads (reader, engine, output stage, GUI) only
+# competes with them for the same cores: one OpenCV thread cuts the CPU per frame (python -m app.fps_probe).
+LIVE_OPENCV_THREADS = 1
+
+
 class EngineWorker(LiveFrames):
     """Engine thread; see the module docstring. Call `start()` once and `stop()` when done."""
 
@@ -93,6 +98,9 @@ class EngineWorker(LiveFrames):
 
     # -- lifecycle (GUI thread) ------------------------------------------------------------------
     def start(self) -> None:
+        import cv2
+
+        cv2.setNumThreads(LIVE_OPENCV_THREADS)  # process-wide: the live window owns its process
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> bool:

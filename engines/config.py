@@ -14,6 +14,10 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
 # The live window keeps the networks within this many ms a frame by refining fewer patches on a slow
 # machine (edge refinement and compositing run beside them on the output stage, app/live_pipeline.py).
 LIVE_PATCH_BUDGET_MS = 24.0
+# The live window runs each network operator on one thread: its reader, output stage and GUI threads
+# keep the second core busy, and a second onnxruntime thread there costs more CPU than it saves time
+# (python -m app.fps_probe, README "The app's frame rate").
+LIVE_NETWORK_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class EngineConfig:
     # dart/rgb: refine fewer than k patches when the network stage would take longer than this many ms a
     # frame (engines.matting.dart_matting.PatchBudget); None = always k (offline: reproducible output)
     patch_budget_ms: float | None = None
+    network_threads: int | None = 2  # dart/rgb: onnxruntime threads per operator (None: one per core)
     edge_refine: bool = False  # refine alpha against the plate's colours (engines.matting.edge_refine)
     post: str = "none"  # post-matting on a depth-derived trimap: "none" | "closed-form" | "vitmatte"
     post_band_px: int = 3  # widen the trimap's unknown band by this many pixels

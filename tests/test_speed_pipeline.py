@@ -156,3 +156,27 @@ def test_live_path_table_times_frames_with_the_subject(peer):
     assert rows["patches refined (count, not ms)"] <= 50
     assert not any(name.startswith("engine only: peer") for name in rows)  # no peer model: no peer row
     assert len(calls) == 6 and report.providers[-1] == "CPUExecutionProvider"
+
+
+def test_live_window_runs_one_network_thread_and_one_opencv_thread():
+    """The live window's threads share two cores: onnxruntime and OpenCV must not start their own pools
+    there (offline processing keeps two network threads)."""
+    import cv2
+
+    from app.settings import AppSettings
+
+    def threads(config: EngineConfig) -> set[int]:
+        onnx = MattingPipeline(config)._backend.matting._onnx
+        return {s.get_session_options().intra_op_num_threads for s in (onnx.base, onnx.refiner)}
+
+    assert threads(AppSettings(mode="dart").engine_config()) == {1}
+    assert threads(EngineConfig(mode="dart")) == {2}
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        worker = EngineWorker(EngineConfig(mode="depth"), "checker")
+        worker.start()
+        assert cv2.getNumThreads() == 1
+        assert worker.stop(2.0)
+    finally:
+        cv2.setNumThreads(before)
