@@ -52,7 +52,7 @@ def test_base_net_export_round_trip_with_dynamic_size(exported):
         assert onnx_export.validate_export(net, base_path, feed) < 1e-4
     session = rt.create_session(base_path, ["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["src", "bgr"]
-    assert [o.name for o in session.get_outputs()] == ["pha", "fgr_res", "err", "hid"]
+    assert [o.name for o in session.get_outputs()] == ["coarse", "err"]
     assert net.training is False and all(not m.training for m in net.modules())
 
 
@@ -104,6 +104,21 @@ def test_onnx_matting_equals_torch_base_and_refiner(exported):
         matting.refine(_hwc(src), _hwc(bgr), coarse, None, None)  # this refiner needs depth
     with pytest.raises(ValueError):
         matting.refine(_hwc(src)[:94], _hwc(bgr)[:94], coarse, None, _hwc(aux)[:94])
+
+
+def test_base_net_exported_before_the_coarse_output_still_runs(exported, tmp_path):
+    """A student written by an older version (outputs pha, fgr_res, err, hid in NCHW, e.g. a scene-adapted
+    one in the user's data folder) gives the same coarse stack as the channels-last export."""
+    net, _, base_path, _ = exported
+    legacy_path = onnx_export._export(
+        net, (torch.rand(1, 3, 40, 56), torch.rand(1, 3, 40, 56)), tmp_path / "legacy.onnx", ["src", "bgr"],
+        rt.LEGACY_BASE_OUTPUTS, {n: {0: "batch", 2: "height", 3: "width"} for n in ["src", "bgr", *rt.LEGACY_BASE_OUTPUTS]},
+        {})
+    rng = np.random.default_rng(1)
+    src, bgr = rng.random((24, 32, 3), dtype=np.float32), rng.random((24, 32, 3), dtype=np.float32)
+    new, old = rt.OnnxMatting(base_path).run_base(src, bgr), rt.OnnxMatting(legacy_path).run_base(src, bgr)
+    assert new.stack.shape == old.stack.shape == (24, 32, 36) and new.stack.flags.c_contiguous
+    assert np.abs(new.stack - old.stack).max() < 1e-5 and np.abs(new.err - old.err).max() < 1e-5
 
 
 def test_onnx_matting_without_refiner_only_upsamples(exported):
@@ -181,7 +196,7 @@ def test_create_session_errors_and_logging(tmp_path, exported, caplog):
     _, _, base_path, _ = exported
     with caplog.at_level(logging.INFO, logger="engines.matting.onnx_inference"):
         session = rt.create_session(base_path, intra_op_threads=1)
-    assert "in  src" in caplog.text and "out hid" in caplog.text
+    assert "in  src" in caplog.text and "out coarse" in caplog.text
     assert session.get_providers()[-1] == "CPUExecutionProvider"
 
 

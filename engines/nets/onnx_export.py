@@ -25,6 +25,21 @@ log = logging.getLogger(__name__)
 OPSET = 17
 
 
+class _ChannelsLastBaseNet(nn.Module):
+    """Export wrapper: a `BaseNet` whose outputs are the spec's `coarse` (N, h, w, 4 + hidden) channels-last
+    stack [alpha, fgr_res, hidden] and `err` (N, 1, h, w)."""
+
+    def __init__(self, net: BaseNet):
+        super().__init__()
+        self.net = net
+
+    def forward(
+        self, src: torch.Tensor, bgr: torch.Tensor, aux: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        pha, fgr_res, err, hid = self.net(src, bgr, aux)
+        return torch.cat([pha, fgr_res, hid], dim=1).permute(0, 2, 3, 1), err
+
+
 class _ChannelsLastPatchNet(nn.Module):
     """Export wrapper: NHWC patches in, NHWC refined patches out, around a `RefinerPatchNet`."""
 
@@ -88,9 +103,10 @@ def export_base_net(net: BaseNet, path: str | Path, size: tuple[int, int] = (120
     if cfg.aux_channels:
         args = args + (torch.rand(1, cfg.aux_channels, h, w),)
         names.append(BASE_INPUTS[2])
-    dynamic = {n: {0: "batch", 2: "height", 3: "width"} for n in names + list(BASE_OUTPUTS)}
+    dynamic = {n: {0: "batch", 2: "height", 3: "width"} for n in names + ["err"]}
+    dynamic["coarse"] = {0: "batch", 1: "height", 2: "width"}
     metadata = {"model": "dart_base_net", **vars(cfg)}
-    return _export(net, args, Path(path), names, BASE_OUTPUTS, dynamic, metadata)
+    return _export(_ChannelsLastBaseNet(net), args, Path(path), names, BASE_OUTPUTS, dynamic, metadata)
 
 
 def export_refiner(refiner: Refiner | RefinerPatchNet, path: str | Path) -> Path:
@@ -129,6 +145,8 @@ def validate_export(module: nn.Module, path: str | Path, inputs: dict[str, np.nd
         module = module.patch_net
     if isinstance(module, RefinerPatchNet):
         module = _ChannelsLastPatchNet(module)
+    if isinstance(module, BaseNet):
+        module = _ChannelsLastBaseNet(module)
     with _eval_mode(module), torch.no_grad():
         expected = module(*[torch.from_numpy(inputs[i.name]) for i in session.get_inputs()])
     expected = expected if isinstance(expected, (tuple, list)) else (expected,)
