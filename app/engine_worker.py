@@ -95,12 +95,14 @@ class EngineWorker(LiveFrames):
         self._seq = self._matted = self._shown = 0
         self._failing = False  # the last frame failed (an engine error is reported once)
         self._done_times: deque[float] = deque(maxlen=FPS_WINDOW)
+        self._opencv_threads: int | None = None  # OpenCV's thread count before start()
 
     # -- lifecycle (GUI thread) ------------------------------------------------------------------
     def start(self) -> None:
         import cv2
 
-        cv2.setNumThreads(LIVE_OPENCV_THREADS)  # process-wide: the live window owns its process
+        self._opencv_threads = cv2.getNumThreads()  # process-wide: given back by stop()
+        cv2.setNumThreads(LIVE_OPENCV_THREADS)
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> bool:
@@ -119,6 +121,11 @@ class EngineWorker(LiveFrames):
         alive = self._thread.is_alive() or (frames is not None and frames.stats().running)
         if alive:
             log.warning("the engine did not stop within %.1f s", timeout)
+        if self._opencv_threads is not None:
+            import cv2
+
+            cv2.setNumThreads(self._opencv_threads)
+            self._opencv_threads = None
         return not alive
 
     @property

@@ -58,7 +58,7 @@ class EngineConfig:
     # dart/rgb: refine fewer than k patches when the network stage would take longer than this many ms a
     # frame (engines.matting.dart_matting.PatchBudget); None = always k (offline: reproducible output)
     patch_budget_ms: float | None = None
-    network_threads: int | None = 2  # dart/rgb: onnxruntime threads per operator (None: one per core)
+    network_threads: int = 2  # dart/rgb: onnxruntime threads per operator (the window: LIVE_NETWORK_THREADS)
     edge_refine: bool = False  # refine alpha against the plate's colours (engines.matting.edge_refine)
     post: str = "none"  # post-matting on a depth-derived trimap: "none" | "closed-form" | "vitmatte"
     post_band_px: int = 3  # widen the trimap's unknown band by this many pixels

@@ -119,6 +119,8 @@ def test_base_net_exported_before_the_coarse_output_still_runs(exported, tmp_pat
     new, old = rt.OnnxMatting(base_path).run_base(src, bgr), rt.OnnxMatting(legacy_path).run_base(src, bgr)
     assert new.stack.shape == old.stack.shape == (24, 32, 36) and new.stack.flags.c_contiguous
     assert np.abs(new.stack - old.stack).max() < 1e-5 and np.abs(new.err - old.err).max() < 1e-5
+    with pytest.raises(UserError, match="not a base network"):
+        rt.OnnxMatting(exported[3])  # the refiner's file given as the base network
 
 
 def test_onnx_matting_without_refiner_only_upsamples(exported):

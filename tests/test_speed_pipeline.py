@@ -171,6 +171,10 @@ def test_live_window_runs_one_network_thread_and_one_opencv_thread():
 
     assert threads(AppSettings(mode="dart").engine_config()) == {1}
     assert threads(EngineConfig(mode="dart")) == {2}
+    from engines.matting.providers import SessionSettings  # bench-speed --threads N: the session settings decide
+
+    onnx = NetworkMatting(SHIPPED, device="cpu", session=SessionSettings(intra_op_threads=1))._onnx
+    assert {s.get_session_options().intra_op_num_threads for s in (onnx.base, onnx.refiner)} == {1}
     before = cv2.getNumThreads()
     try:
         cv2.setNumThreads(2)
@@ -178,5 +182,6 @@ def test_live_window_runs_one_network_thread_and_one_opencv_thread():
         worker.start()
         assert cv2.getNumThreads() == 1
         assert worker.stop(2.0)
+        assert cv2.getNumThreads() == 2  # given back: other code in the process keeps its own setting
     finally:
         cv2.setNumThreads(before)

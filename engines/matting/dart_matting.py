@@ -239,7 +239,8 @@ class NetworkMatting:
     use_error_map_correction, use_depth_refiner, refiner: the ablations (module docstring).
     k: refined patches per frame (top-k of the selection map), the most a `patch_budget` allows.
     providers: onnxruntime providers (None: those of `device`, "auto" = TensorRT > CUDA > CPU, those
-    installed; "cuda" without a GPU provider raises `UserError`). intra_op_threads: CPU threads per operator.
+    installed; "cuda" without a GPU provider raises `UserError`). intra_op_threads: CPU threads per operator
+    (None: `session`'s, 2 by default).
     downsample: c, the base network's downsampling (None: `choose_downsample` for the prior's size).
     student_file: the base network's file name in model_dir (`DISTILLED_STUDENT_FILE` for the eq. 3 student).
     precision: "auto" (INT8 files on the CPU when made from these float files), "float" or "int8"
@@ -260,7 +261,7 @@ class NetworkMatting:
         refiner: bool = True,
         k: int = 700,
         providers: list[str] | None = None,
-        intra_op_threads: int | None = 2,
+        intra_op_threads: int | None = None,
         downsample: int | None = None,
         student_file: str = STUDENT_FILE,
         precision: str = "auto",

@@ -19,6 +19,7 @@ stack saves the network its output transposes and slices and the caller a concat
 frame at 160x120 on one CPU thread).
 
 The refiner model holds only the patch convolutions (`RefinerPatchNet`) and takes channels-last
+patches, as the numpy crops below produce them (no transposes per frame).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from engines.matting.providers import (  # noqa: F401  (re-exported: the session
     describe_session,
     open_session,
 )
+from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +128,9 @@ def select_patches_np(
 
 
 def _gather_windows(source: np.ndarray, rows: np.ndarray, first_col: np.ndarray, width: int) -> np.ndarray:
-    """Windows of `source` (h, w, c) C-contiguous: (K, R, width, c), window i made of rows `rows[i]` (K, R),
-    already clamped to the frame) and columns first_col[i] .. first_col[i] + width - 1 (clamped to the frame,
-    i.e. edge replication).
+    """Windows of `source` (h, w, c), C-contiguous: (K, R, width, c), window i made of rows `rows[i]`
+    (`rows` int (K, R), already clamped to the frame) and columns first_col[i] .. first_col[i] + width - 1
+    (clamped here: edge replication).
 
     Each window row is one contiguous run of width * c values, so a whole run is copied per index (a view of
     every run in the frame, one fancy index) instead of one pixel per index: several times fewer items to
@@ -312,7 +314,11 @@ class OnnxMatting:
         inputs = {i.name: i for i in self.base.get_inputs()}
         self.base_aux = int(inputs["aux"].shape[1]) if "aux" in inputs else 0
         self.refiner_aux = int(self.refiner.get_inputs()[2].shape[3]) - 6 if self.refiner is not None else 0
-        self._legacy_base = "coarse" not in {o.name for o in self.base.get_outputs()}
+        outputs = {o.name for o in self.base.get_outputs()}
+        self._legacy_base = not set(BASE_OUTPUTS) <= outputs
+        if self._legacy_base and not set(LEGACY_BASE_OUTPUTS) <= outputs:
+            raise UserError(f"{Path(base_path).name} is not a base network of this project (its outputs are "
+                            f"{', '.join(sorted(outputs))}); export it again with engines.nets.onnx_export.")
         self.mode, self.k, self.threshold, self.prevent_oversampling = mode, k, threshold, prevent_oversampling
         self._scratch = Scratch()  # refiner inputs, reused frame after frame (engine thread only)
 
