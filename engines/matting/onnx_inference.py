@@ -127,29 +127,12 @@ def select_patches_np(
     return idx // wq, idx % wq
 
 
-def _gather_windows(source: np.ndarray, rows: np.ndarray, first_col: np.ndarray, width: int) -> np.ndarray:
-    """Windows of `source` (h, w, c), C-contiguous: (K, R, width, c), window i made of rows `rows[i]`
-    (`rows` int (K, R), already clamped to the frame) and columns first_col[i] .. first_col[i] + width - 1
-    (clamped here: edge replication).
-
-    Each window row is one contiguous run of width * c values, so a whole run is copied per index (a view of
-    every run in the frame, one fancy index) instead of one pixel per index: several times fewer items to
-    gather. Windows that the left or right border cuts are redone pixel by pixel with clamped columns."""
-    h, w, c = source.shape
-    k, n_rows = rows.shape
-    inside = (first_col >= 0) & (first_col <= w - width)
-    if width > w or not inside.any():
-        cols = np.clip(first_col[:, None] + np.arange(width), 0, w - 1)
-        return source[rows[:, :, None], cols[:, None, :]]
-    runs = np.lib.stride_tricks.as_strided(  # runs[p] = the width pixels from flat pixel p on (a view)
-        source, shape=(h * w - width + 1, width * c), strides=(c * source.itemsize, source.itemsize), writeable=False)
-    starts = rows * w + np.clip(first_col, 0, w - width)[:, None]
-    out = runs[starts.reshape(-1)].reshape(k, n_rows, width, c)
-    cut = np.flatnonzero(~inside)
-    if cut.size:
-        cols = np.clip(first_col[cut, None] + np.arange(width), 0, w - 1)
-        out[cut] = source[rows[cut][:, :, None], cols[:, None, :]]
-    return out
+def _window_indices(y: np.ndarray, xx: np.ndarray, size: int, padding: int, h: int, w: int) -> np.ndarray:
+    """Flat pixel indices (K * win * win,) of the windows around cells (y, xx), clamped to the frame."""
+    offsets = np.arange(size + 2 * padding) - padding
+    rows = np.clip(y[:, None] * size + offsets, 0, h - 1)
+    cols = np.clip(xx[:, None] * size + offsets, 0, w - 1)
+    return (rows[:, :, None] * w + cols[:, None, :]).reshape(-1)
 
 
 def crop_patches_hwc(
@@ -162,22 +145,27 @@ def crop_patches_hwc(
     concatenated along channels (cropping each and merging the small patches is much cheaper than
     merging whole frames). Cell (y, xx) covers rows y*size..y*size+size-1; indices outside the frame
     are clamped, which is edge replication, so no padded copy of the frame is made.
-    scratch / name: the result is written into `scratch`'s array of that name, valid until the next call
-    with the same name.
+    scratch / name: the result (and the per-frame pieces) are written into `scratch`'s arrays of that name,
+    valid until the next call with the same name.
     """
     frames = frames if isinstance(frames, list) else [frames]
     h, w = frames[0].shape[:2]
     win = size + 2 * padding
-    rows = np.clip(y[:, None] * size + np.arange(-padding, size + padding), 0, h - 1)
-    first_col = xx * size - padding
+    flat = _window_indices(y, xx, size, padding, h, w)
     channels = [frame.shape[2] if frame.ndim == 3 else 1 for frame in frames]
-    patches = (scratch or Scratch()).get(name, (len(y), win, win, sum(channels)))
+    store = scratch or Scratch()
+    patches = store.get(name, (flat.size, sum(channels)))
     start = 0
-    for frame, c in zip(frames, channels):
-        source = np.ascontiguousarray(frame, dtype=np.float32).reshape(h, w, c)
-        patches[..., start : start + c] = _gather_windows(source, rows, first_col, win)
+    for i, (frame, c) in enumerate(zip(frames, channels)):
+        source = np.ascontiguousarray(frame, dtype=np.float32).reshape(h * w, c)
+        if len(frames) == 1:
+            np.take(source, flat, axis=0, out=patches)
+        else:  # gathered into a contiguous piece, then one strided copy (cheaper than merging)
+            piece = store.get(f"{name}/{i}", (flat.size, c))
+            np.take(source, flat, axis=0, out=piece)
+            patches[:, start : start + c] = piece
         start += c
-    return patches
+    return patches.reshape(len(y), win, win, -1)
 
 
 def _upsampling_weights(factor: int, phase: int, win: int) -> np.ndarray:
@@ -215,7 +203,7 @@ def upsampled_patches_hwc(
     win = size + 2 * padding
     store = scratch or Scratch()
     out = store.get(name, (len(y), win, win, c))
-    source = np.ascontiguousarray(low, dtype=np.float32)
+    source = np.ascontiguousarray(low, dtype=np.float32).reshape(h * w, c)
     start_y, start_x = y * size - padding, xx * size - padding
     phase_y, phase_x = start_y % factor, start_x % factor
     for py in np.unique(phase_y):
@@ -226,7 +214,10 @@ def upsampled_patches_hwc(
             first_y = start_y[group] // factor + _base_offset(factor, int(py))
             first_x = start_x[group] // factor + _base_offset(factor, int(px))
             rows = np.clip(first_y[:, None] + np.arange(n_y), 0, h - 1)
-            window = _gather_windows(source, rows, first_x, n_x)  # (K, n_y, n_x, C) source pixels
+            cols = np.clip(first_x[:, None] + np.arange(n_x), 0, w - 1)
+            flat = (rows[:, :, None] * w + cols[:, None, :]).reshape(-1)  # (K, n_y, n_x) source pixels
+            window = store.get(f"{name}/window", (k * n_y * n_x, c))  # scratch: fresh MB-sized arrays page-fault
+            np.take(source, flat, axis=0, out=window)
             along_y = store.get(f"{name}/y", (k, win, n_x * c))
             np.matmul(wy, window.reshape(k, n_y, n_x * c), out=along_y)
             if k == len(y):
