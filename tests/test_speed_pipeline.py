@@ -165,16 +165,16 @@ def test_live_window_runs_one_network_thread_and_one_opencv_thread():
 
     from app.settings import AppSettings
 
-    def threads(config: EngineConfig) -> set[int]:
-        onnx = MattingPipeline(config)._backend.matting._onnx
+    from engines.matting.providers import SessionSettings
+
+    def threads(matting: NetworkMatting) -> set[int]:
+        onnx = matting._onnx
         return {s.get_session_options().intra_op_num_threads for s in (onnx.base, onnx.refiner)}
 
-    assert threads(AppSettings(mode="dart").engine_config()) == {1}
-    assert threads(EngineConfig(mode="dart")) == {2}
-    from engines.matting.providers import SessionSettings  # bench-speed --threads N: the session settings decide
-
-    onnx = NetworkMatting(SHIPPED, device="cpu", session=SessionSettings(intra_op_threads=1))._onnx
-    assert {s.get_session_options().intra_op_num_threads for s in (onnx.base, onnx.refiner)} == {1}
+    assert threads(MattingPipeline(AppSettings(mode="dart").engine_config())._backend.matting) == {1}
+    assert threads(MattingPipeline(EngineConfig(mode="dart"))._backend.matting) == {2}
+    # bench-speed --threads N: the session settings decide
+    assert threads(NetworkMatting(SHIPPED, device="cpu", session=SessionSettings(intra_op_threads=1))) == {1}
     before = cv2.getNumThreads()
     try:
         cv2.setNumThreads(2)
