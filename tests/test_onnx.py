@@ -171,9 +171,9 @@ def test_resize_linear_matches_torch_bilinear():
 
 def test_upsampled_patches_equal_crops_of_the_resized_map():
     """The refiner's coarse patches are interpolated per window; they must equal cropping the whole map
-    upsampled (every phase of the window against the source grid, the clamped frame edges, factors 1-8)."""
+    upsampled (every phase of the window against the source grid, the clamped frame edges, factors 1-16)."""
     rng = np.random.default_rng(5)
-    for h, w, factor in [(12, 16, 2), (9, 20, 4), (5, 7, 8), (6, 6, 1)]:
+    for h, w, factor in [(12, 16, 2), (9, 20, 4), (5, 7, 8), (6, 6, 1), (3, 4, 16)]:
         low = rng.random((h, w, 5), dtype=np.float32)
         resized = rt.resize_linear(low, (h * factor, w * factor))
         for size, padding in [(2, 3), (4, 2)]:
@@ -183,6 +183,24 @@ def test_upsampled_patches_equal_crops_of_the_resized_map():
             got = rt.upsampled_patches_hwc(low, factor, y, x, size, padding)
             assert got.shape == (len(y), size + 2 * padding, size + 2 * padding, 5)
             assert np.abs(got - rt.crop_patches_hwc(resized, y, x, size, padding)).max() < 1e-6
+    with pytest.raises(ValueError, match="factor"):  # cv2.remap would round a third of a pixel to 11/32
+        rt.upsampled_patches_hwc(rng.random((4, 4, 2), dtype=np.float32), 3, np.array([0]), np.array([0]), 2, 3)
+
+
+def test_window_gathers_in_chunks_equal_one_gather(monkeypatch):
+    """More windows than cv2.remap takes in one image are gathered chunk by chunk into the same arrays."""
+    rng = np.random.default_rng(8)
+    frame, plane = rng.random((48, 64, 3), dtype=np.float32), rng.random((48, 64), dtype=np.float32)
+    low = rng.random((12, 16, 5), dtype=np.float32)
+    y, x = rng.integers(0, 12, 50), rng.integers(0, 16, 50)
+    whole = [rt.crop_patches_hwc([frame, plane], y, x, 4, 2).copy(), rt.crop_patches_hwc(plane, y, x, 4, 2).copy(),
+             rt.upsampled_patches_hwc(low, 2, y, x, 2, 3).copy()]
+    monkeypatch.setattr(rt, "REMAP_MAX_ROWS", 7 * 8)  # 7 windows a chunk
+    chunked = [rt.crop_patches_hwc([frame, plane], y, x, 4, 2), rt.crop_patches_hwc(plane, y, x, 4, 2),
+               rt.upsampled_patches_hwc(low, 2, y, x, 2, 3)]
+    for a, b in zip(whole, chunked):
+        assert np.array_equal(a, b)
+    assert np.array_equal(whole[1][..., 0], whole[0][..., 3])
 
 
 def test_create_session_errors_and_logging(tmp_path, exported, caplog):
