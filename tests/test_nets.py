@@ -1,5 +1,6 @@
 """Tests of engines.nets: backbone, base network, refiner (vectorised vs. reference loops) and losses."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -7,7 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engines.nets.base_net import BaseNet, BaseNetConfig, foreground_from_residual, student_config, teacher_config
+from engines.nets.base_net import (
+    BaseNet,
+    BaseNetConfig,
+    foreground_from_residual,
+    load_student,
+    pointwise_final_layer,
+    save_weights,
+    student_config,
+    teacher_config,
+)
+from engines.nets.decoder import Decoder
 from engines.nets.losses import (
     alpha_loss,
     base_loss,
@@ -20,6 +31,7 @@ from engines.nets.losses import (
 )
 from engines.nets.mobilenetv2 import MobileNetV2Backbone, block_specs
 from engines.nets.refiner import Refiner, RefinerConfig, crop_patches, replace_patches, select_patches
+from sensors.errors import UserError
 
 torch.set_num_threads(2)
 
@@ -91,6 +103,46 @@ def test_student_and_teacher_configs_run_at_student_resolution():
         assert [o.shape[1] for o in outs] == [1, 3, 1, 32]
         assert all(o.shape[2:] == (120, 160) for o in outs)
     assert student_config().width_mult == 0.5 and teacher_config().width_mult == 1.0
+
+
+def test_pointwise_last_layer_runs_before_the_upsampling_and_equals_it_after():
+    """The 1x1 last layer is applied to the low-resolution features and upsampled: the same as BGMv2's order
+    (upsample, concatenate with the input, convolve), odd sizes and frame edges included."""
+    torch.manual_seed(1)
+    decoder = Decoder(24, (8, 6, 4, 6), (10, 8, 6), out_channels=9, final_kernel=1).eval()
+    x = torch.rand(2, 24, 4, 6)
+    skips = (torch.rand(2, 8, 8, 11), torch.rand(2, 6, 15, 21), torch.rand(2, 4, 30, 42), torch.rand(2, 6, 60, 83))
+    with torch.no_grad():
+        got = decoder(x, skips)
+        y = x
+        for conv, skip in zip(decoder.layers, skips[:3]):
+            y = conv(torch.cat([F.interpolate(y, size=skip.shape[2:], mode="bilinear"), skip], 1))
+        expected = decoder.final(torch.cat([F.interpolate(y, size=(60, 83), mode="bilinear"), skips[3]], 1))
+    assert got.shape == (2, 9, 60, 83) and torch.allclose(got, expected, atol=1e-5)
+    assert student_config().final_kernel == 1 and teacher_config().final_kernel == 3
+    with pytest.raises(ValueError, match="final_kernel"):
+        Decoder(24, (8, 6, 4, 6), final_kernel=5)
+
+
+def test_students_with_either_last_layer_load_and_a_3x3_one_converts(tmp_path):
+    """load_student reads students made before the last layer became 1x1; pointwise_final_layer turns such a
+    state into a 1x1 one that gives the same output wherever the layer's input is constant."""
+    torch.manual_seed(2)
+    old = BaseNet(dataclasses.replace(student_config(), final_kernel=3)).eval()
+    save_weights(old, tmp_path / "old.safetensors")
+    assert load_student(tmp_path / "old.safetensors").config.final_kernel == 3
+    converted = pointwise_final_layer(old.state_dict())
+    assert converted["decoder.final.weight"].shape[-2:] == (1, 1) and pointwise_final_layer(converted) is converted
+    new = BaseNet(student_config()).eval()
+    new.load_state_dict(converted)
+    flat = torch.full((1, old.decoder.final.in_channels, 9, 9), 0.3)
+    with torch.no_grad():
+        assert torch.allclose(old.decoder.final(flat)[..., 1:-1, 1:-1], new.decoder.final(flat)[..., 1:-1, 1:-1], atol=1e-5)
+    save_weights(new, tmp_path / "new.safetensors")
+    assert load_student(tmp_path / "new.safetensors").config.final_kernel == 1
+    save_weights(torch.nn.Linear(2, 2), tmp_path / "other.safetensors")
+    with pytest.raises(UserError, match="does not fit"):
+        load_student(tmp_path / "other.safetensors")
 
 
 def test_base_net_aux_channels_are_checked_and_used():

@@ -153,6 +153,26 @@ def test_teacher_and_refiner_stages_and_export(pool, tmp_path):
     assert max(diffs.values()) < 1e-3
 
 
+def test_students_and_refiners_fine_tune_from_earlier_weights(pool, tmp_path):
+    """A student made with BGMv2's 3x3 last layer starts the 1x1 student (summed taps) or, without a config,
+    is fine-tuned as it is; a refiner fine-tunes from its own weights."""
+    torch.manual_seed(4)
+    old = BaseNet(dataclasses.replace(student_config(), final_kernel=3)).eval()
+    save_weights(old, tmp_path / "old.safetensors")
+    slim = train_student(pool, tmp_path / "slim", _cfg(max_steps=1, lr=(0.0, 0.0, 0.0)), None,
+                         init_weights=tmp_path / "old.safetensors", config=student_config())
+    slim_net = load_weights(BaseNet(student_config()), slim)
+    summed = old.decoder.final.weight.sum(dim=(2, 3), keepdim=True)
+    assert torch.allclose(slim_net.decoder.final.weight, summed)  # zero learning rate: the converted start
+    kept = train_student(pool, tmp_path / "kept", _cfg(max_steps=1), None, init_weights=tmp_path / "old.safetensors")
+    assert load_weights(BaseNet(old.config), kept).decoder.final.kernel_size == (3, 3)
+    first = train_refiner(pool, tmp_path / "r1", _cfg(k_train=20, max_steps=1), slim, "rgb")
+    again = train_refiner(pool, tmp_path / "r2", _cfg(k_train=20, max_steps=1, lr_refiner=0.0), slim, "rgb",
+                          init_weights=first)
+    a, b = (dict(load_weights(Refiner(RefinerConfig()), w).named_parameters()) for w in (first, again))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # parameters (batch-norm statistics still move)
+
+
 def test_train_all_ships_the_chosen_student_and_exports_the_other(tmp_path):
     """One command makes the whole set: student.onnx is the runtime student (plain by default, as shipped),
     the distilled one is exported next to it for the distillation comparison."""

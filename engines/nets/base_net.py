@@ -1,8 +1,9 @@
 """BGMv2's base network G_base / DART's Phi (DART eq. 1-2, BGMv2 sec. 4.1) and weight files.
 
 Owns `BaseNetConfig` (with `student_config()` / `teacher_config()`), `BaseNet` (backbone -> ASPP ->
-decoder -> the four coarse outputs), `foreground_from_residual`, and `save_weights` / `load_weights`
-(safetensors, strict, one-sentence `UserError` for a missing or unreadable file).
+decoder -> the four coarse outputs), `foreground_from_residual`, `save_weights` / `load_weights`
+(safetensors, strict, one-sentence `UserError` for a missing or unreadable file), and `load_student` /
+`pointwise_final_layer` for students made before the last layer became 1x1.
 
 Student vs teacher. DART distils a MobileNetV2 student from BGMv2's ResNet-50 base network. Here there
 are no ImageNet ResNet weights (torchvision is not available and nothing downloads at run time) and a
@@ -11,14 +12,16 @@ teacher is a MobileNetV2 width 1.0 (about 4x the backbone parameters of the stud
 weights are the pretrained width-0.5 DeepLabV3 backbone widened function-preservingly (Net2WiderNet,
 `engines.nets.convert_deeplab.widen_state`), with BGMv2's full-size ASPP (256) and decoder
 (128-64-48). The student is the pretrained width-0.5 backbone, the same ASPP (initialised from DeepLab)
-and a decoder of 96-48-32, which runs a 160x120 input (640x480 frame, c = 4) in about 10 ms with
-onnxruntime on two CPU cores (the paper's 128-64-48 takes about 14 ms, 64-32-24 about 8 ms).
+and a decoder of 96-48-32 whose last layer is 1x1 instead of BGMv2's 3x3. That 3x3 layer, at the full
+base resolution on 38 channels, was a third of the student's time in INT8 (about 3 ms of 10 on one
+CPU thread at 160x120, a 640x480 frame at c = 4); the 1x1 one runs on the decoder's features before their
+last upsampling (`engines.nets.decoder`). Students made before (3x3) still load (`load_student`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -46,6 +49,8 @@ class BaseNetConfig:
     aspp_dilations: dilated ASPP branches (BGMv2: 3, 6, 9).
     decoder_channels: the three CBR layers of the decoder (BGMv2: 128, 64, 48).
     hidden_channels: hidden features H_c handed to the refiner (BGMv2: 32).
+    final_kernel: kernel size of the decoder's last convolution (BGMv2: 3; 1 is computed before the last
+        upsampling, `engines.nets.decoder`).
     """
 
     in_channels: int = 6
@@ -55,6 +60,7 @@ class BaseNetConfig:
     aspp_dilations: tuple[int, ...] = (3, 6, 9)
     decoder_channels: tuple[int, int, int] = (128, 64, 48)
     hidden_channels: int = 32
+    final_kernel: int = 3
 
     @property
     def aux_channels(self) -> int:
@@ -63,7 +69,8 @@ class BaseNetConfig:
 
 
 def student_config(in_channels: int = 6) -> BaseNetConfig:
-    """DART's real-time student Phi_m: MobileNetV2 width 0.5, DeepLab ASPP, decoder slimmed to 96-48-32."""
+    """DART's real-time student Phi_m: MobileNetV2 width 0.5, DeepLab ASPP, decoder slimmed to 96-48-32 with
+    a 1x1 last layer (module docstring)."""
     return BaseNetConfig(
         in_channels=in_channels,
         width_mult=0.5,
@@ -72,6 +79,7 @@ def student_config(in_channels: int = 6) -> BaseNetConfig:
         aspp_dilations=(3, 6, 9),
         decoder_channels=(96, 48, 32),
         hidden_channels=32,
+        final_kernel=1,
     )
 
 
@@ -125,6 +133,7 @@ class BaseNet(nn.Module):
             (c8, c4, c2, config.in_channels),
             config.decoder_channels,
             out_channels=1 + 3 + 1 + config.hidden_channels,
+            final_kernel=config.final_kernel,
         )
 
     def forward(
@@ -169,7 +178,11 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
     """Load a safetensors state dict into `module` with strict=True; a mismatch raises `UserError`."""
-    state = read_weights(path)
+    return load_state(module, read_weights(path), path)
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> nn.Module:
+    """`load_weights` of a state dict already read from `path` (named in the `UserError` of a mismatch)."""
     expected = module.state_dict()
     missing = set(expected) - set(state)
     unexpected = set(state) - set(expected)
@@ -182,6 +195,29 @@ def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
     module.load_state_dict(state, strict=True)
     log.info("loaded %d tensors from %s into %s", len(state), path, type(module).__name__)
     return module
+
+
+FINAL_WEIGHT = "decoder.final.weight"
+
+
+def load_student(path: str | Path) -> BaseNet:
+    """The student network in `path` (safetensors): `student_config()`, or the same with BGMv2's 3x3 last
+    layer for a student made before it became 1x1 (e.g. a user's scene-adapted one). Raises `UserError`
+    for a missing, unreadable or non-student file."""
+    state = read_weights(path)
+    final = state.get(FINAL_WEIGHT)
+    kernel = int(final.shape[-1]) if final is not None and final.ndim == 4 else student_config().final_kernel
+    return load_state(BaseNet(replace(student_config(), final_kernel=kernel)), state, path)
+
+
+def pointwise_final_layer(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A base-network state dict with the decoder's 3x3 last layer replaced by a 1x1 one whose weights are
+    the sums of its nine taps: the same output wherever the layer's input is locally constant, and the start
+    of fine-tuning a 1x1 student from a 3x3 one. A state whose last layer is 1x1 already is returned as is."""
+    weight = state[FINAL_WEIGHT]
+    if weight.shape[-2:] == (1, 1):
+        return state
+    return {**state, FINAL_WEIGHT: weight.sum(dim=(2, 3), keepdim=True)}
 
 
 def config_metadata(config: BaseNetConfig) -> dict[str, str]:

@@ -222,7 +222,7 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
     """
     import torch
 
-    from engines.nets.base_net import BaseNet, foreground_from_residual, load_weights, student_config
+    from engines.nets.base_net import foreground_from_residual, load_student
     from engines.training.stages import base_param_groups
 
     t0 = time.perf_counter()
@@ -275,7 +275,7 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
     seconds["data"] = time.perf_counter() - t0 - seconds["teacher"]
     progress("data", 0.25)
     # 3. fine-tune the student
-    net = load_weights(BaseNet(student_config()), model_dir / "student.safetensors").to(config.device)
+    net = load_student(model_dir / "student.safetensors").to(config.device)
     errors = {"take_before": coarse_error(net, hold_arrays, config.device),
               "generic_before": coarse_error(net, val_arrays, config.device)}
     optimizer = torch.optim.Adam(base_param_groups(net, config.lr))
@@ -326,7 +326,7 @@ def adapt_to_take(take: Take, model_dir: str | Path, out_dir: str | Path, config
     if config.refiner_share > 0 and left >= MIN_REFINER_S:
         from engines.training.adapt_refiner import adapt_refiner
 
-        kept_student = net if accepted else load_weights(BaseNet(student_config()), model_dir / "student.safetensors")
+        kept_student = net if accepted else load_student(model_dir / "student.safetensors")
         first = 0.25 + 0.7 * (1.0 - config.refiner_share)
         progress("refiner", first)
         try:

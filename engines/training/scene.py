@@ -163,7 +163,7 @@ def finetune_on_scene(
     A finished fine-tune already in `out_dir` is reused (delete the folder to start over).
     Returns a summary dict (also scene.json).
     """
-    from engines.nets.base_net import BaseNet, load_weights, student_config
+    from engines.nets.base_net import load_student
     from engines.nets.onnx_export import export_base_net, validate_export
 
     t0 = time.perf_counter()
@@ -179,7 +179,7 @@ def finetune_on_scene(
     cfg = StageConfig(budget_s=budget_s, max_steps=max_steps, batch_size=batch_size, lr=lr, log_every=10, seed=seed)
     weights = train_student(pool, out_dir, cfg, teacher_weights, downsample, device, AugmentConfig(),
                             on_log, name="student", init_weights=student_weights)
-    student = load_weights(BaseNet(student_config()), weights).eval()
+    student = load_student(weights).eval()
     onnx_path = export_base_net(student, out_dir / ONNX_FILES["student"])
     rng = np.random.default_rng(0)
     diff = validate_export(student, onnx_path, {"src": rng.random((1, 3, 60, 80), dtype=np.float32),

@@ -35,7 +35,19 @@ import torch.nn.functional as F
 
 from engines.config import DepthConfig
 from engines.matting.dart_matting import DISTILLED_STUDENT_FILE
-from engines.nets.base_net import BaseNet, config_metadata, foreground_from_residual, load_weights, student_config, teacher_config
+from engines.nets.base_net import (
+    BaseNet,
+    BaseNetConfig,
+    config_metadata,
+    foreground_from_residual,
+    load_state,
+    load_student,
+    load_weights,
+    pointwise_final_layer,
+    read_weights,
+    student_config,
+    teacher_config,
+)
 from engines.nets.losses import base_loss, distillation_loss, refine_loss
 from engines.nets.refiner import Refiner, RefinerConfig
 from engines.training.checkpoint import StageLog, load_stage_log, paths, resume, save_checkpoint
@@ -282,19 +294,26 @@ def train_teacher(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, downs
 def train_student(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, teacher_weights: str | Path | None,
                   downsample: int = 4, device: str = "cpu", augment: AugmentConfig = AugmentConfig(),
                   on_log: LogCallback | None = None, name: str | None = None,
-                  val_pool: SamplePool | None = None, init_weights: str | Path | None = None) -> Path:
+                  val_pool: SamplePool | None = None, init_weights: str | Path | None = None,
+                  config: BaseNetConfig | None = None) -> Path:
     """Stages (b) and (c): the student base network (MobileNetV2 0.5, DeepLab init).
 
     teacher_weights: a teacher file -> DART eq. 3 distillation (stage b, default name "student");
     None -> BGMv2's base loss without a teacher (stage c, default name "student_plain").
     init_weights: start from these student weights instead of DeepLab (scene fine-tuning).
+    config: the network's shape; None: `student_config()`, or with `init_weights` the shape of that student
+    (`load_student`). A 1x1 last layer started from a student with BGMv2's 3x3 one gets the summed taps
+    (`pointwise_final_layer`).
     """
     out_dir = Path(out_dir)
     name = name or (STUDENT if teacher_weights is not None else STUDENT_PLAIN)
-    net, init = _new_base(student_config(), device, init_weights is None, cfg.seed)
+    if config is None:
+        config = student_config() if init_weights is None else load_student(init_weights).config
+    net, init = _new_base(config, device, init_weights is None, cfg.seed)
     if init_weights is not None:
         def init() -> None:
-            load_weights(net, init_weights)
+            state = read_weights(init_weights)
+            load_state(net, pointwise_final_layer(state) if config.final_kernel == 1 else state, init_weights)
             net.to(device)
     optimizer = torch.optim.Adam(base_param_groups(net, cfg.lr))
     teacher = None
@@ -354,20 +373,27 @@ def refiner_inputs(batch: Batch, student: BaseNet, variant: str, depth: DepthCon
 def train_refiner(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, student_weights: str | Path,
                   variant: str = "dart", downsample: int = 4, device: str = "cpu",
                   augment: AugmentConfig = AugmentConfig(), depth: DepthConfig = TRAIN_SELECTION_DEPTH,
-                  noise_k: float = 0.0015, on_log: LogCallback | None = None, name: str | None = None) -> Path:
+                  noise_k: float = 0.0015, on_log: LogCallback | None = None, name: str | None = None,
+                  init_weights: str | Path | None = None) -> Path:
     """Stages (d) "dart" (RGB-D patches, E_RGBD selection) and (e) "rgb" (BGMv2, E_RGB selection).
 
     The student (from `student_weights`) is frozen in eval mode; loss: BGMv2 eq. 5 on the refined
-    full-resolution alpha and foreground. Returns the weights path (`refiner_dart` / `refiner_rgb`).
+    full-resolution alpha and foreground. init_weights: start from these refiner weights (fine-tuning on a
+    changed student) instead of a fresh initialisation. Returns the weights path (`refiner_dart` / `refiner_rgb`).
     """
     out_dir = Path(out_dir)
     name = name or (REFINER_DART if variant == "dart" else REFINER_RGB)
-    student = load_weights(BaseNet(student_config()), student_weights).to(device).eval()
+    student = load_student(student_weights).to(device).eval()
     for p in student.parameters():
         p.requires_grad_(False)
     torch.manual_seed(cfg.seed)
     refiner = Refiner(RefinerConfig(aux_channels=AUX_CHANNELS[variant], k=cfg.k_train)).to(device)
     optimizer = torch.optim.Adam(refiner.parameters(), lr=cfg.lr_refiner)
+    init = None
+    if init_weights is not None:
+        def init() -> None:
+            load_weights(refiner, init_weights)
+            refiner.to(device)
 
     def step(i: int) -> dict[str, torch.Tensor]:
         batch = make_batch(pool, sample_rng(cfg.seed, i, 3), cfg.batch_size, downsample, augment)
@@ -376,9 +402,9 @@ def train_refiner(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, stude
         return refine_loss(pha, foreground_from_residual(fgr_res, t["src"]), t["alpha"], t["foreground"])
 
     stage_config = {"stage_config": dataclasses.asdict(cfg), "variant": variant, "student": str(student_weights),
-                    "beta": depth.beta, "noise_k": noise_k}
+                    "beta": depth.beta, "noise_k": noise_k, "init": str(init_weights) if init_weights else None}
     metadata = {"variant": variant, "aux_channels": str(AUX_CHANNELS[variant])}
-    _run_loop(name, out_dir, refiner, optimizer, step, cfg, stage_config, on_log, metadata)
+    _run_loop(name, out_dir, refiner, optimizer, step, cfg, stage_config, on_log, metadata, init)
     return paths(out_dir, name)[0]
 
 
@@ -386,7 +412,7 @@ def evaluate_refiner(refiner_weights: str | Path, student_weights: str | Path, p
                      downsample: int = 4, device: str = "cpu", depth: DepthConfig = TRAIN_SELECTION_DEPTH,
                      noise_k: float = 0.0015, k: int = 300) -> dict[str, float]:
     """Full-resolution alpha MAD of student + refiner ("refined_mad") vs. upsampled coarse ("coarse_mad")."""
-    student = load_weights(BaseNet(student_config()), student_weights)
+    student = load_student(student_weights)
     refiner = load_weights(Refiner(RefinerConfig(aux_channels=AUX_CHANNELS[variant], k=k)), refiner_weights)
     return refined_mad(refiner, student, pool, variant, downsample, device, depth, noise_k)
 
@@ -427,7 +453,7 @@ def export_models(out_dir: str | Path, student_weights: str | Path, refiner_weig
     h, w = trace_size
     inputs = {"src": rng.random((1, 3, h, w), dtype=np.float32), "bgr": rng.random((1, 3, h, w), dtype=np.float32)}
     for file_name, weights in {ONNX_FILES["student"]: student_weights, **(extra_students or {})}.items():
-        student = load_weights(BaseNet(student_config()), weights).eval()
+        student = load_student(weights).eval()
         path = export_base_net(student, out_dir / file_name, trace_size)
         diffs[path.name] = validate_export(student, path, inputs)
     for variant, weights in refiner_weights.items():
