@@ -143,6 +143,14 @@ def test_students_with_either_last_layer_load_and_a_3x3_one_converts(tmp_path):
     save_weights(torch.nn.Linear(2, 2), tmp_path / "other.safetensors")
     with pytest.raises(UserError, match="does not fit"):
         load_student(tmp_path / "other.safetensors")
+    other = {"w": torch.zeros(2)}
+    assert pointwise_final_layer(other) is other  # not a base network: returned as is, load_state then says so
+    wide = dict(converted, **{"decoder.final.weight": torch.zeros(37, 38, 5, 5)})
+    from safetensors.torch import save_file
+
+    save_file(wide, str(tmp_path / "wide.safetensors"))
+    with pytest.raises(UserError, match="not a student"):
+        load_student(tmp_path / "wide.safetensors")
 
 
 def test_base_net_aux_channels_are_checked_and_used():

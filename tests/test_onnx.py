@@ -74,20 +74,20 @@ def test_refiner_export_round_trip(exported):
     assert onnx_export.validate_export(refiner, refiner_path, feed) < 1e-4
 
 
-def test_onnx_matting_equals_torch_base_and_refiner(exported):
+@pytest.mark.parametrize("w,small", [(128, (24, 32)), (144, (16, 24))])  # c = 4 (remap), c = 6 (whole resize)
+def test_onnx_matting_equals_torch_base_and_refiner(exported, w, small):
     net, refiner, base_path, refiner_path = exported
     matting = rt.OnnxMatting(base_path, refiner_path, k=30, intra_op_threads=2)
     torch.manual_seed(5)
-    h, w = 96, 128
+    h = 96
     src, bgr, aux = torch.rand(1, 3, h, w), torch.rand(1, 3, h, w), torch.rand(1, 2, h, w)
-    src_s = torch.nn.functional.interpolate(src, size=(24, 32), mode="area")
-    bgr_s = torch.nn.functional.interpolate(bgr, size=(24, 32), mode="area")
+    src_s = torch.nn.functional.interpolate(src, size=small, mode="area")
+    bgr_s = torch.nn.functional.interpolate(bgr, size=small, mode="area")
     with torch.no_grad():
         pha, fgr, err, hid = net(src_s, bgr_s)
         fused_err = torch.rand_like(err)  # stands in for DART's E_RGBD
         ref_pha, ref_fgr, ref_sel = refiner(src, bgr, pha, fgr, hid, fused_err, aux)
 
-    small = (24, 32)
     assert np.abs(rt.downsample_area(_hwc(src), small) - _hwc(src_s)).max() < 1e-6
     coarse = matting.run_base(rt.downsample_area(_hwc(src), small), rt.downsample_area(_hwc(bgr), small))
     assert np.abs(coarse.pha - pha[0, 0].numpy()).max() < 1e-4
@@ -201,6 +201,10 @@ def test_window_gathers_in_chunks_equal_one_gather(monkeypatch):
     for a, b in zip(whole, chunked):
         assert np.array_equal(a, b)
     assert np.array_equal(whole[1][..., 0], whole[0][..., 3])
+    with pytest.raises(ValueError, match="one size"):
+        rt.crop_patches_hwc([frame, plane[:10]], y, x, 4, 2)
+    with pytest.raises(ValueError, match="pixels a side"):
+        rt.crop_patches_hwc(np.zeros((4, 32766), np.float32), y[:1] * 0, x[:1] * 0, 4, 2)
 
 
 def test_create_session_errors_and_logging(tmp_path, exported, caplog):

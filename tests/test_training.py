@@ -166,11 +166,16 @@ def test_students_and_refiners_fine_tune_from_earlier_weights(pool, tmp_path):
     assert torch.allclose(slim_net.decoder.final.weight, summed)  # zero learning rate: the converted start
     kept = train_student(pool, tmp_path / "kept", _cfg(max_steps=1), None, init_weights=tmp_path / "old.safetensors")
     assert load_weights(BaseNet(old.config), kept).decoder.final.kernel_size == (3, 3)
-    first = train_refiner(pool, tmp_path / "r1", _cfg(k_train=20, max_steps=1), slim, "rgb")
+    # the finished 1x1 run is reused even when asked again without a config (the shape of the run in out_dir)
+    assert train_student(pool, tmp_path / "slim", _cfg(max_steps=1), None, init_weights=tmp_path / "old.safetensors") == slim
+    first = train_refiner(pool, tmp_path / "r1", _cfg(k_train=20, max_steps=2), slim, "rgb")
     again = train_refiner(pool, tmp_path / "r2", _cfg(k_train=20, max_steps=1, lr_refiner=0.0), slim, "rgb",
                           init_weights=first)
     a, b = (dict(load_weights(Refiner(RefinerConfig()), w).named_parameters()) for w in (first, again))
     assert all(torch.equal(a[k], b[k]) for k in a)  # parameters (batch-norm statistics still move)
+    torch.manual_seed(1)  # the stage's seed: what a refiner starts from without init_weights
+    fresh = dict(Refiner(RefinerConfig()).named_parameters())
+    assert not all(torch.equal(a[k], fresh[k]) for k in a)  # `first` learned, so the check above means something
 
 
 def test_train_all_ships_the_chosen_student_and_exports_the_other(tmp_path):

@@ -127,7 +127,8 @@ def select_patches_np(
     return idx // wq, idx % wq
 
 
-REMAP_MAX_ROWS = 32000  # cv2.remap takes images under 32767 rows and columns: windows go in chunks below this
+REMAP_MAX_SIDE = 32767  # cv2.remap takes images (and int16 map coordinates) under this many rows and columns
+REMAP_MAX_ROWS = 32000  # so the windows go in chunks of at most this many rows
 EXACT_UPSAMPLING = (1, 2, 4, 8, 16)  # factors whose bilinear weights cv2.remap's 1/32 pixel table holds exactly
 
 
@@ -160,13 +161,18 @@ def crop_patches_hwc(
     merging whole frames). Cell (y, xx) covers rows y*size..y*size+size-1; indices outside the frame
     are clamped, which is edge replication, so no padded copy of the frame is made. The windows are
     gathered by cv2.remap (nearest, integer map): whole window rows at a time, about twice as fast as
-    gathering pixel by pixel. Frames up to 32767 pixels a side.
+    gathering pixel by pixel. Frames of one size, under 32767 - padding pixels a side (ValueError otherwise).
     scratch / name: the result (and the per-frame pieces and the map) are written into `scratch`'s arrays of
     that name, valid until the next call with the same name.
     """
     frames = frames if isinstance(frames, list) else [frames]
     win = size + 2 * padding
     k = len(y)
+    h, w = frames[0].shape[:2]
+    if any(frame.shape[:2] != (h, w) for frame in frames):
+        raise ValueError("crop_patches_hwc needs frames of one size")
+    if max(h, w) + padding >= REMAP_MAX_SIDE:
+        raise ValueError(f"crop_patches_hwc takes frames under {REMAP_MAX_SIDE - padding} pixels a side, got {w}x{h}")
     channels = [frame.shape[2] if frame.ndim == 3 else 1 for frame in frames]
     store = scratch or Scratch()
     offsets = np.arange(win) - padding
@@ -374,7 +380,7 @@ class OnnxMatting:
                 factor = half[0] // stack.shape[0]
                 if factor in EXACT_UPSAMPLING and half == (stack.shape[0] * factor, stack.shape[1] * factor):
                     patch_coarse = upsampled_patches_hwc(stack, factor, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse")
-                else:  # a coarse size that does not divide the frame's (or odd factor): the whole stack resized
+                else:  # a coarse size not dividing the frame, or a factor not a power of two: the whole stack resized
                     half_coarse = resize_linear(stack, half, sc.get("half_coarse", half + stack.shape[2:]))
                     patch_coarse = crop_patches_hwc(half_coarse, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse")
                 feed = {

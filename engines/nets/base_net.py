@@ -207,15 +207,18 @@ def load_student(path: str | Path) -> BaseNet:
     state = read_weights(path)
     final = state.get(FINAL_WEIGHT)
     kernel = int(final.shape[-1]) if final is not None and final.ndim == 4 else student_config().final_kernel
+    if kernel not in (1, 3):
+        raise UserError(f"Weight file {path} is not a student of this project (its last layer is {kernel}x{kernel}).")
     return load_state(BaseNet(replace(student_config(), final_kernel=kernel)), state, path)
 
 
 def pointwise_final_layer(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A base-network state dict with the decoder's 3x3 last layer replaced by a 1x1 one whose weights are
     the sums of its nine taps: the same output wherever the layer's input is locally constant, and the start
-    of fine-tuning a 1x1 student from a 3x3 one. A state whose last layer is 1x1 already is returned as is."""
-    weight = state[FINAL_WEIGHT]
-    if weight.shape[-2:] == (1, 1):
+    of fine-tuning a 1x1 student from a 3x3 one. A state whose last layer is 1x1 already (or that has no such
+    layer) is returned as is."""
+    weight = state.get(FINAL_WEIGHT)
+    if weight is None or weight.ndim != 4 or weight.shape[-2:] == (1, 1):  # not a base network: load_state says so
         return state
     return {**state, FINAL_WEIGHT: weight.sum(dim=(2, 3), keepdim=True)}
 

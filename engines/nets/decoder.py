@@ -6,10 +6,10 @@ stride-8, -4 and -2 features and finally the network input itself. "CBR k" = 3x3
 batch norm + ReLU; the last layer "C k" is a plain conv with bias, 3x3 in BGMv2 or 1x1 (the student's,
 see `engines.nets.base_net.student_config`).
 
-A 1x1 last layer is computed without the full-resolution concatenation: a 1x1 convolution and bilinear
-upsampling are both linear, per pixel and per channel respectively, with upsampling weights that sum to
-one, so conv(cat(up(x), x0)) = up(conv_x(x)) + conv_0(x0) exactly, and the features' share runs at a
-quarter of the pixels.
+A 1x1 last layer is computed without the full-resolution concatenation: a 1x1 convolution (across
+channels, per pixel) and bilinear upsampling (across pixels, per channel) are both linear and commute, so
+conv(cat(up(x), x0)) = up(conv_x(x)) + conv_0(x0) with the bias in the second term, equal up to float
+rounding, and the features' share runs at a quarter of the pixels.
 """
 
 from __future__ import annotations

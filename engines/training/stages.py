@@ -301,14 +301,16 @@ def train_student(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, teach
     teacher_weights: a teacher file -> DART eq. 3 distillation (stage b, default name "student");
     None -> BGMv2's base loss without a teacher (stage c, default name "student_plain").
     init_weights: start from these student weights instead of DeepLab (scene fine-tuning).
-    config: the network's shape; None: `student_config()`, or with `init_weights` the shape of that student
-    (`load_student`). A 1x1 last layer started from a student with BGMv2's 3x3 one gets the summed taps
+    config: the network's shape; None: that of the run already in `out_dir` (resumed or reused), else of
+    `init_weights` (`load_student`), else `student_config()`. A 1x1 last layer started from a student with BGMv2's 3x3 one gets the summed taps
     (`pointwise_final_layer`).
     """
     out_dir = Path(out_dir)
     name = name or (STUDENT if teacher_weights is not None else STUDENT_PLAIN)
-    if config is None:
-        config = student_config() if init_weights is None else load_student(init_weights).config
+    if config is None:  # an unfinished or finished run in out_dir keeps the shape it was started with
+        existing = paths(out_dir, name)[0]
+        source = existing if existing.is_file() else init_weights
+        config = student_config() if source is None else load_student(source).config
     net, init = _new_base(config, device, init_weights is None, cfg.seed)
     if init_weights is not None:
         def init() -> None:
