@@ -35,19 +35,9 @@ import torch.nn.functional as F
 
 from engines.config import DepthConfig
 from engines.matting.dart_matting import DISTILLED_STUDENT_FILE
-from engines.nets.base_net import (
-    BaseNet,
-    BaseNetConfig,
-    config_metadata,
-    foreground_from_residual,
-    load_state,
-    load_student,
-    load_weights,
-    pointwise_final_layer,
-    read_weights,
-    student_config,
-    teacher_config,
-)
+from engines.nets.base_net import (BaseNet, BaseNetConfig, config_metadata, foreground_from_residual, load_state,
+                                   load_student, load_weights, pointwise_final_layer, read_weights, student_config,
+                                   teacher_config)
 from engines.nets.losses import base_loss, distillation_loss, refine_loss
 from engines.nets.refiner import Refiner, RefinerConfig
 from engines.training.checkpoint import StageLog, load_stage_log, paths, resume, save_checkpoint
@@ -391,11 +381,7 @@ def train_refiner(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, stude
     torch.manual_seed(cfg.seed)
     refiner = Refiner(RefinerConfig(aux_channels=AUX_CHANNELS[variant], k=cfg.k_train)).to(device)
     optimizer = torch.optim.Adam(refiner.parameters(), lr=cfg.lr_refiner)
-    init = None
-    if init_weights is not None:
-        def init() -> None:
-            load_weights(refiner, init_weights)
-            refiner.to(device)
+    init = None if init_weights is None else (lambda: load_weights(refiner, init_weights).to(device))
 
     def step(i: int) -> dict[str, torch.Tensor]:
         batch = make_batch(pool, sample_rng(cfg.seed, i, 3), cfg.batch_size, downsample, augment)
