@@ -200,16 +200,22 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | Pa
 FINAL_WEIGHT = "decoder.final.weight"
 
 
-def load_student(path: str | Path) -> BaseNet:
-    """The student network in `path` (safetensors): `student_config()`, or the same with BGMv2's 3x3 last
-    layer for a student made before it became 1x1 (e.g. a user's scene-adapted one). Raises `UserError`
-    for a missing, unreadable or non-student file."""
-    state = read_weights(path)
+def student_config_of(state: dict[str, torch.Tensor], path: str | Path) -> BaseNetConfig:
+    """The student shape of a state dict read from `path`: `student_config()`, or the same with BGMv2's 3x3
+    last layer for a student made before it became 1x1. A last layer of another size raises `UserError`."""
     final = state.get(FINAL_WEIGHT)
     kernel = int(final.shape[-1]) if final is not None and final.ndim == 4 else student_config().final_kernel
     if kernel not in (1, 3):
         raise UserError(f"Weight file {path} is not a student of this project (its last layer is {kernel}x{kernel}).")
-    return load_state(BaseNet(replace(student_config(), final_kernel=kernel)), state, path)
+    return replace(student_config(), final_kernel=kernel)
+
+
+def load_student(path: str | Path) -> BaseNet:
+    """The student network in `path` (safetensors), of the shape it was made with (`student_config_of`, e.g. a
+    user's scene-adapted student from before the 1x1 last layer). Raises `UserError` for a missing,
+    unreadable or non-student file."""
+    state = read_weights(path)
+    return load_state(BaseNet(student_config_of(state, path)), state, path)
 
 
 def pointwise_final_layer(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

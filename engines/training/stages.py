@@ -37,7 +37,7 @@ from engines.config import DepthConfig
 from engines.matting.dart_matting import DISTILLED_STUDENT_FILE
 from engines.nets.base_net import (BaseNet, BaseNetConfig, config_metadata, foreground_from_residual, load_state,
                                    load_student, load_weights, pointwise_final_layer, read_weights, student_config,
-                                   teacher_config)
+                                   student_config_of, teacher_config)
 from engines.nets.losses import base_loss, distillation_loss, refine_loss
 from engines.nets.refiner import Refiner, RefinerConfig
 from engines.training.checkpoint import StageLog, load_stage_log, paths, resume, save_checkpoint
@@ -300,7 +300,7 @@ def train_student(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, teach
     if config is None:  # an unfinished or finished run in out_dir keeps the shape it was started with
         existing = paths(out_dir, name)[0]
         source = existing if existing.is_file() else init_weights
-        config = student_config() if source is None else load_student(source).config
+        config = student_config() if source is None else student_config_of(read_weights(source), source)
     net, init = _new_base(config, device, init_weights is None, cfg.seed)
     if init_weights is not None:
         def init() -> None:
