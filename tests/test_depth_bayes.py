@@ -10,7 +10,6 @@ from engines.matting.background_prior import BackgroundPrior
 from engines.config import DepthConfig
 from engines.matting.depth_bayes import (
     LikelihoodTables,
-    Scratch,
     alpha_posterior_given_depth,
     background_likelihood,
     clean_posterior,
@@ -23,6 +22,7 @@ from engines.matting.depth_bayes import (
     truncation_normaliser,
     zeta_per_m,
 )
+from engines.matting.scratch import Scratch
 
 CFG = DepthConfig()  # psi 0.01, zeta 0.001 / mm, P_F 0.5, beta 0.05, thresholds 0.25 / 0.8
 DEPTHS = np.array([[1.0, 2.0, 0.0, 3.0, 2.1]], np.float32)  # metres; 0 = unknown

@@ -22,7 +22,6 @@ from engines.matting.background_prior import BackgroundPrior, BackgroundPriorBui
 from engines.matting.dart_matting import NetworkMatting
 from engines.matting.depth_bayes import (
     LikelihoodTables,
-    Scratch,
     alpha_posterior_given_depth,
     clean_posterior,
     depth_posterior,
@@ -31,6 +30,7 @@ from engines.matting.depth_bayes import (
     make_trimap,
     resize_depth,
 )
+from engines.matting.scratch import Scratch
 from engines.matting.depth_matting import DepthMatting, work_size
 from engines.synth.scene import SceneConfig, generate_scene
 

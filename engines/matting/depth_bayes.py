@@ -34,6 +34,7 @@ from scipy.special import ndtr
 
 from engines.matting.background_prior import BackgroundPrior
 from engines.config import DepthConfig
+from engines.matting.scratch import Scratch
 
 MM_PER_M = 1000.0
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -64,26 +65,6 @@ def resize_depth(depth_m: np.ndarray, width: int, height: int) -> np.ndarray:
     if depth.shape == (height, width):
         return depth
     return cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
-
-
-class Scratch:
-    """Reusable arrays for the per-frame hot paths.
-
-    Allocating fresh megabyte-sized arrays every frame costs page faults (about 3x the arithmetic at
-    640x480); functions that take `scratch` keep their intermediates here instead. One `Scratch` per
-    stream/thread; arrays are reallocated only when a shape or dtype changes.
-    """
-
-    def __init__(self) -> None:
-        self._arrays: dict[str, np.ndarray] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
-        """An uninitialised array for `name` with this shape and dtype (the same one on every call)."""
-        a = self._arrays.get(name)
-        if a is None or a.shape != tuple(shape) or a.dtype != np.dtype(dtype):
-            a = np.empty(shape, dtype)
-            self._arrays[name] = a
-        return a
 
 
 def _buffer(scratch: Scratch | None, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:

@@ -31,13 +31,13 @@ import numpy as np
 from engines.matting.background_prior import BackgroundPrior, check_frame
 from engines.config import DepthConfig
 from engines.matting.depth_bayes import (
-    Scratch,
     clean_posterior,
     depth_posterior,
     make_trimap,
     resize_depth,
 )
 from engines.matting.depth_evidence import DepthEvidence
+from engines.matting.scratch import Scratch
 from engines.matting.guided_filter import GuidedUpsampler
 from sensors.errors import UserError
 

@@ -40,6 +40,7 @@ from engines.matting.providers import (  # noqa: F401  (re-exported: the session
     describe_session,
     open_session,
 )
+from engines.matting.scratch import Scratch
 from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -64,23 +65,6 @@ def create_session(path: str | Path, providers: list[str] | None = None, intra_o
 
 
 # ---- numpy mirror of engines.nets.refiner, single frame, channels last ----
-
-
-class Scratch:
-    """Work arrays (float32 unless asked otherwise) kept between frames, by name: a fresh multi-megabyte array is page-faulted in on
-    every allocation, which costs as much as the copy that fills it. Only for arrays that do not outlive
-    the frame (crops fed to the refiner, half-resolution inputs), never for results."""
-
-    def __init__(self) -> None:
-        self._store: dict[str, np.ndarray] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
-        """A C-contiguous array of `shape` and `dtype` (contents undefined), reusing `name`'s storage."""
-        n = int(np.prod(shape))
-        flat = self._store.get(name)
-        if flat is None or flat.size < n or flat.dtype != dtype:
-            flat = self._store[name] = np.empty(n, dtype)
-        return flat[:n].reshape(shape)
 
 
 def resize_linear(x: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:

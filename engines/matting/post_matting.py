@@ -34,7 +34,8 @@ import numpy as np
 
 from engines.matting.background_prior import BackgroundPrior
 from engines.config import DepthConfig
-from engines.matting.depth_bayes import LikelihoodTables, Scratch, alpha_posterior_given_depth, make_trimap
+from engines.matting.depth_bayes import LikelihoodTables, alpha_posterior_given_depth, make_trimap
+from engines.matting.scratch import Scratch
 from engines.matting.result import MattingResult
 from sensors.errors import UserError
 
