@@ -205,3 +205,20 @@ def test_any_frame_size_is_padded_and_cropped_back(model_dir):
     shape = padded_prior.shape
     expected = reference.process(dart_matting._pad_edge(frame.color, shape), dart_matting._pad_edge(frame.depth_m(), shape))
     np.testing.assert_allclose(r.alpha, expected.alpha[:49, :65], atol=1e-6)
+
+
+def test_snap_alpha_is_the_same_on_a_frame_and_on_a_strided_view():
+    """Full frames are snapped by OpenCV, views (the coarse stack's alpha channel) by numpy: the same values,
+    with ALPHA_SNAP itself and 1 - ALPHA_SNAP kept, and out-of-range values snapped too."""
+    snap = np.float32(dart_matting.ALPHA_SNAP)
+    edge = [snap, np.nextafter(snap, np.float32(0)), np.float32(1) - snap, np.nextafter(np.float32(1) - snap, np.float32(2)),
+            np.float32(-0.2), np.float32(1.3), np.float32(0.5), np.float32(0.0), np.float32(1.0)]
+    values = np.concatenate([np.array(edge, np.float32), np.random.default_rng(3).random(991, dtype=np.float32)])
+    frame = values.reshape(10, 100).copy()
+    stack = np.zeros((10, 100, 3), np.float32)
+    stack[..., 0] = frame
+    dart_matting._snap_alpha(frame)
+    dart_matting._snap_alpha(stack[..., 0])
+    assert np.array_equal(frame, stack[..., 0])
+    assert frame[0, 0] == snap and frame[0, 1] == 0 and frame[0, 2] == np.float32(1) - snap and frame[0, 3] == 1
+    assert frame[0, 4] == 0 and frame[0, 5] == 1 and frame[0, 6] == np.float32(0.5)

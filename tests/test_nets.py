@@ -100,9 +100,10 @@ def test_student_and_teacher_configs_run_at_student_resolution():
         net = BaseNet(config).eval()
         with torch.no_grad():
             outs = net(torch.rand(1, 3, 120, 160), torch.rand(1, 3, 120, 160))
-        assert [o.shape[1] for o in outs] == [1, 3, 1, 32]
+        assert [o.shape[1] for o in outs] == [1, 3, 1, config.hidden_channels]
         assert all(o.shape[2:] == (120, 160) for o in outs)
     assert student_config().width_mult == 0.5 and teacher_config().width_mult == 1.0
+    assert student_config().hidden_channels == 16 and teacher_config().hidden_channels == 32
 
 
 def test_pointwise_last_layer_runs_before_the_upsampling_and_equals_it_after():
@@ -151,6 +152,25 @@ def test_students_with_either_last_layer_load_and_a_3x3_one_converts(tmp_path):
     save_file(wide, str(tmp_path / "wide.safetensors"))
     with pytest.raises(UserError, match="not a student"):
         load_student(tmp_path / "wide.safetensors")
+
+
+def test_students_and_refiners_load_with_their_own_number_of_hidden_features(tmp_path):
+    """load_student reads the hidden features from the last layer's outputs, load_refiner from its first
+    layer's inputs; a refiner file of another depth-channel count, or no refiner at all, is refused."""
+    from engines.nets.refiner import load_refiner
+
+    narrow = BaseNet(dataclasses.replace(student_config(), hidden_channels=16)).eval()
+    save_weights(narrow, tmp_path / "student16.safetensors")
+    assert load_student(tmp_path / "student16.safetensors").config.hidden_channels == 16
+    refiner = Refiner(RefinerConfig(hidden_channels=16, aux_channels=2))
+    save_weights(refiner, tmp_path / "refiner16.safetensors")
+    loaded = load_refiner(tmp_path / "refiner16.safetensors", 2, k=50)
+    assert loaded.config.hidden_channels == 16 and loaded.config.aux_channels == 2 and loaded.config.k == 50
+    with pytest.raises(UserError, match="does not fit Refiner"):  # an RGB-D refiner read as an RGB one
+        load_refiner(tmp_path / "refiner16.safetensors", 0)
+    save_weights(narrow, tmp_path / "not_a_refiner.safetensors")
+    with pytest.raises(UserError, match="does not fit Refiner"):
+        load_refiner(tmp_path / "not_a_refiner.safetensors", 2)
 
 
 def test_base_net_aux_channels_are_checked_and_used():
@@ -250,7 +270,7 @@ def _refine_loop_reference(refiner, src, bgr, pha, fgr, hid, err, aux):
 @pytest.mark.parametrize("aux_channels", [0, 2])
 def test_refiner_equals_slow_loop_and_only_touches_selected_patches(aux_channels):
     torch.manual_seed(3)
-    refiner = Refiner(RefinerConfig(k=40, aux_channels=aux_channels)).eval()
+    refiner = Refiner(RefinerConfig(hidden_channels=32, k=40, aux_channels=aux_channels)).eval()
     _randomise_batch_norm(refiner)
     n, h, w = 2, 64, 96
     src, bgr = torch.rand(n, 3, h, w), torch.rand(n, 3, h, w)
@@ -274,7 +294,7 @@ def test_refiner_equals_slow_loop_and_only_touches_selected_patches(aux_channels
 
 
 def test_refiner_rgbd_patches_use_depth_at_both_stages():
-    refiner = Refiner(RefinerConfig(k=10, aux_channels=2)).eval()
+    refiner = Refiner(RefinerConfig(hidden_channels=32, k=10, aux_channels=2)).eval()
     assert refiner.patch_net.stage1[0].in_channels == 1 + 3 + 32 + 6 + 2
     assert refiner.patch_net.stage2[0].in_channels == 16 + 6 + 2
     torch.manual_seed(4)
@@ -292,7 +312,7 @@ def test_refiner_rgbd_patches_use_depth_at_both_stages():
 
 def test_refiner_threshold_mode_and_gradients():
     torch.manual_seed(5)
-    refiner = Refiner(RefinerConfig(mode="threshold", threshold=0.5)).train()
+    refiner = Refiner(RefinerConfig(hidden_channels=32, mode="threshold", threshold=0.5)).train()
     err = torch.zeros(1, 1, 8, 8)
     err[0, 0, 2, 3] = 0.9
     err[0, 0, 5, 5] = 0.7

@@ -37,7 +37,7 @@ def exported(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("onnx")
     torch.manual_seed(0)
     net = BaseNet(TINY).eval()
-    refiner = Refiner(RefinerConfig(k=30, aux_channels=2)).eval()
+    refiner = Refiner(RefinerConfig(hidden_channels=TINY.hidden_channels, k=30, aux_channels=2)).eval()
     _randomise_batch_norm(net, 1)
     _randomise_batch_norm(refiner, 2)
     base_path = onnx_export.export_base_net(net, tmp_path / "base.onnx", size=(40, 56))
@@ -104,6 +104,14 @@ def test_onnx_matting_equals_torch_base_and_refiner(exported, w, small):
         matting.refine(_hwc(src), _hwc(bgr), coarse, None, None)  # this refiner needs depth
     with pytest.raises(ValueError):
         matting.refine(_hwc(src)[:94], _hwc(bgr)[:94], coarse, None, _hwc(aux)[:94])
+
+
+def test_a_refiner_for_another_number_of_hidden_features_is_refused(exported, tmp_path):
+    """A student and refiners must be made together: the refiner's patch input has the student's channels."""
+    _, _, base_path, _ = exported
+    narrow = onnx_export.export_refiner(Refiner(RefinerConfig(hidden_channels=16, aux_channels=2)), tmp_path / "r16.onnx")
+    with pytest.raises(UserError, match="36 coarse channels but r16.onnx takes 20"):
+        rt.OnnxMatting(base_path, narrow)
 
 
 def test_base_net_exported_before_the_coarse_output_still_runs(exported, tmp_path):
@@ -187,6 +195,23 @@ def test_upsampled_patches_equal_crops_of_the_resized_map():
         rt.upsampled_patches_hwc(rng.random((4, 4, 2), dtype=np.float32), 3, np.array([0]), np.array([0]), 2, 3)
 
 
+def test_downsampled_patches_equal_crops_of_the_half_resolution_frames():
+    """The refiner's half-resolution image patches come straight from the full-resolution frames (2x2 means
+    read by bilinear remap); they must equal cropping the frames downsampled whole, frame edges included."""
+    rng = np.random.default_rng(9)
+    frames = [rng.random((48, 64, 3), dtype=np.float32), rng.random((48, 64), dtype=np.float32),
+              rng.random((48, 64, 2), dtype=np.float32)]
+    half = [rt.resize_linear(f, (24, 32)) for f in frames]
+    cells = np.arange(12 * 16)
+    y, x = cells // 16, cells % 16  # every cell: each edge and corner window
+    got = rt.downsampled_patches_hwc(frames, y, x, 2, 3)
+    assert got.shape == (len(y), 8, 8, 6)
+    assert np.abs(got - rt.crop_patches_hwc(half, y, x, 2, 3)).max() < 1e-6
+    assert rt.downsampled_patches_hwc(frames, y[:0], x[:0], 2, 3).shape == (0, 8, 8, 6)
+    with pytest.raises(ValueError, match="even size"):
+        rt.downsampled_patches_hwc([frames[0][:47]], y, x, 2, 3)
+
+
 def test_window_gathers_in_chunks_equal_one_gather(monkeypatch):
     """More windows than cv2.remap takes in one image are gathered chunk by chunk into the same arrays."""
     rng = np.random.default_rng(8)
@@ -194,10 +219,12 @@ def test_window_gathers_in_chunks_equal_one_gather(monkeypatch):
     low = rng.random((12, 16, 5), dtype=np.float32)
     y, x = rng.integers(0, 12, 50), rng.integers(0, 16, 50)
     whole = [rt.crop_patches_hwc([frame, plane], y, x, 4, 2).copy(), rt.crop_patches_hwc(plane, y, x, 4, 2).copy(),
-             rt.upsampled_patches_hwc(low, 2, y, x, 2, 3).copy()]
+             rt.upsampled_patches_hwc(low, 2, y, x, 2, 3).copy(),
+             rt.downsampled_patches_hwc([frame, plane], y // 2, x // 2, 2, 3).copy()]
     monkeypatch.setattr(rt, "REMAP_MAX_ROWS", 7 * 8)  # 7 windows a chunk
     chunked = [rt.crop_patches_hwc([frame, plane], y, x, 4, 2), rt.crop_patches_hwc(plane, y, x, 4, 2),
-               rt.upsampled_patches_hwc(low, 2, y, x, 2, 3)]
+               rt.upsampled_patches_hwc(low, 2, y, x, 2, 3),
+               rt.downsampled_patches_hwc([frame, plane], y // 2, x // 2, 2, 3)]
     for a, b in zip(whole, chunked):
         assert np.array_equal(a, b)
     assert np.array_equal(whole[1][..., 0], whole[0][..., 3])

@@ -228,3 +228,41 @@ def test_finetune_on_scene_writes_scene_model_and_measures(tmp_path):
         assert set(summary[label]) == {"coarse", "dart"}
         assert np.isfinite(summary[label]["dart"]["SAD"])
     assert summary["onnx_max_abs_diff"] < 1e-3
+
+
+def test_pruned_hidden_features_leave_the_student_and_refiner_outputs_alone(pool):
+    """prune_hidden drops hidden channels from the student's last layer and the refiners' first layer: the
+    student's alpha, foreground and error stay the same, and a refiner that gave the dropped channels no
+    weight gives the same alpha after pruning. The scores rank such channels last."""
+    from engines.nets.refiner import STAGE1_WEIGHT
+    from engines.training.prune import hidden_feature_scores, prune_hidden
+
+    torch.manual_seed(5)
+    student = BaseNet(dataclasses.replace(student_config(), hidden_channels=32)).eval()  # BGMv2's 32
+    refiner = Refiner(RefinerConfig(hidden_channels=32, aux_channels=2, k=20)).eval()
+    dropped = [1, 5, 30]
+    with torch.no_grad():
+        refiner.patch_net.stage1[0].weight[:, [4 + c for c in dropped]] = 0.0
+    keep = np.array([c for c in range(32) if c not in dropped])
+    scores = hidden_feature_scores(student, {"dart": refiner.state_dict()}, pool)
+    assert scores.shape == (32,) and np.isclose(scores.sum(), 1.0) and np.all(scores[dropped] == 0)
+    state, refiners = prune_hidden(student.state_dict(), {"dart": refiner.state_dict()}, keep)
+    small = BaseNet(dataclasses.replace(student_config(), hidden_channels=29)).eval()
+    small.load_state_dict(state)
+    narrow = Refiner(RefinerConfig(hidden_channels=29, aux_channels=2, k=20)).eval()
+    narrow.load_state_dict(refiners["dart"])
+    assert refiners["dart"][STAGE1_WEIGHT].shape[1] == 1 + 3 + 29 + 6 + 2
+    g = torch.Generator().manual_seed(0)
+    src, bgr = torch.rand(1, 3, H, W, generator=g), torch.rand(1, 3, H, W, generator=g)
+    aux = torch.rand(1, 2, H, W, generator=g)
+    small_in = [torch.nn.functional.interpolate(x, size=(H // 4, W // 4), mode="area") for x in (src, bgr)]
+    with torch.no_grad():
+        full_out, pruned_out = student(*small_in), small(*small_in)
+        for a, b in zip(full_out[:3], pruned_out[:3]):
+            assert torch.equal(a, b)
+        assert torch.equal(full_out[3][:, keep], pruned_out[3])
+        ref = refiner(src, bgr, full_out[0], full_out[1], full_out[3], full_out[2], aux)[0]
+        got = narrow(src, bgr, pruned_out[0], pruned_out[1], pruned_out[3], pruned_out[2], aux)[0]
+    assert torch.allclose(ref, got, atol=1e-6)
+    with pytest.raises(ValueError, match="distinct"):
+        prune_hidden(student.state_dict(), {}, np.array([0, 0]))

@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from engines.matting.background_prior import BackgroundPrior, check_frame
@@ -226,7 +227,6 @@ class _PriorState:
     base_shape: tuple[int, int]  # (h, w)
     plate_small: np.ndarray  # float32 h x w x 3 background RGB [0, 1]
     plate_full: np.ndarray  # float32 H x W x 3
-    plate_half: np.ndarray  # float32 H/2 x W/2 x 3 (the refiner's half-resolution input)
     evidence: DepthEvidence | None  # depth prior at h x w (likelihood tables, calibration)
     background_aux: np.ndarray | None  # float32 H x W: background depth / d_max, 0 = unknown
 
@@ -316,9 +316,9 @@ class NetworkMatting:
         return self._onnx.refiner_aux
 
     def set_prior(self, prior: BackgroundPrior) -> None:
-        """Precompute the background plate at base and half resolution, the depth evidence at base resolution
+        """Precompute the background plate at base resolution, the depth evidence at base resolution
         and the normalised background depth for the RGB-D refiner."""
-        from engines.matting.onnx_inference import downsample_area, resize_linear
+        from engines.matting.onnx_inference import downsample_area
 
         self._input_shape = prior.shape
         c = self.downsample = self._fixed_downsample or choose_downsample(prior.shape[1], prior.shape[0])
@@ -332,7 +332,7 @@ class NetworkMatting:
             d = np.where(prior.valid_count > 0, prior.depth_mean_m, 0.0).astype(np.float32)
             background_aux = np.clip(d / np.float32(self.config.d_max_m), 0.0, 1.0)
         self._state = _PriorState((h_full, w_full), (h, w), downsample_area(plate_full, (h, w)), plate_full,
-                                  resize_linear(plate_full, (h_full // 2, w_full // 2)), evidence, background_aux)
+                                  evidence, background_aux)
 
     def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> DartResult:
         """Matte one frame: colour uint8 H x W x 3 RGB, depth float32 H x W metres (0 = unknown).
@@ -400,8 +400,7 @@ class NetworkMatting:
                 np.fmin(live, 1.0, out=live)
                 aux = [live, s.background_aux]
             self._onnx.k = self._patches.k
-            refined = self._onnx.refine(src, s.plate_full, coarse, selection, aux, bgr_half=s.plate_half,
-                                        with_foreground=False)
+            refined = self._onnx.refine(src, s.plate_full, coarse, selection, aux, with_foreground=False)
             alpha, selected = refined.pha, refined.selected
         else:
             from engines.matting.onnx_inference import resize_linear
@@ -438,8 +437,16 @@ def _snap_alpha(alpha: np.ndarray) -> None:
     are quantised in steps of about 1/255 and leave 1-2 steps over most of the background where the
     float networks give 0: SAD +0.7/1000 per 640x480 frame on the synthetic suite, and 1/255 or 2/255
     written into an 8-bit alpha PNG."""
+    high = np.float32(1.0 - ALPHA_SNAP)
+    if alpha.dtype == np.float32 and alpha.flags.c_contiguous:  # a full frame: OpenCV's threshold is faster
+        cv2.threshold(alpha, _SNAP_BELOW, 0.0, cv2.THRESH_TOZERO, dst=alpha)  # keeps alpha > _SNAP_BELOW
+        np.copyto(alpha, np.float32(1.0), where=alpha > high)
+        return
     alpha[alpha < np.float32(ALPHA_SNAP)] = 0.0
-    alpha[alpha > np.float32(1.0 - ALPHA_SNAP)] = 1.0
+    alpha[alpha > high] = 1.0
+
+
+_SNAP_BELOW = float(np.nextafter(np.float32(ALPHA_SNAP), np.float32(0.0)))  # alpha > this <=> alpha >= ALPHA_SNAP
 
 
 def _pad_edge(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

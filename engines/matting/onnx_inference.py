@@ -10,8 +10,8 @@ Model spec (float32; N, h, w, K dynamic):
 
 | model | inputs | outputs |
 |---|---|---|
-| base net (NCHW in) | `src` (N,3,h,w) image RGB [0,1] at 1/c; `bgr` (N,3,h,w) background RGB [0,1]; `aux` (N,A,h,w) [0,1], only if the net has A aux channels | `coarse` (N,h,w,36) channels last: [alpha [0,1], foreground residual (3), hidden (32) >= 0], the refiner's coarse stack as is; `err` (N,1,h,w) [0,1] |
-| refiner patches (NHWC) | `patch_coarse` (K,8,8,36): [alpha, fgr_res, hidden] at 1/2 res; `patch_half_img` (K,8,8,6+A): [I, B, aux] at 1/2 res; `patch_full` (K,8,8,6+A): [I, B, aux] at full res | `patch_out` (K,4,4,4): [alpha (unclamped), fgr_res] of the 4x4 core |
+| base net (NCHW in) | `src` (N,3,h,w) image RGB [0,1] at 1/c; `bgr` (N,3,h,w) background RGB [0,1]; `aux` (N,A,h,w) [0,1], only if the net has A aux channels | `coarse` (N,h,w,4+H) channels last: [alpha [0,1], foreground residual (3), H hidden features >= 0 (BGMv2: 32)], the refiner's coarse stack as is; `err` (N,1,h,w) [0,1] |
+| refiner patches (NHWC) | `patch_coarse` (K,8,8,4+H): [alpha, fgr_res, hidden] at 1/2 res, H as the base net's; `patch_half_img` (K,8,8,6+A): [I, B, aux] at 1/2 res; `patch_full` (K,8,8,6+A): [I, B, aux] at full res | `patch_out` (K,4,4,4): [alpha (unclamped), fgr_res] of the 4x4 core |
 
 Base nets exported before the `coarse` output (outputs `pha`, `fgr_res`, `err`, `hid`, all NCHW:
 `LEGACY_BASE_OUTPUTS`, e.g. a scene-adapted student from an older version) still run; the channels-last
@@ -170,13 +170,57 @@ def crop_patches_hwc(
     if len(sources) == 1:
         _remap_windows(sources[0], patches if sources[0].ndim == 3 else patches[..., 0], grid, None, cv2.INTER_NEAREST)
         return patches
-    pieces = []  # each frame remapped into a contiguous piece, then interleaved by one cv2.mixChannels
+    _remap_interleaved(sources, patches, grid, None, cv2.INTER_NEAREST, store, name)
+    return patches
+
+
+def _remap_interleaved(sources: list[np.ndarray], patches: np.ndarray, map_x: np.ndarray, map_y: np.ndarray | None,
+                       interpolation: int, store: Scratch, name: str) -> None:
+    """`_remap_windows` of each source into its own contiguous piece of `store`, then all pieces interleaved
+    along channels into `patches` (K, win, win, sum C) by one cv2.mixChannels."""
+    k, win = patches.shape[:2]
+    pieces = []
     for i, source in enumerate(sources):
         piece = store.get(f"{name}/{i}", (k, win, win) + source.shape[2:])
-        _remap_windows(source, piece, grid, None, cv2.INTER_NEAREST)
+        _remap_windows(source, piece, map_x, map_y, interpolation)
         pieces.append(piece.reshape(k * win, win, -1))
-    pairs = [i for c in range(sum(channels)) for i in (c, c)]
+    pairs = [i for c in range(patches.shape[3]) for i in (c, c)]
     cv2.mixChannels(pieces, [patches.reshape(k * win, win, -1)], pairs)
+
+
+def downsampled_patches_hwc(
+    frames: list[np.ndarray], y: np.ndarray, xx: np.ndarray, size: int, padding: int,
+    scratch: Scratch | None = None, name: str = "downsampled",
+) -> np.ndarray:
+    """`crop_patches_hwc([resize_linear(f, (H / 2, W / 2)) for f in frames], y, xx, size, padding)` without
+    downsampling the frames: a pixel of the half-resolution frame is the mean of a 2x2 block (exact 2x
+    bilinear downsampling), which cv2.remap's bilinear interpolation reads at the block's centre (weights 1/2,
+    exact in its 1/32 pixel table). Only the windows' pixels are computed, not whole frames.
+
+    frames: (H, W[, C_i]) float32 frames of one size, H and W even; y, xx: int64 cells of the half-resolution
+    frame's `size` grid, window indices outside it clamped (edge replication). Returns (K, win, win, sum C_i)
+    float32, win = size + 2 * padding, equal to the cropped resize up to float rounding, written into
+    `scratch`'s array `name` when given (valid until the next call with that name).
+    """
+    h, w = frames[0].shape[:2]
+    if h % 2 or w % 2 or any(frame.shape[:2] != (h, w) for frame in frames):
+        raise ValueError(f"downsampled_patches_hwc needs frames of one even size, got {[f.shape[:2] for f in frames]}")
+    win = size + 2 * padding
+    k = len(y)
+    store = scratch or Scratch()
+    offsets = np.arange(win) - padding
+    map_x = store.get(f"{name}/map_x", (k, win, win))
+    map_y = store.get(f"{name}/map_y", (k, win, win))
+    half_x = np.clip((np.asarray(xx) * size)[:, None] + offsets[None, :], 0, w // 2 - 1)  # (K, win)
+    half_y = np.clip((np.asarray(y) * size)[:, None] + offsets[None, :], 0, h // 2 - 1)
+    map_x[:] = (2 * half_x + 0.5).astype(np.float32)[:, None, :]  # the centre of the 2x2 block
+    map_y[:] = (2 * half_y + 0.5).astype(np.float32)[:, :, None]
+    sources = [np.ascontiguousarray(frame, dtype=np.float32) for frame in frames]
+    channels = [source.shape[2] if source.ndim == 3 else 1 for source in sources]
+    patches = store.get(name, (k, win, win, sum(channels)))
+    if k == 0:
+        return patches
+    _remap_interleaved(sources, patches, map_x, map_y, cv2.INTER_LINEAR, store, name)
     return patches
 
 
@@ -294,6 +338,12 @@ class OnnxMatting:
         if self._legacy_base and not set(LEGACY_BASE_OUTPUTS) <= outputs:
             raise UserError(f"{Path(base_path).name} is not a base network of this project (its outputs are "
                             f"{', '.join(sorted(outputs))}); export it again with engines.nets.onnx_export.")
+        if self.refiner is not None and not self._legacy_base:
+            coarse_channels = {o.name: o for o in self.base.get_outputs()}["coarse"].shape[3]
+            refiner_channels = {i.name: i for i in self.refiner.get_inputs()}["patch_coarse"].shape[3]
+            if coarse_channels != refiner_channels:
+                raise UserError(f"{Path(base_path).name} gives {coarse_channels} coarse channels but {Path(refiner_path).name} "
+                                f"takes {refiner_channels}: use a student and refiners made together.")
         self.mode, self.k, self.threshold, self.prevent_oversampling = mode, k, threshold, prevent_oversampling
         self._scratch = Scratch()  # refiner inputs, reused frame after frame (engine thread only)
 
@@ -325,7 +375,6 @@ class OnnxMatting:
         coarse: CoarseResult,
         err: np.ndarray | None = None,
         aux: np.ndarray | list[np.ndarray] | None = None,
-        bgr_half: np.ndarray | None = None,
         with_foreground: bool = True,
     ) -> RefineResult:
         """Refine one frame to full resolution; the numpy twin of `engines.nets.refiner.Refiner.forward`.
@@ -334,7 +383,6 @@ class OnnxMatting:
         coarse: `run_base` output. err: (h', w') selection error map of any size (DART: the fused
         E_RGBD), default `coarse.err`. aux: (H, W, A) float32 in [0, 1] iff the refiner has aux channels,
         or a list of (H, W) maps, one per aux channel (saves stacking them per frame).
-        bgr_half: `bgr` already resized to (H/2, W/2) (it is constant per background: callers cache it).
         with_foreground: False skips upsampling the foreground residual (`fgr_res` is then None).
         """
         h_full, w_full = src.shape[:2]
@@ -354,12 +402,7 @@ class OnnxMatting:
             if y.size:
                 images = [src, bgr] + aux_maps
                 half = (h_full // 2, w_full // 2)
-                # exact 2x bilinear downsampling is the 2x2 average, as in torch; cv2 is fastest per <= 4 channels
                 sc = self._scratch
-                half_bgr = resize_linear(bgr, half) if bgr_half is None else bgr_half
-                half_images = [resize_linear(src, half, sc.get("half_src", half + src.shape[2:])), half_bgr]
-                half_images += [resize_linear(a, half, sc.get(f"half_aux{i}", half + a.shape[2:]))
-                                for i, a in enumerate(aux_maps)]
                 stack = coarse.stack
                 factor = half[0] // stack.shape[0]
                 if factor in EXACT_UPSAMPLING and half == (stack.shape[0] * factor, stack.shape[1] * factor):
@@ -369,7 +412,8 @@ class OnnxMatting:
                     patch_coarse = crop_patches_hwc(half_coarse, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse")
                 feed = {
                     "patch_coarse": patch_coarse,
-                    "patch_half_img": crop_patches_hwc(half_images, y, x, PATCH // 2, CONTEXT_HALF, sc, "half"),
+                    # the half-resolution images' windows straight from the full-resolution ones (2x2 means)
+                    "patch_half_img": downsampled_patches_hwc(images, y, x, PATCH // 2, CONTEXT_HALF, sc, "half"),
                     "patch_full": crop_patches_hwc(images, y, x, PATCH, CONTEXT_FULL, sc, "full"),
                 }
                 (refined,) = self.refiner.run(list(REFINER_OUTPUTS), feed)

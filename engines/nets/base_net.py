@@ -15,7 +15,10 @@ weights are the pretrained width-0.5 DeepLabV3 backbone widened function-preserv
 and a decoder of 96-48-32 whose last layer is 1x1 instead of BGMv2's 3x3. That 3x3 layer, at the full
 base resolution on 38 channels, was a third of the student's time in INT8 (about 3 ms of 10 on one
 CPU thread at 160x120, a 640x480 frame at c = 4); the 1x1 one runs on the decoder's features before their
-last upsampling (`engines.nets.decoder`). Students made before (3x3) still load (`load_student`).
+last upsampling (`engines.nets.decoder`). It hands the refiner 16 hidden features, not BGMv2's 32: the
+16 the refiners weighed most were kept (`engines.training.prune`), which made the student's output stack,
+the refiner's patches and its first layer cheaper at the same accuracy (assets/MODEL_CARD.md). Students
+made before (3x3, 32 hidden features) still load (`load_student`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from sensors.errors import UserError
 log = logging.getLogger(__name__)
 
 IMAGE_CHANNELS = 3  # RGB of the image and of the background, each in [0, 1]
+STUDENT_HIDDEN = 16  # hidden features the student hands the refiner (BGMv2: 32; engines.training.prune)
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class BaseNetConfig:
 
 def student_config(in_channels: int = 6) -> BaseNetConfig:
     """DART's real-time student Phi_m: MobileNetV2 width 0.5, DeepLab ASPP, decoder slimmed to 96-48-32 with
-    a 1x1 last layer (module docstring)."""
+    a 1x1 last layer and 16 hidden features for the refiner (module docstring)."""
     return BaseNetConfig(
         in_channels=in_channels,
         width_mult=0.5,
@@ -78,7 +82,7 @@ def student_config(in_channels: int = 6) -> BaseNetConfig:
         aspp_channels=256,
         aspp_dilations=(3, 6, 9),
         decoder_channels=(96, 48, 32),
-        hidden_channels=32,
+        hidden_channels=STUDENT_HIDDEN,
         final_kernel=1,
     )
 
@@ -201,13 +205,18 @@ FINAL_WEIGHT = "decoder.final.weight"
 
 
 def student_config_of(state: dict[str, torch.Tensor], path: str | Path) -> BaseNetConfig:
-    """The student shape of a state dict read from `path`: `student_config()`, or the same with BGMv2's 3x3
-    last layer for a student made before it became 1x1. A last layer of another size raises `UserError`."""
+    """The student shape of a state dict read from `path`: `student_config()` with the last layer it has (BGMv2's
+    3x3 for a student made before it became 1x1) and as many hidden features as that layer outputs (32 before
+    they were pruned to 16). A last layer of another size raises `UserError`."""
+    base = student_config()
     final = state.get(FINAL_WEIGHT)
-    kernel = int(final.shape[-1]) if final is not None and final.ndim == 4 else student_config().final_kernel
-    if kernel not in (1, 3):
-        raise UserError(f"Weight file {path} is not a student of this project (its last layer is {kernel}x{kernel}).")
-    return replace(student_config(), final_kernel=kernel)
+    if final is None or final.ndim != 4:
+        return base  # not a base network: load_state says so
+    kernel, hidden = int(final.shape[-1]), int(final.shape[0]) - 5  # outputs: alpha, fgr residual (3), error, hidden
+    if kernel not in (1, 3) or hidden < 1:
+        raise UserError(f"Weight file {path} is not a student of this project (its last layer is {kernel}x{kernel} "
+                        f"with {hidden + 5} outputs).")
+    return replace(base, final_kernel=kernel, hidden_channels=hidden)
 
 
 def load_student(path: str | Path) -> BaseNet:

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engines.matting.onnx_inference import CONTEXT_FULL, CONTEXT_HALF, PATCH
-from engines.nets.base_net import clamp_unit
+from engines.nets.base_net import STUDENT_HIDDEN, clamp_unit, load_state, read_weights
+from sensors.errors import UserError
 
 
 
@@ -37,7 +38,7 @@ from engines.nets.base_net import clamp_unit
 class RefinerConfig:
     """Refiner shape and patch selection.
 
-    hidden_channels: channels of the base network's hidden features H_c (BGMv2: 32).
+    hidden_channels: channels of the base network's hidden features H_c (the shipped student's 16; BGMv2: 32).
     aux_channels: extra full-resolution maps in the patches (DART RGB-D: 2 = live depth, background
         depth; BGMv2 RGB: 0).
     mode: "topk" (k patches per image, BGMv2's "sampling") or "threshold" (every patch whose error
@@ -50,7 +51,7 @@ class RefinerConfig:
     stage_channels: (C*BR, C*BR, C*BR) widths; BGMv2: 24, 16, 12.
     """
 
-    hidden_channels: int = 32
+    hidden_channels: int = STUDENT_HIDDEN
     aux_channels: int = 0
     mode: str = "topk"
     k: int = 300
@@ -126,7 +127,7 @@ class RefinerPatchNet(nn.Module):
     """
 
     def __init__(
-        self, hidden_channels: int = 32, aux_channels: int = 0, stage_channels: tuple[int, int, int] = (24, 16, 12)
+        self, hidden_channels: int = STUDENT_HIDDEN, aux_channels: int = 0, stage_channels: tuple[int, int, int] = (24, 16, 12)
     ):
         super().__init__()
         c1, c2, c3 = stage_channels
@@ -216,3 +217,18 @@ class Refiner(nn.Module):
         selected = torch.zeros(n, 1, h_full // PATCH, w_full // PATCH, dtype=torch.bool, device=src.device)
         selected[b, 0, y, x] = True
         return clamp_unit(out[:, :1]), out[:, 1:], selected
+
+
+STAGE1_WEIGHT = "patch_net.stage1.0.weight"
+
+
+def load_refiner(path, aux_channels: int, k: int = RefinerConfig.k) -> Refiner:
+    """The refiner in `path` (safetensors) with its own number of hidden input channels (read from its first
+    layer: 1 + 3 + hidden + 6 + aux inputs), `aux_channels` (DART 2, BGMv2 0) and top-k `k`. Raises `UserError`
+    for a missing or unreadable file, or one that is not such a refiner."""
+    state = read_weights(path)
+    first = state.get(STAGE1_WEIGHT)
+    hidden = int(first.shape[1]) - 10 - aux_channels if first is not None and first.ndim == 4 else 0
+    if hidden < 1:
+        raise UserError(f"Weight file {path} does not fit Refiner: it is not a refiner with {aux_channels} depth channels.")
+    return load_state(Refiner(RefinerConfig(hidden_channels=hidden, aux_channels=aux_channels, k=k)), state, path)

@@ -19,9 +19,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engines.nets.base_net import BaseNet, foreground_from_residual, load_weights
+from engines.nets.base_net import BaseNet, foreground_from_residual
 from engines.nets.losses import refine_loss
-from engines.nets.refiner import Refiner, RefinerConfig
+from engines.nets.refiner import Refiner, load_refiner
 from engines.training.data import AugmentConfig, Batch, SamplePool, make_batch
 from engines.training.stages import AUX_CHANNELS, TRAIN_SELECTION_DEPTH, StageConfig, refined_mad, refiner_inputs
 
@@ -68,7 +68,7 @@ def adapt_refiner(student: BaseNet, model_dir: Path, generic: SamplePool, scene:
         return None
     entered = time.perf_counter()
     stage = StageConfig()
-    refiner = load_weights(Refiner(RefinerConfig(aux_channels=AUX_CHANNELS["dart"], k=stage.k_train)), path)
+    refiner = load_refiner(path, AUX_CHANNELS["dart"], stage.k_train)
     refiner = refiner.to(device)
     student = student.to(device).eval()
     for p in student.parameters():

@@ -39,7 +39,7 @@ from engines.nets.base_net import (BaseNet, BaseNetConfig, config_metadata, fore
                                    load_student, load_weights, pointwise_final_layer, read_weights, student_config,
                                    student_config_of, teacher_config)
 from engines.nets.losses import base_loss, distillation_loss, refine_loss
-from engines.nets.refiner import Refiner, RefinerConfig
+from engines.nets.refiner import Refiner, RefinerConfig, load_refiner
 from engines.training.checkpoint import StageLog, load_stage_log, paths, resume, save_checkpoint
 from engines.training.data import (
     AugmentConfig,
@@ -379,7 +379,8 @@ def train_refiner(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, stude
     for p in student.parameters():
         p.requires_grad_(False)
     torch.manual_seed(cfg.seed)
-    refiner = Refiner(RefinerConfig(aux_channels=AUX_CHANNELS[variant], k=cfg.k_train)).to(device)
+    refiner = Refiner(RefinerConfig(hidden_channels=student.config.hidden_channels,
+                                    aux_channels=AUX_CHANNELS[variant], k=cfg.k_train)).to(device)
     optimizer = torch.optim.Adam(refiner.parameters(), lr=cfg.lr_refiner)
     init = None if init_weights is None else (lambda: load_weights(refiner, init_weights).to(device))
 
@@ -401,7 +402,7 @@ def evaluate_refiner(refiner_weights: str | Path, student_weights: str | Path, p
                      noise_k: float = 0.0015, k: int = 300) -> dict[str, float]:
     """Full-resolution alpha MAD of student + refiner ("refined_mad") vs. upsampled coarse ("coarse_mad")."""
     student = load_student(student_weights)
-    refiner = load_weights(Refiner(RefinerConfig(aux_channels=AUX_CHANNELS[variant], k=k)), refiner_weights)
+    refiner = load_refiner(refiner_weights, AUX_CHANNELS[variant], k)
     return refined_mad(refiner, student, pool, variant, downsample, device, depth, noise_k)
 
 
@@ -445,9 +446,10 @@ def export_models(out_dir: str | Path, student_weights: str | Path, refiner_weig
         path = export_base_net(student, out_dir / file_name, trace_size)
         diffs[path.name] = validate_export(student, path, inputs)
     for variant, weights in refiner_weights.items():
-        refiner = load_weights(Refiner(RefinerConfig(aux_channels=AUX_CHANNELS[variant])), weights).eval()
+        refiner = load_refiner(weights, AUX_CHANNELS[variant]).eval()
         path = export_refiner(refiner, out_dir / ONNX_FILES[variant])
-        diffs[path.name] = validate_export(refiner, path, refiner_probe_inputs(AUX_CHANNELS[variant], rng))
+        probe = refiner_probe_inputs(AUX_CHANNELS[variant], rng, hidden=refiner.config.hidden_channels)
+        diffs[path.name] = validate_export(refiner, path, probe)
     for name, diff in diffs.items():
         if not diff < 1e-3:
             raise RuntimeError(f"ONNX export {name} differs from torch by {diff}")
