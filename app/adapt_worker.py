@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from app.scene_store import SceneStore
+from engines.matting.onnx_inference import ModelMismatch, check_models_fit
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +204,20 @@ class SceneAdapter:
 
     def _keep_adapted_parts(self, uri: str, staging: Path, result: dict) -> None:
         """The run adapts from the generic networks: a part (student, refiner) it did not adapt is the
-        generic one in `staging`; where the scene already has that part adapted, keep the scene's."""
+        generic one in `staging`; where the scene already has that part adapted, keep the scene's, unless it
+        does not fit the other part (`check_models_fit`: another number of hidden features)."""
         current = self.store.adapted_models(uri)
         if current is None:
             return
         for part, names in ADAPTED_PARTS.items():
             if result.get(f"{part}_accepted", True):
+                continue
+            student, refiner = ((current if part == kept else staging) / ADAPTED_PARTS[kept][0]
+                                for kept in ("student", "refiner"))
+            try:  # e.g. a scene adapted before the student's hidden features were pruned
+                check_models_fit(student, refiner)
+            except ModelMismatch as exc:
+                log.info("not keeping the scene's adapted %s: %s", part, exc)
                 continue
             for name in names:
                 if (current / name).is_file():

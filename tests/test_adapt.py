@@ -275,3 +275,13 @@ def test_benchmark_scores_every_row_and_reuses_checkpoints(tmp_path, models):
                                     teacher_engine(TeacherConfig()), tmp_path, rescore=True)
     assert seen == [seen[0]] and rescored["mean"] == report["mean"]  # scored again, not adapted again
     assert dataclasses.replace(config, suite="semi-real").suite == "semi-real"
+
+
+def test_a_refiner_of_older_width_is_written_and_validated(tmp_path):
+    """An older scene's refiner (32 hidden features) goes through the adapted-refiner export like a new one."""
+    from engines.nets.refiner import Refiner, RefinerConfig
+    from engines.training.adapt import _write_refiner
+
+    refiner = Refiner(RefinerConfig(hidden_channels=32, aux_channels=2)).eval()
+    assert _write_refiner(refiner, tmp_path) < 1e-4
+    assert (tmp_path / "refiner_dart.onnx").is_file() and (tmp_path / "refiner_dart.safetensors").is_file()

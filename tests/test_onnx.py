@@ -129,6 +129,11 @@ def test_base_net_exported_before_the_coarse_output_still_runs(exported, tmp_pat
     assert np.abs(new.stack - old.stack).max() < 1e-5 and np.abs(new.err - old.err).max() < 1e-5
     with pytest.raises(UserError, match="not a base network"):
         rt.OnnxMatting(exported[3])  # the refiner's file given as the base network
+    narrow = onnx_export.export_refiner(Refiner(RefinerConfig(hidden_channels=16, aux_channels=2)), tmp_path / "r16.onnx")
+    with pytest.raises(rt.ModelMismatch, match="gives 36 coarse channels"):  # legacy outputs are checked too
+        rt.OnnxMatting(legacy_path, narrow)
+    assert rt.coarse_width_of(legacy_path) == 36 and rt.coarse_width_of(narrow, "patch_coarse") == 20
+    assert rt.coarse_width_of(tmp_path / "missing.onnx") is None
 
 
 def test_onnx_matting_without_refiner_only_upsamples(exported):

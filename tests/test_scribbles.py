@@ -94,6 +94,32 @@ def test_a_part_this_run_did_not_adapt_stays_the_scenes(tmp_path):
     assert (staging / "refiner_dart.onnx").read_text() == "this run"
 
 
+def test_a_scenes_part_that_does_not_fit_this_runs_other_part_is_not_kept(tmp_path):
+    """A scene adapted before the hidden features were pruned holds a 32-wide refiner; a new run that
+    adapts only the (16-wide) student must not keep that refiner beside it."""
+    import torch
+
+    from engines.nets.base_net import BaseNet, BaseNetConfig
+    from engines.nets.onnx_export import export_base_net, export_refiner
+    from engines.nets.refiner import Refiner, RefinerConfig
+
+    store = SceneStore(tmp_path)
+    uri = "realsense://8"
+    current, staging = store.models_dir(uri), tmp_path / "staging"
+    for folder, hidden in ((current, 32), (staging, 16)):
+        folder.mkdir(parents=True)
+        torch.manual_seed(hidden)
+        net = BaseNet(BaseNetConfig(aspp_channels=16, decoder_channels=(8, 8, 8), hidden_channels=hidden)).eval()
+        export_base_net(net, folder / "student.onnx", size=(24, 32))
+        export_refiner(Refiner(RefinerConfig(hidden_channels=hidden, aux_channels=2)).eval(), folder / "refiner_dart.onnx")
+        for name in ("student.safetensors", "refiner_dart.safetensors"):
+            (folder / name).write_text(f"{hidden} wide")
+    before = (staging / "refiner_dart.onnx").read_bytes()
+    adapter = SceneAdapter(store, AdaptOptions())
+    adapter._keep_adapted_parts(uri, staging, {"accepted": True, "student_accepted": True, "refiner_accepted": False})
+    assert (staging / "refiner_dart.onnx").read_bytes() == before and (staging / "refiner_dart.safetensors").read_text() == "16 wide"
+
+
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> Path:
     from engines.synth.scene import SceneConfig, write_scene

@@ -270,7 +270,7 @@ class NetworkMatting:
         patch_budget: PatchBudget | None = None,
         depth_fusion: FusionConfig | None = FusionConfig(),
     ) -> None:
-        from engines.matting.onnx_inference import OnnxMatting
+        from engines.matting.onnx_inference import ModelMismatch, OnnxMatting
 
         self.config = config
         self.variant = variant
@@ -292,6 +292,8 @@ class NetworkMatting:
         try:
             self._onnx = OnnxMatting(files[0], files[1] if len(files) > 1 else None, mode="topk", k=k,
                                      providers=providers, intra_op_threads=intra_op_threads, settings=session)
+        except ModelMismatch:
+            raise  # retraining would not help: the folder mixes two versions' files
         except UserError as exc:
             raise UserError(f"{exc} ({REGENERATE_HINT.format(dir=Path(model_dir))})") from exc
         if self._onnx.base_aux:
@@ -436,7 +438,8 @@ def _snap_alpha(alpha: np.ndarray) -> None:
     """In place: alpha within `ALPHA_SNAP` of 0 or 1 becomes exactly 0 or 1. The INT8 networks' outputs
     are quantised in steps of about 1/255 and leave 1-2 steps over most of the background where the
     float networks give 0: SAD +0.7/1000 per 640x480 frame on the synthetic suite, and 1/255 or 2/255
-    written into an 8-bit alpha PNG."""
+    written into an 8-bit alpha PNG. (Alpha holds no NaN here; OpenCV's path, for contiguous frames, would not
+    keep one on every build.)"""
     high = np.float32(1.0 - ALPHA_SNAP)
     if alpha.dtype == np.float32 and alpha.flags.c_contiguous:  # a full frame: OpenCV's threshold is faster
         cv2.threshold(alpha, _SNAP_BELOW, 0.0, cv2.THRESH_TOZERO, dst=alpha)  # keeps alpha > _SNAP_BELOW

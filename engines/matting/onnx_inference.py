@@ -205,6 +205,8 @@ def downsampled_patches_hwc(
     h, w = frames[0].shape[:2]
     if h % 2 or w % 2 or any(frame.shape[:2] != (h, w) for frame in frames):
         raise ValueError(f"downsampled_patches_hwc needs frames of one even size, got {[f.shape[:2] for f in frames]}")
+    if max(h, w) >= REMAP_MAX_SIDE:
+        raise ValueError(f"downsampled_patches_hwc takes frames under {REMAP_MAX_SIDE} pixels a side, got {w}x{h}")
     win = size + 2 * padding
     k = len(y)
     store = scratch or Scratch()
@@ -230,7 +232,7 @@ def upsampled_patches_hwc(
 ) -> np.ndarray:
     """`crop_patches_hwc(resize_linear(low, (h * factor, w * factor)), y, xx, size, padding)` without
     resizing the whole map: each window is interpolated from the few `low` pixels under it (cv2.remap,
-    bilinear, edges replicated, which is resize_linear's clamping). For the refiner's coarse stack (36
+    bilinear, edges replicated, which is resize_linear's clamping). For the refiner's coarse stack (4 + hidden
     channels) this is a fraction of the cost of upsampling it whole when a few hundred patches are refined.
 
     low: (h, w, C) float32, C <= 512; factor: integer upsampling in `EXACT_UPSAMPLING` (other factors raise
@@ -264,6 +266,47 @@ def replace_patches_hwc(x: np.ndarray, patches: np.ndarray, y: np.ndarray, xx: n
     cells = x.reshape(h // p, p, w // p, p, c).transpose(0, 2, 1, 3, 4)  # (H/p, W/p, p, p, C), a view
     cells[y, xx] = patches
     return x
+
+
+class ModelMismatch(UserError):
+    """A student and a refiner of different widths (hidden features), e.g. from two different versions."""
+
+
+def _coarse_width(shapes: dict[str, list], name: str = "coarse") -> int | None:
+    """The coarse stack's channels in a model's declared shapes (name -> shape): a base network's `coarse`
+    output (or 4 + its legacy `hid` output's channels), or a refiner's `patch_coarse` input; None if undeclared."""
+    if name in shapes:
+        width = shapes[name][3]
+    elif name == "coarse" and "hid" in shapes:
+        width = shapes["hid"][1] + 4 if isinstance(shapes["hid"][1], int) else None
+    else:
+        return None
+    return width if isinstance(width, int) else None
+
+
+def coarse_width_of(path: str | Path, name: str = "coarse") -> int | None:
+    """`_coarse_width` of an ONNX file (name "coarse": a base network, "patch_coarse": a refiner); None when the
+    file cannot be read or does not declare it."""
+    try:
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # a missing, truncated or non-ONNX file: the caller's own checks report those
+        return None
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in list(graph.input) + list(graph.output)}
+    return _coarse_width(shapes, name)
+
+
+def check_models_fit(base_path: str | Path, refiner_path: str | Path, base_width: int | None = None,
+                     refiner_width: int | None = None) -> None:
+    """Raise `ModelMismatch` when a base network's coarse stack and a refiner's patch input differ in channels
+    (widths read from the files when not given; an unknown width is not judged)."""
+    base_width = coarse_width_of(base_path) if base_width is None else base_width
+    refiner_width = coarse_width_of(refiner_path, "patch_coarse") if refiner_width is None else refiner_width
+    if base_width is not None and refiner_width is not None and base_width != refiner_width:
+        raise ModelMismatch(f"{Path(base_path).name} gives {base_width} coarse channels but {Path(refiner_path).name} "
+                            f"takes {refiner_width}: use a student and refiners made together.")
 
 
 @dataclass
@@ -338,12 +381,9 @@ class OnnxMatting:
         if self._legacy_base and not set(LEGACY_BASE_OUTPUTS) <= outputs:
             raise UserError(f"{Path(base_path).name} is not a base network of this project (its outputs are "
                             f"{', '.join(sorted(outputs))}); export it again with engines.nets.onnx_export.")
-        if self.refiner is not None and not self._legacy_base:
-            coarse_channels = {o.name: o for o in self.base.get_outputs()}["coarse"].shape[3]
-            refiner_channels = {i.name: i for i in self.refiner.get_inputs()}["patch_coarse"].shape[3]
-            if coarse_channels != refiner_channels:
-                raise UserError(f"{Path(base_path).name} gives {coarse_channels} coarse channels but {Path(refiner_path).name} "
-                                f"takes {refiner_channels}: use a student and refiners made together.")
+        if self.refiner is not None:
+            shapes = {v.name: v.shape for v in list(self.base.get_outputs()) + list(self.refiner.get_inputs())}
+            check_models_fit(base_path, refiner_path, _coarse_width(shapes), _coarse_width(shapes, "patch_coarse"))
         self.mode, self.k, self.threshold, self.prevent_oversampling = mode, k, threshold, prevent_oversampling
         self._scratch = Scratch()  # refiner inputs, reused frame after frame (engine thread only)
 

@@ -202,6 +202,8 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | Pa
 
 
 FINAL_WEIGHT = "decoder.final.weight"
+FINAL_BIAS = "decoder.final.bias"
+LEAD_OUTPUTS = 5  # the last layer's outputs before the hidden features: alpha, foreground residual (3), error
 
 
 def student_config_of(state: dict[str, torch.Tensor], path: str | Path) -> BaseNetConfig:
@@ -212,10 +214,10 @@ def student_config_of(state: dict[str, torch.Tensor], path: str | Path) -> BaseN
     final = state.get(FINAL_WEIGHT)
     if final is None or final.ndim != 4:
         return base  # not a base network: load_state says so
-    kernel, hidden = int(final.shape[-1]), int(final.shape[0]) - 5  # outputs: alpha, fgr residual (3), error, hidden
+    kernel, hidden = int(final.shape[-1]), int(final.shape[0]) - LEAD_OUTPUTS
     if kernel not in (1, 3) or hidden < 1:
         raise UserError(f"Weight file {path} is not a student of this project (its last layer is {kernel}x{kernel} "
-                        f"with {hidden + 5} outputs).")
+                        f"with {hidden + LEAD_OUTPUTS} outputs).")
     return replace(base, final_kernel=kernel, hidden_channels=hidden)
 
 

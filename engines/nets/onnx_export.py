@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from engines.matting.onnx_inference import BASE_INPUTS, BASE_OUTPUTS, REFINER_INPUTS, REFINER_OUTPUTS, create_session
-from engines.nets.base_net import STUDENT_HIDDEN, BaseNet
+from engines.nets.base_net import BaseNet
 from engines.nets.refiner import Refiner, RefinerPatchNet
 
 log = logging.getLogger(__name__)
@@ -125,12 +125,14 @@ def export_refiner(refiner: Refiner | RefinerPatchNet, path: str | Path) -> Path
     return _export(wrapper, args, Path(path), REFINER_INPUTS, REFINER_OUTPUTS, dynamic, metadata)
 
 
-def refiner_probe_inputs(aux_channels: int, rng: np.random.Generator, patches: int = 7,
-                         hidden: int = STUDENT_HIDDEN) -> dict[str, np.ndarray]:
-    """Random float32 inputs in [0, 1) for a refiner export (`validate_export`): `patches` patches of
-    8x8, channels last (4 + `hidden` coarse channels; RGB, background RGB and `aux_channels` at half and full res)."""
-    c = 6 + aux_channels
-    return {"patch_coarse": rng.random((patches, 8, 8, 4 + hidden), dtype=np.float32),
+def refiner_probe_inputs(refiner: Refiner | RefinerPatchNet, rng: np.random.Generator,
+                         patches: int = 7) -> dict[str, np.ndarray]:
+    """Random float32 inputs in [0, 1) for `refiner`'s export (`validate_export`): `patches` patches of 8x8,
+    channels last, of the refiner's widths (4 + hidden coarse channels; RGB, background RGB and its aux
+    channels at half and full resolution)."""
+    patch_net = refiner.patch_net if isinstance(refiner, Refiner) else refiner
+    c = patch_net.full_channels
+    return {"patch_coarse": rng.random((patches, 8, 8, patch_net.half_channels - c), dtype=np.float32),
             "patch_half_img": rng.random((patches, 8, 8, c), dtype=np.float32),
             "patch_full": rng.random((patches, 8, 8, c), dtype=np.float32)}
 

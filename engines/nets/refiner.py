@@ -23,6 +23,7 @@ Full-resolution height and width must be multiples of 4.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -219,16 +220,23 @@ class Refiner(nn.Module):
         return clamp_unit(out[:, :1]), out[:, 1:], selected
 
 
-STAGE1_WEIGHT = "patch_net.stage1.0.weight"
+STAGE1_WEIGHT = "patch_net.stage1.0.weight"  # reads [alpha, fgr_res, hidden, I, B, aux] at 1/2 resolution
+STAGE2_WEIGHT = "patch_net.stage2.0.weight"  # reads [stage-1 features, I, B, aux] at full resolution
+COARSE_LEAD = 4  # the coarse inputs before the hidden features: alpha, foreground residual (3)
+IMAGE_INPUTS = 6  # I and B (RGB each) in both stages' patches
 
 
-def load_refiner(path, aux_channels: int, k: int = RefinerConfig.k) -> Refiner:
+def load_refiner(path: str | Path, aux_channels: int, k: int = RefinerConfig.k) -> Refiner:
     """The refiner in `path` (safetensors) with its own number of hidden input channels (read from its first
-    layer: 1 + 3 + hidden + 6 + aux inputs), `aux_channels` (DART 2, BGMv2 0) and top-k `k`. Raises `UserError`
-    for a missing or unreadable file, or one that is not such a refiner."""
+    layer: 4 + hidden + 6 + aux inputs), `aux_channels` (DART 2, BGMv2 0) and top-k `k`. Raises `UserError`
+    for a missing or unreadable file, one that is not a refiner, or one with another number of aux channels."""
     state = read_weights(path)
-    first = state.get(STAGE1_WEIGHT)
-    hidden = int(first.shape[1]) - 10 - aux_channels if first is not None and first.ndim == 4 else 0
-    if hidden < 1:
-        raise UserError(f"Weight file {path} does not fit Refiner: it is not a refiner with {aux_channels} depth channels.")
-    return load_state(Refiner(RefinerConfig(hidden_channels=hidden, aux_channels=aux_channels, k=k)), state, path)
+    first, second = state.get(STAGE1_WEIGHT), state.get(STAGE2_WEIGHT)
+    middle = state.get("patch_net.stage1.3.weight")
+    if first is None or second is None or middle is None or first.ndim != 4:
+        raise UserError(f"Weight file {path} does not fit Refiner: it is not a refiner of this project.")
+    aux = int(second.shape[1]) - int(middle.shape[0]) - IMAGE_INPUTS
+    hidden = int(first.shape[1]) - COARSE_LEAD - IMAGE_INPUTS - aux
+    if aux != aux_channels or hidden < 1:
+        raise UserError(f"Weight file {path} does not fit Refiner: it takes {aux} depth channels, not {aux_channels}.")
+    return load_state(Refiner(RefinerConfig(hidden_channels=hidden, aux_channels=aux, k=k)), state, path)

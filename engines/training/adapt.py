@@ -206,7 +206,7 @@ def _write_refiner(refiner, out_dir: Path) -> float:
     """refiner_dart.safetensors and refiner_dart.onnx into `out_dir` (`_write_model`)."""
     from engines.nets.onnx_export import export_refiner, refiner_probe_inputs
 
-    probe = refiner_probe_inputs(refiner.config.aux_channels, np.random.default_rng(0))
+    probe = refiner_probe_inputs(refiner, np.random.default_rng(0))
     return _write_model(refiner, out_dir, "refiner_dart", {"stage": "adapted", "variant": "dart"}, export_refiner, probe)
 
 

@@ -14,13 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engines.nets.base_net import FINAL_WEIGHT, BaseNet
-from engines.nets.refiner import STAGE1_WEIGHT
+from engines.nets.base_net import FINAL_BIAS, FINAL_WEIGHT, LEAD_OUTPUTS, BaseNet
+from engines.nets.refiner import COARSE_LEAD, STAGE1_WEIGHT
 from engines.training.data import AugmentConfig, SamplePool, make_batch
-
-FINAL_BIAS = "decoder.final.bias"
-COARSE_LEAD = 4  # [alpha, foreground residual (3)] come before the hidden features in the refiner's patch input
-STUDENT_LEAD = 5  # [alpha, foreground residual (3), error] come before them in the student's last layer
 
 
 @torch.no_grad()
@@ -56,11 +52,11 @@ def prune_hidden(student_state: dict[str, torch.Tensor], refiner_states: dict[st
     """The student state with only the hidden channels `keep` (sorted int indices into 0..hidden-1) in its
     last layer, and each refiner state with only their columns in its first layer. Raises `ValueError` for
     indices out of range or repeated."""
-    hidden = int(student_state[FINAL_WEIGHT].shape[0]) - STUDENT_LEAD
+    hidden = int(student_state[FINAL_WEIGHT].shape[0]) - LEAD_OUTPUTS
     keep = np.asarray(keep, dtype=np.int64)
     if keep.size == 0 or keep.min() < 0 or keep.max() >= hidden or np.unique(keep).size != keep.size:
         raise ValueError(f"keep must be distinct channel indices in 0..{hidden - 1}, got {keep.tolist()}")
-    rows = torch.from_numpy(np.concatenate([np.arange(STUDENT_LEAD), STUDENT_LEAD + np.sort(keep)]))
+    rows = torch.from_numpy(np.concatenate([np.arange(LEAD_OUTPUTS), LEAD_OUTPUTS + np.sort(keep)]))
     student = dict(student_state)
     for key in (FINAL_WEIGHT, FINAL_BIAS):
         student[key] = student_state[key][rows].contiguous()

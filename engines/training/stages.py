@@ -379,8 +379,7 @@ def train_refiner(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, stude
     for p in student.parameters():
         p.requires_grad_(False)
     torch.manual_seed(cfg.seed)
-    refiner = Refiner(RefinerConfig(hidden_channels=student.config.hidden_channels,
-                                    aux_channels=AUX_CHANNELS[variant], k=cfg.k_train)).to(device)
+    refiner = Refiner(RefinerConfig(student.config.hidden_channels, AUX_CHANNELS[variant], k=cfg.k_train)).to(device)
     optimizer = torch.optim.Adam(refiner.parameters(), lr=cfg.lr_refiner)
     init = None if init_weights is None else (lambda: load_weights(refiner, init_weights).to(device))
 
@@ -445,11 +444,12 @@ def export_models(out_dir: str | Path, student_weights: str | Path, refiner_weig
         student = load_student(weights).eval()
         path = export_base_net(student, out_dir / file_name, trace_size)
         diffs[path.name] = validate_export(student, path, inputs)
+    hidden = load_student(student_weights).config.hidden_channels
     for variant, weights in refiner_weights.items():
-        refiner = load_refiner(weights, AUX_CHANNELS[variant]).eval()
+        if (refiner := load_refiner(weights, AUX_CHANNELS[variant]).eval()).config.hidden_channels != hidden:
+            raise ValueError(f"refiner {weights} takes {refiner.config.hidden_channels} hidden features, the student {hidden}")
         path = export_refiner(refiner, out_dir / ONNX_FILES[variant])
-        probe = refiner_probe_inputs(AUX_CHANNELS[variant], rng, hidden=refiner.config.hidden_channels)
-        diffs[path.name] = validate_export(refiner, path, probe)
+        diffs[path.name] = validate_export(refiner, path, refiner_probe_inputs(refiner, rng))
     for name, diff in diffs.items():
         if not diff < 1e-3:
             raise RuntimeError(f"ONNX export {name} differs from torch by {diff}")
