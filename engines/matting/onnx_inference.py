@@ -298,12 +298,15 @@ def coarse_width_of(path: str | Path, name: str = "coarse") -> int | None:
     return _coarse_width(shapes, name)
 
 
-def check_models_fit(base_path: str | Path, refiner_path: str | Path, base_width: int | None = None,
-                     refiner_width: int | None = None) -> None:
-    """Raise `ModelMismatch` when a base network's coarse stack and a refiner's patch input differ in channels
-    (widths read from the files when not given; an unknown width is not judged)."""
-    base_width = coarse_width_of(base_path) if base_width is None else base_width
-    refiner_width = coarse_width_of(refiner_path, "patch_coarse") if refiner_width is None else refiner_width
+def check_models_fit(base_path: str | Path, refiner_path: str | Path) -> None:
+    """Raise `ModelMismatch` when the base network and the refiner in these ONNX files differ in coarse channels
+    (an unreadable file or undeclared width is not judged)."""
+    _check_widths(base_path, refiner_path, coarse_width_of(base_path), coarse_width_of(refiner_path, "patch_coarse"))
+
+
+def _check_widths(base_path: str | Path, refiner_path: str | Path, base_width: int | None,
+                  refiner_width: int | None) -> None:
+    """`check_models_fit` with the widths already known (None: unknown, not judged)."""
     if base_width is not None and refiner_width is not None and base_width != refiner_width:
         raise ModelMismatch(f"{Path(base_path).name} gives {base_width} coarse channels but {Path(refiner_path).name} "
                             f"takes {refiner_width}: use a student and refiners made together.")
@@ -383,7 +386,7 @@ class OnnxMatting:
                             f"{', '.join(sorted(outputs))}); export it again with engines.nets.onnx_export.")
         if self.refiner is not None:
             shapes = {v.name: v.shape for v in list(self.base.get_outputs()) + list(self.refiner.get_inputs())}
-            check_models_fit(base_path, refiner_path, _coarse_width(shapes), _coarse_width(shapes, "patch_coarse"))
+            _check_widths(base_path, refiner_path, _coarse_width(shapes), _coarse_width(shapes, "patch_coarse"))
         self.mode, self.k, self.threshold, self.prevent_oversampling = mode, k, threshold, prevent_oversampling
         self._scratch = Scratch()  # refiner inputs, reused frame after frame (engine thread only)
 

@@ -41,15 +41,8 @@ from engines.nets.base_net import (BaseNet, BaseNetConfig, config_metadata, fore
 from engines.nets.losses import base_loss, distillation_loss, refine_loss
 from engines.nets.refiner import Refiner, RefinerConfig, load_refiner
 from engines.training.checkpoint import StageLog, load_stage_log, paths, resume, save_checkpoint
-from engines.training.data import (
-    AugmentConfig,
-    Batch,
-    SamplePool,
-    depth_posterior_batch,
-    load_or_build_pool,
-    make_batch,
-    sample_rng,
-)
+from engines.training.data import (AugmentConfig, Batch, SamplePool, depth_posterior_batch, load_or_build_pool,
+                                   make_batch, sample_rng)
 
 log = logging.getLogger(__name__)
 
@@ -440,14 +433,16 @@ def export_models(out_dir: str | Path, student_weights: str | Path, refiner_weig
     diffs = {}
     h, w = trace_size
     inputs = {"src": rng.random((1, 3, h, w), dtype=np.float32), "bgr": rng.random((1, 3, h, w), dtype=np.float32)}
+    hidden: set[int] = set()  # of every student exported here: each runs with these refiners
     for file_name, weights in {ONNX_FILES["student"]: student_weights, **(extra_students or {})}.items():
         student = load_student(weights).eval()
+        hidden.add(student.config.hidden_channels)
         path = export_base_net(student, out_dir / file_name, trace_size)
         diffs[path.name] = validate_export(student, path, inputs)
-    hidden = load_student(student_weights).config.hidden_channels
     for variant, weights in refiner_weights.items():
-        if (refiner := load_refiner(weights, AUX_CHANNELS[variant]).eval()).config.hidden_channels != hidden:
-            raise ValueError(f"refiner {weights} takes {refiner.config.hidden_channels} hidden features, the student {hidden}")
+        refiner = load_refiner(weights, AUX_CHANNELS[variant]).eval()
+        if hidden != {refiner.config.hidden_channels}:  # a mix that OnnxMatting would refuse
+            raise ValueError(f"refiner {weights} takes {refiner.config.hidden_channels} hidden features, the students {sorted(hidden)}")
         path = export_refiner(refiner, out_dir / ONNX_FILES[variant])
         diffs[path.name] = validate_export(refiner, path, refiner_probe_inputs(refiner, rng))
     for name, diff in diffs.items():
