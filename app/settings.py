@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, QStandardPaths
 
-from engines.config import LIVE_NETWORK_THREADS, LIVE_PATCH_BUDGET_MS, EngineConfig
+from engines.config import LIVE_NETWORK_THREADS, LIVE_OVERLAP_STAGES, LIVE_PATCH_BUDGET_MS, EngineConfig
 from engines.matting.pipeline import DEFAULT_MODE, MODES
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class AppSettings:
             post=GUI_POST_MATTING if self.post_matting else "none",
             patch_budget_ms=LIVE_PATCH_BUDGET_MS,
             network_threads=LIVE_NETWORK_THREADS,
+            overlap_stages=LIVE_OVERLAP_STAGES,
         )
 
 

@@ -18,6 +18,8 @@ LIVE_PATCH_BUDGET_MS = 24.0
 # keep the second core busy, and a second onnxruntime thread there costs more CPU than it saves time
 # (python -m app.fps_probe, README "The app's frame rate").
 LIVE_NETWORK_THREADS = 1
+# ... and runs the engine's stages of a frame one after another there: MEASURE
+LIVE_OVERLAP_STAGES = True
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class EngineConfig:
     # frame (engines.matting.dart_matting.PatchBudget); None = always k (offline: reproducible output)
     patch_budget_ms: float | None = None
     network_threads: int = 2  # dart/rgb: onnxruntime threads per operator (the window: LIVE_NETWORK_THREADS)
+    # dart/rgb: the student beside the depth stages and the refiner's patch gathers on two threads (the
+    # window: LIVE_OVERLAP_STAGES); results are the same either way
+    overlap_stages: bool = True
     edge_refine: bool = False  # refine alpha against the plate's colours (engines.matting.edge_refine)
     post: str = "none"  # post-matting on a depth-derived trimap: "none" | "closed-form" | "vitmatte"
     post_band_px: int = 3  # widen the trimap's unknown band by this many pixels

@@ -13,7 +13,8 @@ from engines.matting import dart_matting
 from engines.matting.dart_matting import NetworkMatting, model_paths
 from engines.matting.depth_bayes import depth_residual, fuse_error_maps, resize_depth
 from engines.nets.base_net import BaseNet, student_config
-from engines.matting.onnx_inference import resize_linear, select_patches_np
+from engines.matting.onnx_inference import resize_linear
+from engines.matting.patches import select_patches_np
 from engines.nets.onnx_export import export_base_net, export_refiner
 from engines.nets.refiner import Refiner, RefinerConfig
 from engines.synth.scene import SceneConfig, generate_scene

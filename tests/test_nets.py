@@ -103,7 +103,7 @@ def test_student_and_teacher_configs_run_at_student_resolution():
         assert [o.shape[1] for o in outs] == [1, 3, 1, config.hidden_channels]
         assert all(o.shape[2:] == (120, 160) for o in outs)
     assert student_config().width_mult == 0.5 and teacher_config().width_mult == 1.0
-    assert student_config().hidden_channels == 16 and teacher_config().hidden_channels == 32
+    assert student_config().hidden_channels == 8 and teacher_config().hidden_channels == 32
 
 
 def test_pointwise_last_layer_runs_before_the_upsampling_and_equals_it_after():

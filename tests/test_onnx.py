@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from engines.matting import onnx_inference as rt
+from engines.matting import patches as pt
 from engines.nets import onnx_export
 from engines.nets.base_net import BaseNet, BaseNetConfig
 from engines.nets.refiner import Refiner, RefinerConfig, crop_patches, replace_patches, select_patches
@@ -152,10 +153,10 @@ def test_numpy_selection_crop_and_replace_equal_torch():
     err = rng.random((12, 16), dtype=np.float32)
     err[0, :5] = 0
     for mode, k in [("topk", 25), ("topk", 1000), ("threshold", 0)]:
-        y, x = rt.select_patches_np(err, mode, k, threshold=0.8)
+        y, x = pt.select_patches_np(err, mode, k, threshold=0.8)
         b_t, y_t, x_t = select_patches(torch.from_numpy(err)[None, None], mode, k, threshold=0.8)
         assert sorted(zip(y.tolist(), x.tolist())) == sorted(zip(y_t.tolist(), x_t.tolist()))
-    assert len(rt.select_patches_np(err, "topk", 1000)[0]) == 12 * 16 - 5  # zero-error cells skipped
+    assert len(pt.select_patches_np(err, "topk", 1000)[0]) == 12 * 16 - 5  # zero-error cells skipped
 
     frame = rng.random((48, 64, 5), dtype=np.float32)
     y, x = np.array([0, 11, 3, 11]), np.array([15, 0, 7, 15])
@@ -163,14 +164,14 @@ def test_numpy_selection_crop_and_replace_equal_torch():
     zeros = torch.zeros(4, dtype=torch.long)
     for size, padding in [(4, 2), (2, 3)]:
         expected = crop_patches(t, zeros, torch.from_numpy(y), torch.from_numpy(x), size, padding).permute(0, 2, 3, 1)
-        assert np.array_equal(rt.crop_patches_hwc(frame, y, x, size, padding), expected.numpy())
+        assert np.array_equal(pt.crop_patches_hwc(frame, y, x, size, padding), expected.numpy())
         split = [frame[..., :3], frame[..., 3], frame[..., 4:]]  # a list is cropped as its channel concatenation
-        assert np.array_equal(rt.crop_patches_hwc(split, y, x, size, padding), expected.numpy())
+        assert np.array_equal(pt.crop_patches_hwc(split, y, x, size, padding), expected.numpy())
 
     patches = rng.random((4, 4, 4, 5), dtype=np.float32)
     patches_t = torch.from_numpy(patches).permute(0, 3, 1, 2)
     expected = replace_patches(t, patches_t, zeros, torch.from_numpy(y), torch.from_numpy(x))
-    got = rt.replace_patches_hwc(frame.copy(), patches, y, x)
+    got = pt.replace_patches_hwc(frame.copy(), patches, y, x)
     assert np.array_equal(got, expected[0].permute(1, 2, 0).numpy())
 
 
@@ -193,11 +194,11 @@ def test_upsampled_patches_equal_crops_of_the_resized_map():
             cells = (h * factor // size) * (w * factor // size)
             pick = rng.permutation(cells)[:40]
             y, x = pick // (w * factor // size), pick % (w * factor // size)
-            got = rt.upsampled_patches_hwc(low, factor, y, x, size, padding)
+            got = pt.upsampled_patches_hwc(low, factor, y, x, size, padding)
             assert got.shape == (len(y), size + 2 * padding, size + 2 * padding, 5)
-            assert np.abs(got - rt.crop_patches_hwc(resized, y, x, size, padding)).max() < 1e-6
+            assert np.abs(got - pt.crop_patches_hwc(resized, y, x, size, padding)).max() < 1e-6
     with pytest.raises(ValueError, match="factor"):  # cv2.remap would round a third of a pixel to 11/32
-        rt.upsampled_patches_hwc(rng.random((4, 4, 2), dtype=np.float32), 3, np.array([0]), np.array([0]), 2, 3)
+        pt.upsampled_patches_hwc(rng.random((4, 4, 2), dtype=np.float32), 3, np.array([0]), np.array([0]), 2, 3)
 
 
 def test_downsampled_patches_equal_crops_of_the_half_resolution_frames():
@@ -209,12 +210,12 @@ def test_downsampled_patches_equal_crops_of_the_half_resolution_frames():
     half = [rt.resize_linear(f, (24, 32)) for f in frames]
     cells = np.arange(12 * 16)
     y, x = cells // 16, cells % 16  # every cell: each edge and corner window
-    got = rt.downsampled_patches_hwc(frames, y, x, 2, 3)
+    got = pt.downsampled_patches_hwc(frames, y, x, 2, 3)
     assert got.shape == (len(y), 8, 8, 6)
-    assert np.abs(got - rt.crop_patches_hwc(half, y, x, 2, 3)).max() < 1e-6
-    assert rt.downsampled_patches_hwc(frames, y[:0], x[:0], 2, 3).shape == (0, 8, 8, 6)
+    assert np.abs(got - pt.crop_patches_hwc(half, y, x, 2, 3)).max() < 1e-6
+    assert pt.downsampled_patches_hwc(frames, y[:0], x[:0], 2, 3).shape == (0, 8, 8, 6)
     with pytest.raises(ValueError, match="even size"):
-        rt.downsampled_patches_hwc([frames[0][:47]], y, x, 2, 3)
+        pt.downsampled_patches_hwc([frames[0][:47]], y, x, 2, 3)
 
 
 def test_window_gathers_in_chunks_equal_one_gather(monkeypatch):
@@ -223,20 +224,20 @@ def test_window_gathers_in_chunks_equal_one_gather(monkeypatch):
     frame, plane = rng.random((48, 64, 3), dtype=np.float32), rng.random((48, 64), dtype=np.float32)
     low = rng.random((12, 16, 5), dtype=np.float32)
     y, x = rng.integers(0, 12, 50), rng.integers(0, 16, 50)
-    whole = [rt.crop_patches_hwc([frame, plane], y, x, 4, 2).copy(), rt.crop_patches_hwc(plane, y, x, 4, 2).copy(),
-             rt.upsampled_patches_hwc(low, 2, y, x, 2, 3).copy(),
-             rt.downsampled_patches_hwc([frame, plane], y // 2, x // 2, 2, 3).copy()]
-    monkeypatch.setattr(rt, "REMAP_MAX_ROWS", 7 * 8)  # 7 windows a chunk
-    chunked = [rt.crop_patches_hwc([frame, plane], y, x, 4, 2), rt.crop_patches_hwc(plane, y, x, 4, 2),
-               rt.upsampled_patches_hwc(low, 2, y, x, 2, 3),
-               rt.downsampled_patches_hwc([frame, plane], y // 2, x // 2, 2, 3)]
+    whole = [pt.crop_patches_hwc([frame, plane], y, x, 4, 2).copy(), pt.crop_patches_hwc(plane, y, x, 4, 2).copy(),
+             pt.upsampled_patches_hwc(low, 2, y, x, 2, 3).copy(),
+             pt.downsampled_patches_hwc([frame, plane], y // 2, x // 2, 2, 3).copy()]
+    monkeypatch.setattr(pt, "REMAP_MAX_ROWS", 7 * 8)  # 7 windows a chunk
+    chunked = [pt.crop_patches_hwc([frame, plane], y, x, 4, 2), pt.crop_patches_hwc(plane, y, x, 4, 2),
+               pt.upsampled_patches_hwc(low, 2, y, x, 2, 3),
+               pt.downsampled_patches_hwc([frame, plane], y // 2, x // 2, 2, 3)]
     for a, b in zip(whole, chunked):
         assert np.array_equal(a, b)
     assert np.array_equal(whole[1][..., 0], whole[0][..., 3])
     with pytest.raises(ValueError, match="one size"):
-        rt.crop_patches_hwc([frame, plane[:10]], y, x, 4, 2)
+        pt.crop_patches_hwc([frame, plane[:10]], y, x, 4, 2)
     with pytest.raises(ValueError, match="pixels a side"):
-        rt.crop_patches_hwc(np.zeros((4, 32766), np.float32), y[:1] * 0, x[:1] * 0, 4, 2)
+        pt.crop_patches_hwc(np.zeros((4, 32766), np.float32), y[:1] * 0, x[:1] * 0, 4, 2)
 
 
 def test_create_session_errors_and_logging(tmp_path, exported, caplog):

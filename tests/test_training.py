@@ -10,7 +10,7 @@ import torch
 
 from engines.config import DepthConfig
 from engines.nets.base_net import BaseNet, load_weights, save_weights, student_config, teacher_config
-from engines.nets.refiner import Refiner, RefinerConfig
+from engines.nets.refiner import Refiner, RefinerConfig, load_refiner
 from engines.training.checkpoint import load_stage_log, paths
 from engines.training.data import (
     AugmentConfig,
@@ -176,6 +176,10 @@ def test_students_and_refiners_fine_tune_from_earlier_weights(pool, tmp_path):
     torch.manual_seed(1)  # the stage's seed: what a refiner starts from without init_weights
     fresh = dict(Refiner(RefinerConfig()).named_parameters())
     assert not all(torch.equal(a[k], fresh[k]) for k in a)  # `first` learned, so the check above means something
+    save_weights(Refiner(RefinerConfig(stage_channels=(24, 16, 12))), tmp_path / "narrow.safetensors")  # older width
+    tuned = train_refiner(pool, tmp_path / "r3", _cfg(k_train=20, max_steps=1), slim, "rgb",
+                          init_weights=tmp_path / "narrow.safetensors")
+    assert load_refiner(tuned, 0).config.stage_channels == (24, 16, 12)
 
 
 def test_train_all_ships_the_chosen_student_and_exports_the_other(tmp_path):
@@ -272,3 +276,33 @@ def test_pruned_hidden_features_leave_the_student_and_refiner_outputs_alone(pool
     assert torch.allclose(ref, got, atol=1e-6)
     with pytest.raises(ValueError, match="distinct"):
         prune_hidden(student.state_dict(), {}, np.array([0, 0]))
+
+
+def test_widened_stage2_computes_the_same_and_loads_by_its_own_shape(tmp_path):
+    """widen_stage2 grows an older refiner's 12-wide stage 2 to 16 channels: the refined patches are the same
+    (the new channels are read with weight 0) and load_refiner reads the widths back from the file.
+    Shrinking is refused."""
+    from safetensors.torch import save_file
+
+    from engines.nets.refiner import refiner_config_of
+    from engines.training.prune import widen_stage2
+
+    torch.manual_seed(3)
+    old = Refiner(RefinerConfig(aux_channels=2, stage_channels=(24, 16, 12))).eval()
+    with torch.no_grad():  # trained-looking batch-norm statistics, so that the check means something
+        for module in old.patch_net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    wide_state = widen_stage2(old.state_dict(), 16)
+    save_file({k: v.contiguous() for k, v in wide_state.items()}, str(tmp_path / "wide.safetensors"))
+    wide = load_refiner(tmp_path / "wide.safetensors", 2).eval()
+    assert wide.config.stage_channels == (24, 16, 16)
+    assert refiner_config_of(old.state_dict(), "old").stage_channels == (24, 16, 12)
+    g = torch.Generator().manual_seed(0)
+    half = torch.rand(30, old.patch_net.half_channels, 8, 8, generator=g)
+    full = torch.rand(30, old.patch_net.full_channels, 8, 8, generator=g)
+    with torch.no_grad():
+        assert torch.allclose(old.patch_net(half, full), wide.patch_net(half, full), atol=1e-6)
+    with pytest.raises(ValueError, match="grows"):
+        widen_stage2(wide_state, 12)

@@ -273,12 +273,18 @@ def live_path_ms(config: LivePathConfig, compose_factory: Callable[[BackgroundPr
         builder.add(frame.color, frame.depth_m())
     prior = builder.build(config.depth)
     subject = [(f.color, f.depth_m()) for f in all_frames[n_background:]]
-    matting = NetworkMatting(config.model_dir or EngineConfig().model_dir, config=config.depth, k=config.k, device=config.device, precision=config.precision,
-                             session=SessionSettings(intra_op_threads=config.threads),
-                             patch_budget=None if config.budget_ms is None else PatchBudget(config.budget_ms))
-    pipeline = MattingPipeline(EngineConfig(mode="rgb-subtract", depth=config.depth, edge_refine=config.edge_refine))
-    pipeline._backend = MattingBackend(matting, _network_result)  # the dart backend with this run's device/precision
-    pipeline.set_prior(prior)
+
+    def dart_pipeline(overlap: bool) -> tuple[NetworkMatting, MattingPipeline]:
+        matting = NetworkMatting(config.model_dir or EngineConfig().model_dir, config=config.depth, k=config.k,
+                                 device=config.device, precision=config.precision, overlap=overlap,
+                                 session=SessionSettings(intra_op_threads=config.threads),
+                                 patch_budget=None if config.budget_ms is None else PatchBudget(config.budget_ms))
+        pipeline = MattingPipeline(EngineConfig(mode="rgb-subtract", depth=config.depth, edge_refine=config.edge_refine))
+        pipeline._backend = MattingBackend(matting, _network_result)  # the dart backend with this run's device/precision
+        pipeline.set_prior(prior)
+        return matting, pipeline
+
+    matting, pipeline = dart_pipeline(True)
     compose = compose_factory(prior) if compose_factory is not None else None
     rows: dict[str, list[float]] = {"read/decode (colour + depth files)": read_ms, "depth to metres": []}
     total, subject_px = [], []
@@ -308,7 +314,7 @@ def live_path_ms(config: LivePathConfig, compose_factory: Callable[[BackgroundPr
     table["dart: total"] = table.pop("dart: total", float("nan"))
     table["whole live path, one frame after another"] = _median(total)
     table["subject share of the frame (alpha > 0.5)"] = _median(subject_px)
-    table.update(_engine_only_ms(config, prior, subject, pipeline))
+    table.update(_engine_only_ms(config, prior, subject, pipeline, dart_pipeline(False)[1]))
     return LivePathReport(table, list(matting.files), matting.providers)
 
 
@@ -325,7 +331,9 @@ def bench_speed_lines(config: LivePathConfig, compose_factory: Callable[[Backgro
     lines = [f"Live path in DART mode on {config.recording} ({size}), medians over {config.frames} frames with the "
              f"subject in view; {os.cpu_count()} CPU cores, load average {load:.1f} at the start and "
              f"{os.getloadavg()[0]:.1f} at the end; {config.threads} onnxruntime threads on "
-             f"{', '.join(report.providers)}; networks {', '.join(p.name for p in report.files)}:"]
+             f"{', '.join(report.providers)}; networks {', '.join(p.name for p in report.files)}; the student "
+             f"runs beside the depth stages (row posterior) on a second thread, so the 'dart:' rows overlap and "
+             f"'dart: total' is the wall time:"]
     lines += [f"  {name:<62} {value:8.2f}" for name, value in report.rows.items()]
     peer = None if config.peer_dir is None else Path(config.peer_dir) / PEER_MODEL
     if peer is None or not peer.is_file():
@@ -336,10 +344,12 @@ def bench_speed_lines(config: LivePathConfig, compose_factory: Callable[[Backgro
 _DART_STAGES = ("prepare", "student", "posterior", "fusion", "refiner", "total")
 
 
-def _engine_only_ms(config: LivePathConfig, prior: BackgroundPrior, subject: list, dart_pipeline) -> dict[str, float]:
+def _engine_only_ms(config: LivePathConfig, prior: BackgroundPrior, subject: list, dart_pipeline,
+                    serial_pipeline) -> dict[str, float]:
     """Engine only, frame in memory, the same subject frames: dart (as the app runs it, and without edge
-    refinement), depth mode and the MediaPipe peer, taking turns frame by frame so that all see the same
-    machine load; wall-clock and CPU milliseconds (all threads of the process), and dart / peer ratios."""
+    refinement; also with its stages one after another on one thread, `serial_pipeline`), depth mode and the
+    MediaPipe peer, taking turns frame by frame so that all see the same machine load; wall-clock and CPU
+    milliseconds (all threads of the process), and dart / peer ratios."""
     from engines.config import EngineConfig
     from engines.matting.edge_refine import EdgeRefiner
     from engines.matting.pipeline import MattingPipeline
@@ -352,6 +362,7 @@ def _engine_only_ms(config: LivePathConfig, prior: BackgroundPrior, subject: lis
     dart_pipeline._edge = None  # the dart pipeline without edge refinement; the app's adds it below
     runs = {"dart (MattingPipeline, no edge refinement)": dart_pipeline.process,
             "dart (as the app, edge refinement on)": lambda c, d: edge(c, dart_pipeline.process(c, d).alpha),
+            "dart (stages one after another, no edge refinement)": serial_pipeline.process,
             "depth mode": depth.process}
     peer_model = None if config.peer_dir is None else Path(config.peer_dir) / PEER_MODEL
     if peer_model is not None and peer_model.is_file():

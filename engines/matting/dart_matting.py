@@ -18,6 +18,10 @@ Per frame (colour H x W, base resolution h x w = H/c x W/c, c = `downsample`, de
    correctly matted subject pixel and the top-k selection wastes patches there;
 5. "refiner": top-k 4x4 patches of the selection map refined at full resolution (eq. 11), the rest
    bilinearly upsampled (`engines.matting.onnx_inference.OnnxMatting.refine`).
+With `overlap` (the default) the student runs on a worker thread while this thread runs the depth stages
+(3, the depth evidence and sure regions of 4, the refiner's depth input), and the refiner's patch gathers
+are split between the two threads: both cores work on one frame. `timings_ms` then overlap ("student"
+is the worker's time); "total" is the frame's wall-clock time.
 
 Variants and ablations (DART's table of ablations):
 - variant="dart": selection by E_RGBD, RGB-D refiner (refiner_dart.onnx, aux = live depth / d_max and
@@ -35,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +51,10 @@ from engines.config import DepthConfig
 from engines.matting.depth_bayes import depth_posterior, depth_residual, fuse_error_maps, resize_depth
 from engines.matting.depth_evidence import DepthEvidence
 from engines.matting.depth_fusion import FusionConfig, mask_selection, overrule_alpha, sure_regions
-from engines.matting.onnx_inference import PATCH
+from engines.matting.onnx_inference import run_beside
+from engines.matting.patches import PATCH
 from engines.matting.providers import SessionSettings, is_gpu, resolve_providers
+from engines.matting.scratch import Scratch
 from sensors.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -248,6 +255,8 @@ class NetworkMatting:
     patch_budget: adapt the patch count to a time per frame (None: always k).
     depth_fusion: overrule the coarse alpha where depth is sure (`engines.matting.depth_fusion`; None: off,
     the paper's DART; the "dart" variant only).
+    overlap: run the student beside the depth stages, and the refiner's patch gathers, on two threads
+    (module docstring; one worker thread per instance); False: everything on the calling thread.
     Missing or corrupt model files raise `UserError` naming the file.
     """
 
@@ -269,6 +278,7 @@ class NetworkMatting:
         session: SessionSettings = SessionSettings(),
         patch_budget: PatchBudget | None = None,
         depth_fusion: FusionConfig | None = FusionConfig(),
+        overlap: bool = True,
     ) -> None:
         from engines.matting.onnx_inference import ModelMismatch, OnnxMatting
 
@@ -289,9 +299,13 @@ class NetworkMatting:
         self._patches = _AdaptiveK(k, patch_budget)
         self._fusion = depth_fusion if self._plan.uses_depth else None
         self.last_refined = 0  # patches the refiner recomputed in the last frame
+        self._scratch = Scratch()  # the frame's float inputs (`_process_padded`), reused frame after frame
+        # one worker thread for the student beside the depth stages and for two of the refiner's patch gathers
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="dart-overlap") if overlap else None
         try:
             self._onnx = OnnxMatting(files[0], files[1] if len(files) > 1 else None, mode="topk", k=k,
-                                     providers=providers, intra_op_threads=intra_op_threads, settings=session)
+                                     providers=providers, intra_op_threads=intra_op_threads, settings=session,
+                                     executor=self._executor)
         except ModelMismatch:
             raise  # retraining would not help: the folder mixes two versions' files
         except UserError as exc:
@@ -368,25 +382,32 @@ class NetworkMatting:
         h, w = s.base_shape
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        src = color_rgb.astype(np.float32)
-        src *= np.float32(1.0 / 255.0)  # in place: one float copy, no temporary
+        sc = self._scratch
+        src = np.multiply(color_rgb, np.float32(1.0 / 255.0), out=sc.get("src", color_rgb.shape), dtype=np.float32)
         src_small = downsample_area(src, (h, w))
         t1 = time.perf_counter()
-        coarse = self._onnx.run_base(src_small, s.plate_small)
-        _snap_alpha(coarse.pha)
-        t2 = time.perf_counter()
-        error_rgb = coarse.err
-        posterior = evidence = None
-        selection = error_rgb
-        if self._plan.uses_depth:
+        student = run_beside(self._executor, _timed, self._onnx.run_base, src_small, s.plate_small)
+        posterior = evidence = sure = aux = None
+        if self._plan.uses_depth:  # the depth stages need no network output: they run beside the student
             depth_small = resize_depth(depth_m, w, h)
             posterior = depth_posterior(depth_small, s.evidence.tables, self.config)
+            if self._fusion is not None or (self._plan.select_fused and self.config.calibrated_residual):
+                evidence = s.evidence(depth_small, posterior, src_small)
+            if self._fusion is not None:
+                sure = sure_regions(evidence, depth_small, s.evidence.usually_invalid, self.config, self._fusion)
+        if self._plan.refiner_file is not None and self.refiner_aux:
+            live = np.multiply(depth_m, np.float32(1.0 / self.config.d_max_m), out=sc.get("live", depth_m.shape),
+                               dtype=np.float32)
+            np.fmax(live, 0.0, out=live)  # fmax / fmin also map NaN to the bound
+            np.fmin(live, 1.0, out=live)
+            aux = [live, s.background_aux]
+        t2 = time.perf_counter()
+        coarse, timings["student"] = student.result()
+        _snap_alpha(coarse.pha)
         t3 = time.perf_counter()
-        if self._fusion is not None or (self._plan.select_fused and self.config.calibrated_residual):
-            evidence = s.evidence(depth_small, posterior, src_small)
-        sure = None
-        if self._fusion is not None:
-            sure = sure_regions(evidence, depth_small, s.evidence.usually_invalid, self.config, self._fusion)
+        error_rgb = coarse.err
+        selection = error_rgb
+        if sure is not None:
             overrule_alpha(coarse.pha, sure)
         if self._plan.select_fused:
             foreground = evidence if self.config.calibrated_residual else posterior
@@ -395,12 +416,6 @@ class NetworkMatting:
             selection = mask_selection(selection, sure)
         t4 = time.perf_counter()
         if self._plan.refiner_file is not None:
-            aux = None
-            if self.refiner_aux:
-                live = np.asarray(depth_m, np.float32) * np.float32(1.0 / self.config.d_max_m)
-                np.fmax(live, 0.0, out=live)  # fmax / fmin also map NaN to the bound
-                np.fmin(live, 1.0, out=live)
-                aux = [live, s.background_aux]
             self._onnx.k = self._patches.k
             refined = self._onnx.refine(src, s.plate_full, coarse, selection, aux, with_foreground=False)
             alpha, selected = refined.pha, refined.selected
@@ -412,8 +427,7 @@ class NetworkMatting:
         _snap_alpha(alpha)
         t5 = time.perf_counter()
         timings["prepare"] = (t1 - t0) * 1e3
-        timings["student"] = (t2 - t1) * 1e3
-        timings["posterior"] = (t3 - t2) * 1e3
+        timings["posterior"] = (t2 - t1) * 1e3  # with the evidence, the sure regions and the refiner's depth input
         timings["fusion"] = (t4 - t3) * 1e3
         timings["refiner"] = (t5 - t4) * 1e3
         timings["total"] = (t5 - t0) * 1e3
@@ -429,6 +443,13 @@ class NetworkMatting:
             selected=selected,
             timings_ms=timings,
         )
+
+
+def _timed(fn, *args):
+    """(fn(*args), its wall-clock milliseconds)."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, (time.perf_counter() - t0) * 1e3
 
 
 ALPHA_SNAP = 0.01  # alpha within this of 0 or 1 is quantisation noise of the INT8 networks

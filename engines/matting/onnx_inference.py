@@ -1,10 +1,10 @@
 """ONNX Runtime inference of the base network and the refiner (run time: no torch here).
 
-Owns: the numpy mirror of
-the refiner's selection / crop / replace (vectorised, equal to `engines.nets.refiner`), `OnnxMatting`,
-which runs both models on one frame (sessions from `engines.matting.providers`: TensorRT > CUDA > CPU,
-IO binding on GPUs), and `benchmark` (their milliseconds). The models are written by
-`engines.nets.onnx_export`; the patch geometry below is the contract between the two.
+Owns `OnnxMatting`, which runs both models on one frame (sessions from `engines.matting.providers`:
+TensorRT > CUDA > CPU, IO binding on GPUs; the refiner's patch windows from `engines.matting.patches`,
+whose geometry is the contract with the exported model), whole-map resampling (`resize_linear`,
+`downsample_area`), the model-width checks and `benchmark` (their milliseconds). The models are written
+by `engines.nets.onnx_export`.
 
 Model spec (float32; N, h, w, K dynamic):
 
@@ -19,13 +19,14 @@ stack saves the network its output transposes and slices and the caller a concat
 frame at 160x120 on one CPU thread).
 
 The refiner model holds only the patch convolutions (`RefinerPatchNet`) and takes channels-last
-patches, as the numpy crops below produce them (no transposes per frame).
+patches, as the numpy crops of `engines.matting.patches` produce them (no transposes per frame).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,17 @@ from engines.matting.providers import (  # noqa: F401  (re-exported: the session
     describe_session,
     open_session,
 )
+from engines.matting.patches import (
+    CONTEXT_FULL,
+    CONTEXT_HALF,
+    EXACT_UPSAMPLING,
+    PATCH,
+    crop_patches_hwc,
+    downsampled_patches_hwc,
+    replace_patches_hwc,
+    select_patches_np,
+    upsampled_patches_hwc,
+)
 from engines.matting.scratch import Scratch
 from sensors.errors import UserError
 
@@ -50,9 +62,6 @@ BASE_OUTPUTS = ("coarse", "err")
 LEGACY_BASE_OUTPUTS = ("pha", "fgr_res", "err", "hid")
 REFINER_INPUTS = ("patch_coarse", "patch_half_img", "patch_full")
 REFINER_OUTPUTS = ("patch_out",)
-PATCH = 4  # refined patch size at full resolution (one 1/4-resolution pixel)
-CONTEXT_HALF = 3  # context around the 2x2 core at 1/2 resolution -> 8x8 crop
-CONTEXT_FULL = 2  # context around the 4x4 core at full resolution -> 8x8 crop
 
 
 def create_session(path: str | Path, providers: list[str] | None = None, intra_op_threads: int | None = None,
@@ -64,7 +73,7 @@ def create_session(path: str | Path, providers: list[str] | None = None, intra_o
     return session
 
 
-# ---- numpy mirror of engines.nets.refiner, single frame, channels last ----
+# ---- resampling of whole maps (the refiner's patch windows: engines.matting.patches) ----
 
 
 def resize_linear(x: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
@@ -87,185 +96,6 @@ def downsample_area(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = cv2.resize(x, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     return out.reshape(size + x.shape[2:])
-
-
-def select_patches_np(
-    err_q: np.ndarray, mode: str = "topk", k: int = 300, threshold: float = 0.1, prevent_oversampling: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """`engines.nets.refiner.select_patches` for one (Hq, Wq) error map -> int64 (y, x) of the selected cells."""
-    hq, wq = err_q.shape
-    flat = err_q.reshape(-1)
-    if mode == "topk":
-        kk = max(0, min(int(k), flat.size))
-        if kk == flat.size:
-            idx = np.arange(flat.size)
-        else:
-            idx = np.argpartition(-flat, kk - 1)[:kk] if kk else np.zeros(0, dtype=np.int64)
-        if prevent_oversampling:
-            idx = idx[flat[idx] > 0]
-    elif mode == "threshold":
-        idx = np.flatnonzero(flat > threshold)
-    else:
-        raise ValueError(f"unknown refiner selection mode {mode!r}; use 'topk' or 'threshold'")
-    idx = idx.astype(np.int64)
-    return idx // wq, idx % wq
-
-
-REMAP_MAX_SIDE = 32767  # cv2.remap takes images (and int16 map coordinates) under this many rows and columns
-REMAP_MAX_ROWS = 32000  # so the windows go in chunks of at most this many rows
-EXACT_UPSAMPLING = (1, 2, 4, 8, 16)  # factors whose bilinear weights cv2.remap's 1/32 pixel table holds exactly
-
-
-def _remap_windows(
-    source: np.ndarray, out: np.ndarray, map_x: np.ndarray, map_y: np.ndarray | None, interpolation: int
-) -> None:
-    """cv2.remap of `source` into `out` (K, win, win[, C]) through maps (K, win, win[, 2]) of the same
-    window layout, edges replicated; in chunks of windows so that no remapped image reaches cv2's size limit.
-    map_y None: `map_x` holds int16 (x, y) pairs (nearest neighbour)."""
-    if not out.flags.c_contiguous:
-        raise ValueError("_remap_windows writes in place and needs a C-contiguous output")
-    k, win = out.shape[0], out.shape[1]
-    step = max(1, REMAP_MAX_ROWS // win)
-    for i in range(0, k, step):
-        j = min(k, i + step)
-        rows = (j - i) * win
-        cv2.remap(source, map_x[i:j].reshape((rows, win) + map_x.shape[3:]),
-                  None if map_y is None else map_y[i:j].reshape(rows, win), interpolation,
-                  dst=out[i:j].reshape((rows, win) + out.shape[3:]), borderMode=cv2.BORDER_REPLICATE)
-
-
-def crop_patches_hwc(
-    frames: np.ndarray | list[np.ndarray], y: np.ndarray, xx: np.ndarray, size: int, padding: int,
-    scratch: Scratch | None = None, name: str = "patches",
-) -> np.ndarray:
-    """`engines.nets.refiner.crop_patches` for one frame -> (K, win, win, C) float32, win = size + 2*padding.
-
-    frames: one (H, W, C) frame, or a list of (H, W[, C_i]) frames of one size whose patches are
-    concatenated along channels (cropping each and merging the small patches is much cheaper than
-    merging whole frames). Cell (y, xx) covers rows y*size..y*size+size-1; indices outside the frame
-    are clamped, which is edge replication, so no padded copy of the frame is made. The windows are
-    gathered by cv2.remap (nearest, integer map): whole window rows at a time, about twice as fast as
-    gathering pixel by pixel. Frames of one size, under 32767 - padding pixels a side (ValueError otherwise).
-    scratch / name: the result (and the per-frame pieces and the map) are written into `scratch`'s arrays of
-    that name, valid until the next call with the same name.
-    """
-    frames = frames if isinstance(frames, list) else [frames]
-    win = size + 2 * padding
-    k = len(y)
-    h, w = frames[0].shape[:2]
-    if any(frame.shape[:2] != (h, w) for frame in frames):
-        raise ValueError("crop_patches_hwc needs frames of one size")
-    if max(h, w) + padding >= REMAP_MAX_SIDE:
-        raise ValueError(f"crop_patches_hwc takes frames under {REMAP_MAX_SIDE - padding} pixels a side, got {w}x{h}")
-    channels = [frame.shape[2] if frame.ndim == 3 else 1 for frame in frames]
-    store = scratch or Scratch()
-    offsets = np.arange(win) - padding
-    grid = store.get(f"{name}/map", (k, win, win, 2), np.int16)
-    grid[..., 0] = (np.asarray(xx) * size)[:, None, None] + offsets[None, None, :]
-    grid[..., 1] = (np.asarray(y) * size)[:, None, None] + offsets[None, :, None]
-    patches = store.get(name, (k, win, win, sum(channels)))
-    sources = [np.ascontiguousarray(frame, dtype=np.float32) for frame in frames]
-    if k == 0:
-        return patches
-    if len(sources) == 1:
-        _remap_windows(sources[0], patches if sources[0].ndim == 3 else patches[..., 0], grid, None, cv2.INTER_NEAREST)
-        return patches
-    _remap_interleaved(sources, patches, grid, None, cv2.INTER_NEAREST, store, name)
-    return patches
-
-
-def _remap_interleaved(sources: list[np.ndarray], patches: np.ndarray, map_x: np.ndarray, map_y: np.ndarray | None,
-                       interpolation: int, store: Scratch, name: str) -> None:
-    """`_remap_windows` of each source into its own contiguous piece of `store`, then all pieces interleaved
-    along channels into `patches` (K, win, win, sum C) by one cv2.mixChannels."""
-    k, win = patches.shape[:2]
-    pieces = []
-    for i, source in enumerate(sources):
-        piece = store.get(f"{name}/{i}", (k, win, win) + source.shape[2:])
-        _remap_windows(source, piece, map_x, map_y, interpolation)
-        pieces.append(piece.reshape(k * win, win, -1))
-    pairs = [i for c in range(patches.shape[3]) for i in (c, c)]
-    cv2.mixChannels(pieces, [patches.reshape(k * win, win, -1)], pairs)
-
-
-def downsampled_patches_hwc(
-    frames: list[np.ndarray], y: np.ndarray, xx: np.ndarray, size: int, padding: int,
-    scratch: Scratch | None = None, name: str = "downsampled",
-) -> np.ndarray:
-    """`crop_patches_hwc([resize_linear(f, (H / 2, W / 2)) for f in frames], y, xx, size, padding)` without
-    downsampling the frames: a pixel of the half-resolution frame is the mean of a 2x2 block (exact 2x
-    bilinear downsampling), which cv2.remap's bilinear interpolation reads at the block's centre (weights 1/2,
-    exact in its 1/32 pixel table). Only the windows' pixels are computed, not whole frames.
-
-    frames: (H, W[, C_i]) float32 frames of one size, H and W even; y, xx: int64 cells of the half-resolution
-    frame's `size` grid, window indices outside it clamped (edge replication). Returns (K, win, win, sum C_i)
-    float32, win = size + 2 * padding, equal to the cropped resize up to float rounding, written into
-    `scratch`'s array `name` when given (valid until the next call with that name).
-    """
-    h, w = frames[0].shape[:2]
-    if h % 2 or w % 2 or any(frame.shape[:2] != (h, w) for frame in frames):
-        raise ValueError(f"downsampled_patches_hwc needs frames of one even size, got {[f.shape[:2] for f in frames]}")
-    if max(h, w) >= REMAP_MAX_SIDE:
-        raise ValueError(f"downsampled_patches_hwc takes frames under {REMAP_MAX_SIDE} pixels a side, got {w}x{h}")
-    win = size + 2 * padding
-    k = len(y)
-    store = scratch or Scratch()
-    offsets = np.arange(win) - padding
-    map_x = store.get(f"{name}/map_x", (k, win, win))
-    map_y = store.get(f"{name}/map_y", (k, win, win))
-    half_x = np.clip((np.asarray(xx) * size)[:, None] + offsets[None, :], 0, w // 2 - 1)  # (K, win)
-    half_y = np.clip((np.asarray(y) * size)[:, None] + offsets[None, :], 0, h // 2 - 1)
-    map_x[:] = (2 * half_x + 0.5).astype(np.float32)[:, None, :]  # the centre of the 2x2 block
-    map_y[:] = (2 * half_y + 0.5).astype(np.float32)[:, :, None]
-    sources = [np.ascontiguousarray(frame, dtype=np.float32) for frame in frames]
-    channels = [source.shape[2] if source.ndim == 3 else 1 for source in sources]
-    patches = store.get(name, (k, win, win, sum(channels)))
-    if k == 0:
-        return patches
-    _remap_interleaved(sources, patches, map_x, map_y, cv2.INTER_LINEAR, store, name)
-    return patches
-
-
-def upsampled_patches_hwc(
-    low: np.ndarray, factor: int, y: np.ndarray, xx: np.ndarray, size: int, padding: int,
-    scratch: Scratch | None = None, name: str = "upsampled",
-) -> np.ndarray:
-    """`crop_patches_hwc(resize_linear(low, (h * factor, w * factor)), y, xx, size, padding)` without
-    resizing the whole map: each window is interpolated from the few `low` pixels under it (cv2.remap,
-    bilinear, edges replicated, which is resize_linear's clamping). For the refiner's coarse stack (4 + hidden
-    channels) this is a fraction of the cost of upsampling it whole when a few hundred patches are refined.
-
-    low: (h, w, C) float32, C <= 512; factor: integer upsampling in `EXACT_UPSAMPLING` (other factors raise
-    ValueError: cv2.remap rounds their weights to 1/32 pixel); y, xx: int64 cells of the upsampled map's
-    `size` grid. Returns (K, win, win, C) float32, win = size + 2 * padding, equal to the resized crop up to
-    float rounding, written into `scratch`'s array `name` when given.
-    """
-    if factor not in EXACT_UPSAMPLING:
-        raise ValueError(f"upsampled_patches_hwc needs a factor in {EXACT_UPSAMPLING}, got {factor}")
-    win = size + 2 * padding
-    store = scratch or Scratch()
-    source = np.ascontiguousarray(low, dtype=np.float32)
-    out = store.get(name, (len(y), win, win, source.shape[2]))
-    # output pixel o of the upsampled map reads source coordinate (o + 0.5) / factor - 0.5
-    offsets = (np.arange(win, dtype=np.float32) - np.float32(padding - 0.5)) / np.float32(factor) - np.float32(0.5)
-    step = np.float32(size / factor)
-    map_x = store.get(f"{name}/map_x", (len(y), win, win))
-    map_y = store.get(f"{name}/map_y", (len(y), win, win))
-    map_x[:] = (np.asarray(xx, np.float32) * step)[:, None, None] + offsets[None, None, :]
-    map_y[:] = (np.asarray(y, np.float32) * step)[:, None, None] + offsets[None, :, None]
-    _remap_windows(source, out, map_x, map_y, cv2.INTER_LINEAR)
-    return out
-
-
-def replace_patches_hwc(x: np.ndarray, patches: np.ndarray, y: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    """`engines.nets.refiner.replace_patches` in place on one C-contiguous (H, W, C) frame; patches (K, p, p, C)."""
-    if not x.flags.c_contiguous:
-        raise ValueError("replace_patches_hwc writes in place and needs a C-contiguous frame")
-    h, w, c = x.shape
-    p = patches.shape[1]
-    cells = x.reshape(h // p, p, w // p, p, c).transpose(0, 2, 1, 3, 4)  # (H/p, W/p, p, p, C), a view
-    cells[y, xx] = patches
-    return x
 
 
 class ModelMismatch(UserError):
@@ -357,6 +187,8 @@ class OnnxMatting:
         providers: onnxruntime providers (None = TensorRT > CUDA > CPU, the available ones).
         intra_op_threads: CPU threads per operator (None = onnxruntime's default, or settings').
         settings: `engines.matting.providers.SessionSettings` (threads, spinning, FP16 and IO binding on GPUs).
+        executor: a one-thread executor that `refine` gathers two of its three patch inputs on while this
+            thread gathers the third (cv2 releases the GIL: both cores busy); None: one after another.
     """
 
     def __init__(
@@ -370,8 +202,10 @@ class OnnxMatting:
         providers: list[str] | None = None,
         intra_op_threads: int | None = None,
         settings: SessionSettings | None = None,
+        executor: Executor | None = None,
     ):
         settings = settings or SessionSettings(intra_op_threads=None)
+        self.executor = executor
         self.base = bind(create_session(base_path, providers, intra_op_threads, settings), settings)
         self.refiner = None
         if refiner_path is not None:
@@ -388,7 +222,7 @@ class OnnxMatting:
             shapes = {v.name: v.shape for v in list(self.base.get_outputs()) + list(self.refiner.get_inputs())}
             _check_widths(base_path, refiner_path, _coarse_width(shapes), _coarse_width(shapes, "patch_coarse"))
         self.mode, self.k, self.threshold, self.prevent_oversampling = mode, k, threshold, prevent_oversampling
-        self._scratch = Scratch()  # refiner inputs, reused frame after frame (engine thread only)
+        self._scratch = Scratch()  # refiner inputs, reused frame after frame (one name per thread)
 
     def run_base(self, src: np.ndarray, bgr: np.ndarray, aux: np.ndarray | None = None) -> CoarseResult:
         """Base network on one frame at 1/c resolution.
@@ -433,8 +267,8 @@ class OnnxMatting:
             raise ValueError(f"refiner needs full-resolution height and width divisible by 4, got {h_full}x{w_full}")
         hq, wq = h_full // PATCH, w_full // PATCH
         channels = 4 if with_foreground else 1
-        out = resize_linear(np.ascontiguousarray(coarse.stack[:, :, :channels]), (h_full, w_full))  # (H, W, channels)
         selected = np.zeros((hq, wq), dtype=bool)
+        y = x = gathered = None
         if self.refiner is not None:
             aux_maps = [] if aux is None else (list(aux) if isinstance(aux, list) else [aux])
             aux_channels = sum(1 if a.ndim == 2 else a.shape[2] for a in aux_maps)
@@ -444,27 +278,42 @@ class OnnxMatting:
             y, x = select_patches_np(err_q, self.mode, self.k, self.threshold, self.prevent_oversampling)
             if y.size:
                 images = [src, bgr] + aux_maps
-                half = (h_full // 2, w_full // 2)
-                sc = self._scratch
-                stack = coarse.stack
-                factor = half[0] // stack.shape[0]
-                if factor in EXACT_UPSAMPLING and half == (stack.shape[0] * factor, stack.shape[1] * factor):
-                    patch_coarse = upsampled_patches_hwc(stack, factor, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse")
-                else:  # a coarse size not dividing the frame, or a factor not a power of two: the whole stack resized
-                    half_coarse = resize_linear(stack, half, sc.get("half_coarse", half + stack.shape[2:]))
-                    patch_coarse = crop_patches_hwc(half_coarse, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse")
-                feed = {
-                    "patch_coarse": patch_coarse,
-                    # the half-resolution images' windows straight from the full-resolution ones (2x2 means)
-                    "patch_half_img": downsampled_patches_hwc(images, y, x, PATCH // 2, CONTEXT_HALF, sc, "half"),
-                    "patch_full": crop_patches_hwc(images, y, x, PATCH, CONTEXT_FULL, sc, "full"),
-                }
-                (refined,) = self.refiner.run(list(REFINER_OUTPUTS), feed)
-                replace_patches_hwc(out, np.ascontiguousarray(refined[..., :channels]), y, x)
-                selected[y, x] = True
+                gathered = run_beside(self.executor, self._coarse_and_full_patches, coarse.stack, images, y, x)
+                half = downsampled_patches_hwc(images, y, x, PATCH // 2, CONTEXT_HALF, self._scratch, "half")
+        out = resize_linear(np.ascontiguousarray(coarse.stack[:, :, :channels]), (h_full, w_full))  # (H, W, channels)
+        if gathered is not None:
+            patch_coarse, patch_full = gathered.result()
+            feed = {"patch_coarse": patch_coarse, "patch_half_img": half, "patch_full": patch_full}
+            (refined,) = self.refiner.run(list(REFINER_OUTPUTS), feed)
+            replace_patches_hwc(out, np.ascontiguousarray(refined[..., :channels]), y, x)
+            selected[y, x] = True
         alpha = out[..., 0]
         np.clip(alpha, 0.0, 1.0, out=alpha)
         return RefineResult(alpha, out[..., 1:] if with_foreground else None, selected)
+
+    def _coarse_and_full_patches(self, stack: np.ndarray, images: list[np.ndarray], y: np.ndarray,
+                                 x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The refiner's `patch_coarse` (the coarse stack's windows at 1/2 resolution) and `patch_full`
+        (the images' windows at full resolution) for cells (y, x), in this object's scratch arrays."""
+        sc = self._scratch
+        half = (images[0].shape[0] // 2, images[0].shape[1] // 2)
+        factor = half[0] // stack.shape[0]
+        if factor in EXACT_UPSAMPLING and half == (stack.shape[0] * factor, stack.shape[1] * factor):
+            patch_coarse = upsampled_patches_hwc(stack, factor, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse")
+        else:  # a coarse size not dividing the frame, or a factor not a power of two: the whole stack resized
+            half_coarse = resize_linear(stack, half, sc.get("half_coarse", half + stack.shape[2:]))
+            patch_coarse = crop_patches_hwc(half_coarse, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse")
+        return patch_coarse, crop_patches_hwc(images, y, x, PATCH, CONTEXT_FULL, sc, "full")
+
+
+def run_beside(executor: Executor | None, fn, *args) -> Future:
+    """`fn(*args)` on `executor`'s thread while the caller goes on, or here and now without an executor; the
+    result (or the exception raised) from the returned future's `.result()`."""
+    if executor is not None:
+        return executor.submit(fn, *args)
+    done: Future = Future()
+    done.set_result(fn(*args))
+    return done
 
 
 def benchmark(

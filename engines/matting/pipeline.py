@@ -79,6 +79,7 @@ def make_backend(config: EngineConfig) -> MattingBackend:
             depth_fusion=FusionConfig() if config.depth_fusion else None,
             patch_budget=None if config.patch_budget_ms is None else PatchBudget(config.patch_budget_ms),
             intra_op_threads=config.network_threads,
+            overlap=config.overlap_stages,
         )
         return MattingBackend(matting, _network_result)
     if config.mode == "depth":

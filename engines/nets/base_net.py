@@ -15,9 +15,10 @@ weights are the pretrained width-0.5 DeepLabV3 backbone widened function-preserv
 and a decoder of 96-48-32 whose last layer is 1x1 instead of BGMv2's 3x3. That 3x3 layer, at the full
 base resolution on 38 channels, was a third of the student's time in INT8 (about 3 ms of 10 on one
 CPU thread at 160x120, a 640x480 frame at c = 4); the 1x1 one runs on the decoder's features before their
-last upsampling (`engines.nets.decoder`). It hands the refiner 16 hidden features, not BGMv2's 32: the
-16 the refiners weighed most were kept (`engines.training.prune`), which made the student's output stack,
-the refiner's patches and its first layer cheaper at the same accuracy (assets/MODEL_CARD.md). Students
+last upsampling (`engines.nets.decoder`). It hands the refiner 8 hidden features, not BGMv2's 32: the
+ones the refiners weighed most were kept (32 -> 16 -> 8, `engines.training.prune`, the refiners fine-tuned
+after each cut), which made the student's output stack, the refiner's patches and its first layer cheaper
+at no loss of accuracy (assets/MODEL_CARD.md). Students
 made before (3x3, 32 hidden features) still load (`load_student`).
 """
 
@@ -38,7 +39,7 @@ from sensors.errors import UserError
 log = logging.getLogger(__name__)
 
 IMAGE_CHANNELS = 3  # RGB of the image and of the background, each in [0, 1]
-STUDENT_HIDDEN = 16  # hidden features the student hands the refiner (BGMv2: 32; engines.training.prune)
+STUDENT_HIDDEN = 8  # hidden features the student hands the refiner (BGMv2: 32; engines.training.prune)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class BaseNetConfig:
 
 def student_config(in_channels: int = 6) -> BaseNetConfig:
     """DART's real-time student Phi_m: MobileNetV2 width 0.5, DeepLab ASPP, decoder slimmed to 96-48-32 with
-    a 1x1 last layer and 16 hidden features for the refiner (module docstring)."""
+    a 1x1 last layer and 8 hidden features for the refiner (module docstring)."""
     return BaseNetConfig(
         in_channels=in_channels,
         width_mult=0.5,

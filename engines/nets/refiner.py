@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.matting.onnx_inference import CONTEXT_FULL, CONTEXT_HALF, PATCH
+from engines.matting.patches import CONTEXT_FULL, CONTEXT_HALF, PATCH
 from engines.nets.base_net import STUDENT_HIDDEN, clamp_unit, load_state, read_weights
 from sensors.errors import UserError
 
@@ -39,7 +39,7 @@ from sensors.errors import UserError
 class RefinerConfig:
     """Refiner shape and patch selection.
 
-    hidden_channels: channels of the base network's hidden features H_c (the shipped student's 16; BGMv2: 32).
+    hidden_channels: channels of the base network's hidden features H_c (the shipped student's 8; BGMv2: 32).
     aux_channels: extra full-resolution maps in the patches (DART RGB-D: 2 = live depth, background
         depth; BGMv2 RGB: 0).
     mode: "topk" (k patches per image, BGMv2's "sampling") or "threshold" (every patch whose error
@@ -49,7 +49,10 @@ class RefinerConfig:
         CPU cores, leaving room for the depth stages within DART's 30 fps (500: ~28 ms, 1000: ~38 ms).
     threshold: error threshold in "threshold" mode.
     prevent_oversampling: in "topk" mode, skip patches whose error is exactly 0.
-    stage_channels: (C*BR, C*BR, C*BR) widths; BGMv2: 24, 16, 12.
+    stage_channels: (C*BR, C*BR, C*BR) widths; BGMv2: 24, 16, 12. The third is 16 here: onnxruntime's INT8
+        channels-last convolution on x86 runs a layer with 12 output channels several times slower than
+        one with 16 (its profiler, a throwaway run), so the wider layer is the faster one
+        (`assets/MODEL_CARD.md`, "Refiner stage 2 at 16 channels"; older 12-wide files still load).
     """
 
     hidden_channels: int = STUDENT_HIDDEN
@@ -118,7 +121,8 @@ def replace_patches(
 
 
 class RefinerPatchNet(nn.Module):
-    """The refiner's convolutions on patches (appendix B: C*BR24 - C*BR16 | C*BR12 - C*4).
+    """The refiner's convolutions on patches (appendix B: C*BR24 - C*BR16 | C*BR12 - C*4; here the third
+    layer has `stage_channels[2]` = 16 by default, see `RefinerConfig`).
 
     Input:
         patch_half: (K, 1 + 3 + hidden + 6 + aux, 8, 8) at 1/2 resolution, channel order
@@ -128,7 +132,8 @@ class RefinerPatchNet(nn.Module):
     """
 
     def __init__(
-        self, hidden_channels: int = STUDENT_HIDDEN, aux_channels: int = 0, stage_channels: tuple[int, int, int] = (24, 16, 12)
+        self, hidden_channels: int = STUDENT_HIDDEN, aux_channels: int = 0,
+        stage_channels: tuple[int, int, int] = RefinerConfig.stage_channels,
     ):
         super().__init__()
         c1, c2, c3 = stage_channels
@@ -221,22 +226,37 @@ class Refiner(nn.Module):
 
 
 STAGE1_WEIGHT = "patch_net.stage1.0.weight"  # reads [alpha, fgr_res, hidden, I, B, aux] at 1/2 resolution
+STAGE1_MIDDLE_WEIGHT = "patch_net.stage1.3.weight"  # stage 1's second layer: its outputs are the stage-1 features
 STAGE2_WEIGHT = "patch_net.stage2.0.weight"  # reads [stage-1 features, I, B, aux] at full resolution
 COARSE_LEAD = 4  # the coarse inputs before the hidden features: alpha, foreground residual (3)
 IMAGE_INPUTS = 6  # I and B (RGB each) in both stages' patches
 
 
-def load_refiner(path: str | Path, aux_channels: int, k: int = RefinerConfig.k) -> Refiner:
-    """The refiner in `path` (safetensors) with its own number of hidden input channels (read from its first
-    layer: 4 + hidden + 6 + aux inputs), `aux_channels` (DART 2, BGMv2 0) and top-k `k`. Raises `UserError`
-    for a missing or unreadable file, one that is not a refiner, or one with another number of aux channels."""
-    state = read_weights(path)
+def refiner_config_of(state: dict[str, torch.Tensor], path: str | Path, k: int = RefinerConfig.k) -> RefinerConfig:
+    """The `RefinerConfig` that `state` (a refiner's state dict) was made with, read from its weights' shapes:
+    hidden and aux input channels (first layer: 4 + hidden + 6 + aux inputs; stage 2: stage-1 features + 6 +
+    aux) and the three stage widths; `k` as given. Raises `UserError` naming `path` for a state that is not a
+    refiner of this project."""
     first, second = state.get(STAGE1_WEIGHT), state.get(STAGE2_WEIGHT)
-    middle = state.get("patch_net.stage1.3.weight")
+    middle = state.get(STAGE1_MIDDLE_WEIGHT)
     if first is None or second is None or middle is None or first.ndim != 4:
         raise UserError(f"Weight file {path} does not fit Refiner: it is not a refiner of this project.")
     aux = int(second.shape[1]) - int(middle.shape[0]) - IMAGE_INPUTS
     hidden = int(first.shape[1]) - COARSE_LEAD - IMAGE_INPUTS - aux
-    if aux != aux_channels or hidden < 1:
-        raise UserError(f"Weight file {path} does not fit Refiner: it takes {aux} depth channels, not {aux_channels}.")
-    return load_state(Refiner(RefinerConfig(hidden_channels=hidden, aux_channels=aux, k=k)), state, path)
+    if hidden < 1 or aux < 0:
+        raise UserError(f"Weight file {path} does not fit Refiner: it is not a refiner of this project.")
+    stages = (int(first.shape[0]), int(middle.shape[0]), int(second.shape[0]))
+    return RefinerConfig(hidden_channels=hidden, aux_channels=aux, k=k, stage_channels=stages)
+
+
+def load_refiner(path: str | Path, aux_channels: int, k: int = RefinerConfig.k) -> Refiner:
+    """The refiner in `path` (safetensors) with its own shape (`refiner_config_of`: hidden input channels,
+    stage widths, e.g. an older file's 12-wide stage 2), `aux_channels` (DART 2, BGMv2 0) and top-k `k`.
+    Raises `UserError` for a missing or unreadable file, one that is not a refiner, or one with another
+    number of aux channels."""
+    state = read_weights(path)
+    config = refiner_config_of(state, path, k)
+    if config.aux_channels != aux_channels:
+        raise UserError(f"Weight file {path} does not fit Refiner: it takes {config.aux_channels} depth channels, "
+                        f"not {aux_channels}.")
+    return load_state(Refiner(config), state, path)

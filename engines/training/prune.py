@@ -1,7 +1,9 @@
-"""Pruning the student's hidden features H_c (BGMv2 sec. 4.1: 32 channels handed to the refiner).
+"""Changing trained networks' widths: pruning the student's hidden features H_c (BGMv2 sec. 4.1: 32
+channels handed to the refiner) and widening the refiner's stage 2.
 
-Owns `hidden_feature_scores` (how much each hidden channel feeds the refiners) and `prune_hidden` (a
-student and refiner state with only the kept channels). The hidden features are produced by the last
+Owns `hidden_feature_scores` (how much each hidden channel feeds the refiners), `prune_hidden` (a
+student and refiner state with only the kept channels) and `widen_stage2` (a refiner state whose stage-2
+hidden layer has more channels and computes the same function). The hidden features are produced by the last
 (1x1) layer of the student and read only by the refiner's first convolution, so dropping a channel
 removes one output row of the one and one input column of the other: the student's alpha, foreground
 residual and error map are unchanged, and only the refiners need fine-tuning afterwards
@@ -11,11 +13,13 @@ stack, the refiner's patch gather and its first layer cheaper (README, Speed).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from engines.nets.base_net import FINAL_BIAS, FINAL_WEIGHT, LEAD_OUTPUTS, BaseNet
-from engines.nets.refiner import COARSE_LEAD, STAGE1_WEIGHT
+from engines.nets.refiner import COARSE_LEAD, STAGE1_WEIGHT, STAGE2_WEIGHT, Refiner, refiner_config_of
 from engines.training.data import AugmentConfig, SamplePool, make_batch
 
 
@@ -67,3 +71,29 @@ def prune_hidden(student_state: dict[str, torch.Tensor], refiner_states: dict[st
                                np.arange(COARSE_LEAD + hidden, first.shape[1])])
         refiners[name] = {**state, STAGE1_WEIGHT: first[:, torch.from_numpy(cols)].contiguous()}
     return student, refiners
+
+
+STAGE2_LAST_WEIGHT = "patch_net.stage2.3.weight"  # reads the stage-2 hidden layer's channels
+
+
+def widen_stage2(state: dict[str, torch.Tensor], channels: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """`state` (a refiner's) with its stage-2 hidden layer grown to `channels`, computing the same function:
+    the new channels' convolution rows and batch-norm entries are those of a fresh refiner (seeded), and
+    the last layer reads them with weight 0, so they start to matter only through fine-tuning
+    (`engines.training.stages.train_refiner(init_weights=...)`). Raises `ValueError` if `channels` is not
+    more than the current width."""
+    config = refiner_config_of(state, "(state)")
+    old = config.stage_channels[2]
+    if channels <= old:
+        raise ValueError(f"widen_stage2 grows the stage-2 layer: it has {old} channels, asked for {channels}")
+    torch.manual_seed(seed)
+    wide = config.stage_channels[:2] + (channels,)
+    fresh = Refiner(dataclasses.replace(config, stage_channels=wide)).state_dict()
+    out = dict(state)
+    for key, value in fresh.items():
+        if (key.startswith("patch_net.stage2.1.") and value.ndim == 1) or key == STAGE2_WEIGHT:
+            out[key] = torch.cat([state[key], value[old:]]).contiguous()  # new rows: the fresh ones
+    last = state[STAGE2_LAST_WEIGHT]
+    zeros = last.new_zeros((last.shape[0], channels - old) + tuple(last.shape[2:]))
+    out[STAGE2_LAST_WEIGHT] = torch.cat([last, zeros], dim=1).contiguous()
+    return out

@@ -39,7 +39,7 @@ from engines.nets.base_net import (BaseNet, BaseNetConfig, config_metadata, fore
                                    load_student, load_weights, pointwise_final_layer, read_weights, student_config,
                                    student_config_of, teacher_config)
 from engines.nets.losses import base_loss, distillation_loss, refine_loss
-from engines.nets.refiner import Refiner, RefinerConfig, load_refiner
+from engines.nets.refiner import Refiner, RefinerConfig, load_refiner, refiner_config_of
 from engines.training.checkpoint import StageLog, load_stage_log, paths, resume, save_checkpoint
 from engines.training.data import (AugmentConfig, Batch, SamplePool, depth_posterior_batch, load_or_build_pool,
                                    make_batch, sample_rng)
@@ -372,7 +372,10 @@ def train_refiner(pool: SamplePool, out_dir: str | Path, cfg: StageConfig, stude
     for p in student.parameters():
         p.requires_grad_(False)
     torch.manual_seed(cfg.seed)
-    refiner = Refiner(RefinerConfig(student.config.hidden_channels, AUX_CHANNELS[variant], k=cfg.k_train)).to(device)
+    config = RefinerConfig(student.config.hidden_channels, AUX_CHANNELS[variant], k=cfg.k_train)
+    if init_weights is not None:  # the initial weights' own stage widths (e.g. an older 12-wide stage 2)
+        config = dataclasses.replace(config, stage_channels=refiner_config_of(read_weights(init_weights), init_weights).stage_channels)
+    refiner = Refiner(config).to(device)
     optimizer = torch.optim.Adam(refiner.parameters(), lr=cfg.lr_refiner)
     init = None if init_weights is None else (lambda: load_weights(refiner, init_weights).to(device))
 

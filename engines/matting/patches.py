@@ -1,0 +1,198 @@
+"""The refiner's patch geometry on numpy, one frame, channels last: the twin of `engines.nets.refiner`'s
+selection, crop and replacement (equal to it up to float rounding, tests/test_onnx.py).
+
+Owns the patch constants (the contract with the exported refiner model, `engines.matting.onnx_inference`'s
+model spec), `select_patches_np` (top-k or threshold cells of an error map), the window gathers
+(`crop_patches_hwc`, `downsampled_patches_hwc`, `upsampled_patches_hwc`: cv2.remap of whole windows, edges
+replicated, into `Scratch` arrays) and `replace_patches_hwc`.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from engines.matting.scratch import Scratch
+
+PATCH = 4  # refined patch size at full resolution (one 1/4-resolution pixel)
+CONTEXT_HALF = 3  # context around the 2x2 core at 1/2 resolution -> 8x8 crop
+CONTEXT_FULL = 2  # context around the 4x4 core at full resolution -> 8x8 crop
+
+
+def select_patches_np(
+    err_q: np.ndarray, mode: str = "topk", k: int = 300, threshold: float = 0.1, prevent_oversampling: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """`engines.nets.refiner.select_patches` for one (Hq, Wq) error map -> int64 (y, x) of the selected cells."""
+    hq, wq = err_q.shape
+    flat = err_q.reshape(-1)
+    if mode == "topk":
+        kk = max(0, min(int(k), flat.size))
+        if kk == flat.size:
+            idx = np.arange(flat.size)
+        else:
+            idx = np.argpartition(-flat, kk - 1)[:kk] if kk else np.zeros(0, dtype=np.int64)
+        if prevent_oversampling:
+            idx = idx[flat[idx] > 0]
+    elif mode == "threshold":
+        idx = np.flatnonzero(flat > threshold)
+    else:
+        raise ValueError(f"unknown refiner selection mode {mode!r}; use 'topk' or 'threshold'")
+    idx = idx.astype(np.int64)
+    return idx // wq, idx % wq
+
+
+REMAP_MAX_SIDE = 32767  # cv2.remap takes images (and int16 map coordinates) under this many rows and columns
+REMAP_MAX_ROWS = 32000  # so the windows go in chunks of at most this many rows
+EXACT_UPSAMPLING = (1, 2, 4, 8, 16)  # factors whose bilinear weights cv2.remap's 1/32 pixel table holds exactly
+
+
+def _remap_windows(
+    source: np.ndarray, out: np.ndarray, map_x: np.ndarray, map_y: np.ndarray | None, interpolation: int
+) -> None:
+    """cv2.remap of `source` into `out` (K, win, win[, C]) through maps (K, win, win[, 2]) of the same
+    window layout, edges replicated; in chunks of windows so that no remapped image reaches cv2's size limit.
+    map_y None: `map_x` holds int16 (x, y) pairs (nearest neighbour)."""
+    if not out.flags.c_contiguous:
+        raise ValueError("_remap_windows writes in place and needs a C-contiguous output")
+    k, win = out.shape[0], out.shape[1]
+    step = max(1, REMAP_MAX_ROWS // win)
+    for i in range(0, k, step):
+        j = min(k, i + step)
+        rows = (j - i) * win
+        cv2.remap(source, map_x[i:j].reshape((rows, win) + map_x.shape[3:]),
+                  None if map_y is None else map_y[i:j].reshape(rows, win), interpolation,
+                  dst=out[i:j].reshape((rows, win) + out.shape[3:]), borderMode=cv2.BORDER_REPLICATE)
+
+
+def crop_patches_hwc(
+    frames: np.ndarray | list[np.ndarray], y: np.ndarray, xx: np.ndarray, size: int, padding: int,
+    scratch: Scratch | None = None, name: str = "patches",
+) -> np.ndarray:
+    """`engines.nets.refiner.crop_patches` for one frame -> (K, win, win, C) float32, win = size + 2*padding.
+
+    frames: one (H, W, C) frame, or a list of (H, W[, C_i]) frames of one size whose patches are
+    concatenated along channels (cropping each and merging the small patches is much cheaper than
+    merging whole frames). Cell (y, xx) covers rows y*size..y*size+size-1; indices outside the frame
+    are clamped, which is edge replication, so no padded copy of the frame is made. The windows are
+    gathered by cv2.remap (nearest, integer map): whole window rows at a time, about twice as fast as
+    gathering pixel by pixel. Frames of one size, under 32767 - padding pixels a side (ValueError otherwise).
+    scratch / name: the result (and the per-frame pieces and the map) are written into `scratch`'s arrays of
+    that name, valid until the next call with the same name.
+    """
+    frames = frames if isinstance(frames, list) else [frames]
+    win = size + 2 * padding
+    k = len(y)
+    h, w = frames[0].shape[:2]
+    if any(frame.shape[:2] != (h, w) for frame in frames):
+        raise ValueError("crop_patches_hwc needs frames of one size")
+    if max(h, w) + padding >= REMAP_MAX_SIDE:
+        raise ValueError(f"crop_patches_hwc takes frames under {REMAP_MAX_SIDE - padding} pixels a side, got {w}x{h}")
+    channels = [frame.shape[2] if frame.ndim == 3 else 1 for frame in frames]
+    store = scratch or Scratch()
+    offsets = np.arange(win) - padding
+    grid = store.get(f"{name}/map", (k, win, win, 2), np.int16)
+    grid[..., 0] = (np.asarray(xx) * size)[:, None, None] + offsets[None, None, :]
+    grid[..., 1] = (np.asarray(y) * size)[:, None, None] + offsets[None, :, None]
+    patches = store.get(name, (k, win, win, sum(channels)))
+    sources = [np.ascontiguousarray(frame, dtype=np.float32) for frame in frames]
+    if k == 0:
+        return patches
+    if len(sources) == 1:
+        _remap_windows(sources[0], patches if sources[0].ndim == 3 else patches[..., 0], grid, None, cv2.INTER_NEAREST)
+        return patches
+    _remap_interleaved(sources, patches, grid, None, cv2.INTER_NEAREST, store, name)
+    return patches
+
+
+def _remap_interleaved(sources: list[np.ndarray], patches: np.ndarray, map_x: np.ndarray, map_y: np.ndarray | None,
+                       interpolation: int, store: Scratch, name: str) -> None:
+    """`_remap_windows` of each source into its own contiguous piece of `store`, then all pieces interleaved
+    along channels into `patches` (K, win, win, sum C) by one cv2.mixChannels."""
+    k, win = patches.shape[:2]
+    pieces = []
+    for i, source in enumerate(sources):
+        piece = store.get(f"{name}/{i}", (k, win, win) + source.shape[2:])
+        _remap_windows(source, piece, map_x, map_y, interpolation)
+        pieces.append(piece.reshape(k * win, win, -1))
+    pairs = [i for c in range(patches.shape[3]) for i in (c, c)]
+    cv2.mixChannels(pieces, [patches.reshape(k * win, win, -1)], pairs)
+
+
+def downsampled_patches_hwc(
+    frames: list[np.ndarray], y: np.ndarray, xx: np.ndarray, size: int, padding: int,
+    scratch: Scratch | None = None, name: str = "downsampled",
+) -> np.ndarray:
+    """`crop_patches_hwc([resize_linear(f, (H / 2, W / 2)) for f in frames], y, xx, size, padding)` without
+    downsampling the frames: a pixel of the half-resolution frame is the mean of a 2x2 block (exact 2x
+    bilinear downsampling), which cv2.remap's bilinear interpolation reads at the block's centre (weights 1/2,
+    exact in its 1/32 pixel table). Only the windows' pixels are computed, not whole frames.
+
+    frames: (H, W[, C_i]) float32 frames of one size, H and W even; y, xx: int64 cells of the half-resolution
+    frame's `size` grid, window indices outside it clamped (edge replication). Returns (K, win, win, sum C_i)
+    float32, win = size + 2 * padding, equal to the cropped resize up to float rounding, written into
+    `scratch`'s array `name` when given (valid until the next call with that name).
+    """
+    h, w = frames[0].shape[:2]
+    if h % 2 or w % 2 or any(frame.shape[:2] != (h, w) for frame in frames):
+        raise ValueError(f"downsampled_patches_hwc needs frames of one even size, got {[f.shape[:2] for f in frames]}")
+    if max(h, w) >= REMAP_MAX_SIDE:
+        raise ValueError(f"downsampled_patches_hwc takes frames under {REMAP_MAX_SIDE} pixels a side, got {w}x{h}")
+    win = size + 2 * padding
+    k = len(y)
+    store = scratch or Scratch()
+    offsets = np.arange(win) - padding
+    map_x = store.get(f"{name}/map_x", (k, win, win))
+    map_y = store.get(f"{name}/map_y", (k, win, win))
+    half_x = np.clip((np.asarray(xx) * size)[:, None] + offsets[None, :], 0, w // 2 - 1)  # (K, win)
+    half_y = np.clip((np.asarray(y) * size)[:, None] + offsets[None, :], 0, h // 2 - 1)
+    map_x[:] = (2 * half_x + 0.5).astype(np.float32)[:, None, :]  # the centre of the 2x2 block
+    map_y[:] = (2 * half_y + 0.5).astype(np.float32)[:, :, None]
+    sources = [np.ascontiguousarray(frame, dtype=np.float32) for frame in frames]
+    channels = [source.shape[2] if source.ndim == 3 else 1 for source in sources]
+    patches = store.get(name, (k, win, win, sum(channels)))
+    if k == 0:
+        return patches
+    _remap_interleaved(sources, patches, map_x, map_y, cv2.INTER_LINEAR, store, name)
+    return patches
+
+
+def upsampled_patches_hwc(
+    low: np.ndarray, factor: int, y: np.ndarray, xx: np.ndarray, size: int, padding: int,
+    scratch: Scratch | None = None, name: str = "upsampled",
+) -> np.ndarray:
+    """`crop_patches_hwc(resize_linear(low, (h * factor, w * factor)), y, xx, size, padding)` without
+    resizing the whole map: each window is interpolated from the few `low` pixels under it (cv2.remap,
+    bilinear, edges replicated, which is resize_linear's clamping). For the refiner's coarse stack (4 + hidden
+    channels) this is a fraction of the cost of upsampling it whole when a few hundred patches are refined.
+
+    low: (h, w, C) float32, C <= 512; factor: integer upsampling in `EXACT_UPSAMPLING` (other factors raise
+    ValueError: cv2.remap rounds their weights to 1/32 pixel); y, xx: int64 cells of the upsampled map's
+    `size` grid. Returns (K, win, win, C) float32, win = size + 2 * padding, equal to the resized crop up to
+    float rounding, written into `scratch`'s array `name` when given.
+    """
+    if factor not in EXACT_UPSAMPLING:
+        raise ValueError(f"upsampled_patches_hwc needs a factor in {EXACT_UPSAMPLING}, got {factor}")
+    win = size + 2 * padding
+    store = scratch or Scratch()
+    source = np.ascontiguousarray(low, dtype=np.float32)
+    out = store.get(name, (len(y), win, win, source.shape[2]))
+    # output pixel o of the upsampled map reads source coordinate (o + 0.5) / factor - 0.5
+    offsets = (np.arange(win, dtype=np.float32) - np.float32(padding - 0.5)) / np.float32(factor) - np.float32(0.5)
+    step = np.float32(size / factor)
+    map_x = store.get(f"{name}/map_x", (len(y), win, win))
+    map_y = store.get(f"{name}/map_y", (len(y), win, win))
+    map_x[:] = (np.asarray(xx, np.float32) * step)[:, None, None] + offsets[None, None, :]
+    map_y[:] = (np.asarray(y, np.float32) * step)[:, None, None] + offsets[None, :, None]
+    _remap_windows(source, out, map_x, map_y, cv2.INTER_LINEAR)
+    return out
+
+
+def replace_patches_hwc(x: np.ndarray, patches: np.ndarray, y: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """`engines.nets.refiner.replace_patches` in place on one C-contiguous (H, W, C) frame; patches (K, p, p, C)."""
+    if not x.flags.c_contiguous:
+        raise ValueError("replace_patches_hwc writes in place and needs a C-contiguous frame")
+    h, w, c = x.shape
+    p = patches.shape[1]
+    cells = x.reshape(h // p, p, w // p, p, c).transpose(0, 2, 1, 3, 4)  # (H/p, W/p, p, p, C), a view
+    cells[y, xx] = patches
+    return x
