@@ -18,8 +18,9 @@ LIVE_PATCH_BUDGET_MS = 24.0
 # keep the second core busy, and a second onnxruntime thread there costs more CPU than it saves time
 # (python -m app.fps_probe, README "The app's frame rate").
 LIVE_NETWORK_THREADS = 1
-# ... and runs the engine's stages of a frame one after another there: MEASURE
-LIVE_OVERLAP_STAGES = True
+# ... and runs a frame's engine stages one after another: a second engine thread there took the cores from
+# the output stage (python -m app.fps_probe: dart with the window 33.6 fps with it, 36.7 without)
+LIVE_OVERLAP_STAGES = False
 
 
 @dataclass(frozen=True)

@@ -223,3 +223,23 @@ def test_snap_alpha_is_the_same_on_a_frame_and_on_a_strided_view():
     assert np.array_equal(frame, stack[..., 0])
     assert frame[0, 0] == snap and frame[0, 1] == 0 and frame[0, 2] == np.float32(1) - snap and frame[0, 3] == 1
     assert frame[0, 4] == 0 and frame[0, 5] == 1 and frame[0, 6] == np.float32(0.5)
+
+
+def test_overlapped_stages_give_the_same_frames_as_one_thread(model_dir, scene):
+    """With `overlap` the student runs on a worker thread beside the depth stages and the refiner's gathers
+    are split over two threads: every output is bit-identical to the one-thread run, frame after frame, for
+    both variants; one thread's stage timings add up to at most its total."""
+    prior, frame = scene
+    for variant in ("dart", "rgb"):
+        runs = {}
+        for overlap in (False, True):
+            matting = NetworkMatting(model_dir, variant=variant, k=30, overlap=overlap)
+            matting.set_prior(prior)
+            runs[overlap] = [matting.process(frame.color, frame.depth_m()) for _ in range(2)]
+            assert (matting._executor is not None) == overlap
+        for serial, overlapped in zip(runs[False], runs[True]):
+            for field in ("alpha", "error_map", "raw_alpha", "error_rgb", "selected"):
+                np.testing.assert_array_equal(getattr(serial, field), getattr(overlapped, field))
+            assert set(serial.timings_ms) == set(overlapped.timings_ms) >= {"student", "posterior", "refiner", "total"}
+            stages = sum(serial.timings_ms[name] for name in ("prepare", "student", "posterior", "fusion", "refiner"))
+            assert stages <= serial.timings_ms["total"] + 1e-6  # one thread: the stages do not overlap

@@ -151,7 +151,8 @@ def test_live_path_table_times_frames_with_the_subject(peer):
     rows = report.rows
     assert rows["subject share of the frame (alpha > 0.5)"] > 0.02  # not alpha 0 everywhere
     for name in ("read/decode (colour + depth files)", "dart: student", "dart: refiner", "composite",
-                 "output: webcam", "engine only: depth mode", "whole live path, one frame after another"):
+                 "output: webcam", "engine only: depth mode", "whole live path, one frame after another",
+                 "engine only: dart (stages one after another, no edge refinement)"):
         assert rows[name] >= 0.0, name
     assert rows["patches refined (count, not ms)"] <= 50
     assert not any(name.startswith("engine only: peer") for name in rows)  # no peer model: no peer row

@@ -359,7 +359,7 @@ def _engine_only_ms(config: LivePathConfig, prior: BackgroundPrior, subject: lis
     depth = MattingPipeline(EngineConfig(mode="depth", depth=config.depth))
     depth.set_prior(prior)
     bare = dart_pipeline._edge
-    dart_pipeline._edge = None  # the dart pipeline without edge refinement; the app's adds it below
+    dart_pipeline._edge = serial_pipeline._edge = None  # without edge refinement; the app's adds it below
     runs = {"dart (MattingPipeline, no edge refinement)": dart_pipeline.process,
             "dart (as the app, edge refinement on)": lambda c, d: edge(c, dart_pipeline.process(c, d).alpha),
             "dart (stages one after another, no edge refinement)": serial_pipeline.process,
