@@ -45,7 +45,7 @@ NOT_YET = "Not available in this version of the engine yet."
 MODE_LABELS: dict[str, tuple[str, str]] = {
     "dart": ("DART (default)",
              "Depth plus neural networks (the DART method): depth decides where it is sure, the networks do "
-             "edges, hair and what depth misses; the most accurate, about 25 ms a frame."),
+             "edges, hair and what depth misses; the most accurate, about 20 ms a frame."),
     "depth": ("Depth only (fastest)",
               "Cuts you out by distance, against the captured empty scene: fastest, not fooled by lighting changes."),
     "rgb": ("Colour networks (RGB baseline)",
@@ -55,7 +55,7 @@ MODE_LABELS: dict[str, tuple[str, str]] = {
 }
 HIDDEN_MODES = ("rgb-subtract",)  # offered only when it is the saved setting
 REFINER_TIP = ("Recompute the most uncertain 4x4 patches at full resolution with the refiner network "
-               "(finer hair and edges, about 15 ms more a frame).")
+               "(finer hair and edges, about 8 ms more a frame).")
 REFINER_OFF = "Only the network modes (DART, Colour networks) use it."
 ADAPT_TIP = ("After capturing the background, stay in view for a short take: the networks then learn you and "
              "your room in the background (a few minutes, the app keeps running). Used by the network modes; "

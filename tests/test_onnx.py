@@ -273,3 +273,43 @@ def test_weight_files_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"{}" * 10)
     with pytest.raises(UserError, match="corrupt"):
         load_weights(net, tmp_path / "bad.safetensors")
+
+
+def test_a_width_left_to_shape_inference_is_still_checked(exported, tmp_path):
+    """A float export may not declare its coarse stack's width (the shipped student.onnx does not): it is read
+    by ONNX shape inference, so a refiner of another width is still refused with one sentence."""
+    import onnx
+
+    _, _, base_path, _ = exported
+    model = onnx.load(str(base_path))
+    coarse = next(v for v in model.graph.output if v.name == "coarse")
+    coarse.type.tensor_type.shape.dim[3].Clear()  # as the float exports leave it
+    stripped = tmp_path / "stripped.onnx"
+    onnx.save(model, str(stripped))
+    assert not onnx.load(str(stripped)).graph.output[0].type.tensor_type.shape.dim[3].HasField("dim_value")
+    assert rt.coarse_width_of(stripped) == rt.coarse_width_of(base_path) == 36
+    narrow = onnx_export.export_refiner(Refiner(RefinerConfig(hidden_channels=16, aux_channels=2)), tmp_path / "r16.onnx")
+    with pytest.raises(rt.ModelMismatch, match="36 coarse channels but r16.onnx takes 20"):
+        rt.OnnxMatting(stripped, narrow)
+
+
+def test_settled_waits_for_the_task_beside_before_an_error_propagates():
+    """`settled`: when the calling thread fails while a task runs on the executor, the task has finished by
+    the time the error reaches the caller (it must not read inputs the next frame overwrites)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    finished = threading.Event()
+
+    def task():
+        time.sleep(0.2)
+        finished.set()
+
+    with ThreadPoolExecutor(1) as executor:
+        future = rt.run_beside(executor, task)
+        with pytest.raises(ValueError, match="calling thread"):
+            with rt.settled(future):
+                raise ValueError("the calling thread failed")
+        assert finished.is_set()
+    assert rt.run_beside(None, lambda a, b: a + b, 2, 3).result() == 5  # without an executor: here and now

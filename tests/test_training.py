@@ -306,3 +306,9 @@ def test_widened_stage2_computes_the_same_and_loads_by_its_own_shape(tmp_path):
         assert torch.allclose(old.patch_net(half, full), wide.patch_net(half, full), atol=1e-6)
     with pytest.raises(ValueError, match="grows"):
         widen_stage2(wide_state, 12)
+    assert RefinerConfig().stage_channels == (24, 16, 16)  # what train_refiner builds from scratch
+    torch.manual_seed(7)
+    before = torch.rand(1)
+    torch.manual_seed(7)
+    widen_stage2(old.state_dict(), 16)
+    assert torch.equal(torch.rand(1), before)  # the caller's random state is left alone

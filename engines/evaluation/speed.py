@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from engines.config import DepthConfig
+from engines.config import LIVE_OVERLAP_STAGES, DepthConfig
 from engines.matting.background_prior import BackgroundPrior, BackgroundPriorBuilder
 from engines.matting.dart_matting import NetworkMatting
 from engines.matting.depth_bayes import (
@@ -284,7 +284,7 @@ def live_path_ms(config: LivePathConfig, compose_factory: Callable[[BackgroundPr
         pipeline.set_prior(prior)
         return matting, pipeline
 
-    matting, pipeline = dart_pipeline(True)
+    matting, pipeline = dart_pipeline(LIVE_OVERLAP_STAGES)  # the live path as the window runs it
     compose = compose_factory(prior) if compose_factory is not None else None
     rows: dict[str, list[float]] = {"read/decode (colour + depth files)": read_ms, "depth to metres": []}
     total, subject_px = [], []
@@ -314,7 +314,7 @@ def live_path_ms(config: LivePathConfig, compose_factory: Callable[[BackgroundPr
     table["dart: total"] = table.pop("dart: total", float("nan"))
     table["whole live path, one frame after another"] = _median(total)
     table["subject share of the frame (alpha > 0.5)"] = _median(subject_px)
-    table.update(_engine_only_ms(config, prior, subject, pipeline, dart_pipeline(False)[1]))
+    table.update(_engine_only_ms(config, prior, subject, dart_pipeline(True)[1], dart_pipeline(False)[1]))
     return LivePathReport(table, list(matting.files), matting.providers)
 
 
@@ -331,9 +331,9 @@ def bench_speed_lines(config: LivePathConfig, compose_factory: Callable[[Backgro
     lines = [f"Live path in DART mode on {config.recording} ({size}), medians over {config.frames} frames with the "
              f"subject in view; {os.cpu_count()} CPU cores, load average {load:.1f} at the start and "
              f"{os.getloadavg()[0]:.1f} at the end; {config.threads} onnxruntime threads on "
-             f"{', '.join(report.providers)}; networks {', '.join(p.name for p in report.files)}; the student "
-             f"runs beside the depth stages (row posterior) on a second thread, so the 'dart:' rows overlap and "
-             f"'dart: total' is the wall time:"]
+             f"{', '.join(report.providers)}; networks {', '.join(p.name for p in report.files)}; the live path "
+             f"runs dart's stages one after another, as the window does; 'engine only: dart (MattingPipeline ...)' "
+             f"runs them on two threads, as `process` does:"]
     lines += [f"  {name:<62} {value:8.2f}" for name, value in report.rows.items()]
     peer = None if config.peer_dir is None else Path(config.peer_dir) / PEER_MODEL
     if peer is None or not peer.is_file():
@@ -346,10 +346,11 @@ _DART_STAGES = ("prepare", "student", "posterior", "fusion", "refiner", "total")
 
 def _engine_only_ms(config: LivePathConfig, prior: BackgroundPrior, subject: list, dart_pipeline,
                     serial_pipeline) -> dict[str, float]:
-    """Engine only, frame in memory, the same subject frames: dart (as the app runs it, and without edge
-    refinement; also with its stages one after another on one thread, `serial_pipeline`), depth mode and the
-    MediaPipe peer, taking turns frame by frame so that all see the same machine load; wall-clock and CPU
-    milliseconds (all threads of the process), and dart / peer ratios."""
+    """Engine only, frame in memory, the same subject frames: dart as `process` runs it (`dart_pipeline`, its
+    stages on two threads; without and with edge refinement), dart with its stages one after another on one
+    thread (`serial_pipeline`, as the window), depth mode and the MediaPipe peer, taking turns frame by frame
+    so that all see the same machine load; wall-clock and CPU milliseconds (all threads of the process), and
+    dart / peer ratios."""
     from engines.config import EngineConfig
     from engines.matting.edge_refine import EdgeRefiner
     from engines.matting.pipeline import MattingPipeline
@@ -358,10 +359,9 @@ def _engine_only_ms(config: LivePathConfig, prior: BackgroundPrior, subject: lis
     edge.set_plate(prior.color_mean)
     depth = MattingPipeline(EngineConfig(mode="depth", depth=config.depth))
     depth.set_prior(prior)
-    bare = dart_pipeline._edge
-    dart_pipeline._edge = serial_pipeline._edge = None  # without edge refinement; the app's adds it below
+    dart_pipeline._edge = serial_pipeline._edge = None  # without edge refinement; `process`'s is added below
     runs = {"dart (MattingPipeline, no edge refinement)": dart_pipeline.process,
-            "dart (as the app, edge refinement on)": lambda c, d: edge(c, dart_pipeline.process(c, d).alpha),
+            "dart (as process runs it, edge refinement on)": lambda c, d: edge(c, dart_pipeline.process(c, d).alpha),
             "dart (stages one after another, no edge refinement)": serial_pipeline.process,
             "depth mode": depth.process}
     peer_model = None if config.peer_dir is None else Path(config.peer_dir) / PEER_MODEL
@@ -370,17 +370,14 @@ def _engine_only_ms(config: LivePathConfig, prior: BackgroundPrior, subject: lis
         runs["peer MediaPipe selfie segmentation (RGB)"] = lambda c, d: peer(c)
     wall: dict[str, list[float]] = {name: [] for name in runs}
     cpu: dict[str, list[float]] = {name: [] for name in runs}
-    try:
-        for i in range(config.frames + 3):
-            color, depth_m = subject[i % len(subject)]
-            for name, run in runs.items():
-                t0, c0 = time.perf_counter(), time.process_time()
-                run(color, depth_m)
-                if i >= 3:
-                    wall[name].append((time.perf_counter() - t0) * 1e3)
-                    cpu[name].append((time.process_time() - c0) * 1e3)
-    finally:
-        dart_pipeline._edge = bare
+    for i in range(config.frames + 3):
+        color, depth_m = subject[i % len(subject)]
+        for name, run in runs.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            run(color, depth_m)
+            if i >= 3:
+                wall[name].append((time.perf_counter() - t0) * 1e3)
+                cpu[name].append((time.process_time() - c0) * 1e3)
     rows = {}
     for name in runs:
         rows[f"engine only: {name}"] = _median(wall[name])
@@ -391,4 +388,6 @@ def _engine_only_ms(config: LivePathConfig, prior: BackgroundPrior, subject: lis
         rows["ratio dart / peer (no edge refinement), wall"] = rows[f"engine only: {dart_name}"] / rows[f"engine only: {peer_name}"]
         rows["ratio dart / peer (no edge refinement), CPU"] = (rows[f"engine only: {dart_name}, CPU ms"]
                                                               / rows[f"engine only: {peer_name}, CPU ms"])
+        serial = "dart (stages one after another, no edge refinement)"
+        rows["ratio dart one thread of stages / peer, wall"] = rows[f"engine only: {serial}"] / rows[f"engine only: {peer_name}"]
     return rows

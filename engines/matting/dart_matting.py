@@ -51,7 +51,7 @@ from engines.config import DepthConfig
 from engines.matting.depth_bayes import depth_posterior, depth_residual, fuse_error_maps, resize_depth
 from engines.matting.depth_evidence import DepthEvidence
 from engines.matting.depth_fusion import FusionConfig, mask_selection, overrule_alpha, sure_regions
-from engines.matting.onnx_inference import run_beside
+from engines.matting.onnx_inference import run_beside, settled
 from engines.matting.patches import PATCH
 from engines.matting.providers import SessionSettings, is_gpu, resolve_providers
 from engines.matting.scratch import Scratch
@@ -389,19 +389,20 @@ class NetworkMatting:
         student = run_beside(self._executor, _timed, self._onnx.run_base, src_small, s.plate_small)
         t_depth = time.perf_counter()  # without overlap the student has run by now
         posterior = evidence = sure = aux = None
-        if self._plan.uses_depth:  # the depth stages need no network output: they run beside the student
-            depth_small = resize_depth(depth_m, w, h)
-            posterior = depth_posterior(depth_small, s.evidence.tables, self.config)
-            if self._fusion is not None or (self._plan.select_fused and self.config.calibrated_residual):
-                evidence = s.evidence(depth_small, posterior, src_small)
-            if self._fusion is not None:
-                sure = sure_regions(evidence, depth_small, s.evidence.usually_invalid, self.config, self._fusion)
-        if self._plan.refiner_file is not None and self.refiner_aux:
-            live = np.multiply(depth_m, np.float32(1.0 / self.config.d_max_m), out=sc.get("live", depth_m.shape),
-                               dtype=np.float32)
-            np.fmax(live, 0.0, out=live)  # fmax / fmin also map NaN to the bound
-            np.fmin(live, 1.0, out=live)
-            aux = [live, s.background_aux]
+        with settled(student):
+            if self._plan.uses_depth:  # the depth stages need no network output: they run beside the student
+                depth_small = resize_depth(depth_m, w, h)
+                posterior = depth_posterior(depth_small, s.evidence.tables, self.config)
+                if self._fusion is not None or (self._plan.select_fused and self.config.calibrated_residual):
+                    evidence = s.evidence(depth_small, posterior, src_small)
+                if self._fusion is not None:
+                    sure = sure_regions(evidence, depth_small, s.evidence.usually_invalid, self.config, self._fusion)
+            if self._plan.refiner_file is not None and self.refiner_aux:
+                live = np.multiply(depth_m, np.float32(1.0 / self.config.d_max_m), out=sc.get("live", depth_m.shape),
+                                   dtype=np.float32)
+                np.fmax(live, 0.0, out=live)  # fmax / fmin also map NaN to the bound
+                np.fmin(live, 1.0, out=live)
+                aux = [live, s.background_aux]
         t2 = time.perf_counter()
         coarse, timings["student"] = student.result()
         _snap_alpha(coarse.pha)

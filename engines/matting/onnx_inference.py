@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,9 +121,14 @@ def coarse_width_of(path: str | Path, name: str = "coarse") -> int | None:
     try:
         import onnx
 
-        graph = onnx.load(str(path), load_external_data=False).graph
+        model = onnx.load(str(path), load_external_data=False)
     except Exception:  # a missing, truncated or non-ONNX file: the caller's own checks report those
         return None
+    try:  # a float export leaves the stack's width to shape inference (the INT8 copies declare it)
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: S110  (then only what the file declares)
+        pass
+    graph = model.graph
     shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
               for v in list(graph.input) + list(graph.output)}
     return _coarse_width(shapes, name)
@@ -220,9 +226,13 @@ class OnnxMatting:
                             f"{', '.join(sorted(outputs))}); export it again with engines.nets.onnx_export.")
         if self.refiner is not None:
             shapes = {v.name: v.shape for v in list(self.base.get_outputs()) + list(self.refiner.get_inputs())}
-            _check_widths(base_path, refiner_path, _coarse_width(shapes), _coarse_width(shapes, "patch_coarse"))
+            base_width = _coarse_width(shapes)
+            if base_width is None:  # not declared by the session: the file's shape inference (a float export)
+                base_width = coarse_width_of(base_path)
+            _check_widths(base_path, refiner_path, base_width, _coarse_width(shapes, "patch_coarse"))
         self.mode, self.k, self.threshold, self.prevent_oversampling = mode, k, threshold, prevent_oversampling
-        self._scratch = Scratch()  # refiner inputs, reused frame after frame (one name per thread)
+        self._scratch = Scratch()  # refiner inputs, reused frame after frame (the calling thread's)
+        self._worker_scratch = Scratch()  # those gathered by `_coarse_and_full_patches` (maybe on the executor)
 
     def run_base(self, src: np.ndarray, bgr: np.ndarray, aux: np.ndarray | None = None) -> CoarseResult:
         """Base network on one frame at 1/c resolution.
@@ -279,8 +289,10 @@ class OnnxMatting:
             if y.size:
                 images = [src, bgr] + aux_maps
                 gathered = run_beside(self.executor, self._coarse_and_full_patches, coarse.stack, images, y, x)
+        with settled(gathered):
+            if gathered is not None:
                 half = downsampled_patches_hwc(images, y, x, PATCH // 2, CONTEXT_HALF, self._scratch, "half")
-        out = resize_linear(np.ascontiguousarray(coarse.stack[:, :, :channels]), (h_full, w_full))  # (H, W, channels)
+            out = resize_linear(np.ascontiguousarray(coarse.stack[:, :, :channels]), (h_full, w_full))  # (H, W, ch)
         if gathered is not None:
             patch_coarse, patch_full = gathered.result()
             feed = {"patch_coarse": patch_coarse, "patch_half_img": half, "patch_full": patch_full}
@@ -294,8 +306,8 @@ class OnnxMatting:
     def _coarse_and_full_patches(self, stack: np.ndarray, images: list[np.ndarray], y: np.ndarray,
                                  x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The refiner's `patch_coarse` (the coarse stack's windows at 1/2 resolution) and `patch_full`
-        (the images' windows at full resolution) for cells (y, x), in this object's scratch arrays."""
-        sc = self._scratch
+        (the images' windows at full resolution) for cells (y, x), in this object's worker scratch arrays."""
+        sc = self._worker_scratch
         half = (images[0].shape[0] // 2, images[0].shape[1] // 2)
         factor = half[0] // stack.shape[0]
         if factor in EXACT_UPSAMPLING and half == (stack.shape[0] * factor, stack.shape[1] * factor):
@@ -314,6 +326,18 @@ def run_beside(executor: Executor | None, fn, *args) -> Future:
     done: Future = Future()
     done.set_result(fn(*args))
     return done
+
+
+@contextmanager
+def settled(future: Future | None):
+    """On an exception inside the block, wait for `future`'s task before it propagates: a task still running
+    on the executor would read this frame's inputs while the next frame overwrites them."""
+    try:
+        yield
+    except BaseException:
+        if future is not None:
+            wait([future])
+        raise
 
 
 def benchmark(

@@ -61,7 +61,7 @@ class RefinerConfig:
     k: int = 300
     threshold: float = 0.1
     prevent_oversampling: bool = True
-    stage_channels: tuple[int, int, int] = (24, 16, 12)
+    stage_channels: tuple[int, int, int] = (24, 16, 16)
 
 
 def select_patches(

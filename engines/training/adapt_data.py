@@ -172,7 +172,8 @@ def teacher_engine(config: TeacherConfig, depth: DepthConfig = DepthConfig(), wi
     band widened by `band_px` * width / 640 pixels)."""
     return EngineConfig(mode=config.mode, depth=depth, model_dir=str(model_dir), edge_refine=config.edge_refine,
                         refine_patches=config.refine_patches, post=config.post,
-                        post_band_px=round(config.band_px * width / 640), vitmatte_dir=config.vitmatte_dir)
+                        post_band_px=round(config.band_px * width / 640), vitmatte_dir=config.vitmatte_dir,
+                        overlap_stages=False)  # it runs beside the live window: no second engine thread
 
 
 def label_take(take: Take, config: TeacherConfig = TeacherConfig(), depth: DepthConfig = DepthConfig(),

@@ -86,9 +86,10 @@ def widen_stage2(state: dict[str, torch.Tensor], channels: int, seed: int = 0) -
     old = config.stage_channels[2]
     if channels <= old:
         raise ValueError(f"widen_stage2 grows the stage-2 layer: it has {old} channels, asked for {channels}")
-    torch.manual_seed(seed)
     wide = config.stage_channels[:2] + (channels,)
-    fresh = Refiner(dataclasses.replace(config, stage_channels=wide)).state_dict()
+    with torch.random.fork_rng():  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        fresh = Refiner(dataclasses.replace(config, stage_channels=wide)).state_dict()
     out = dict(state)
     for key, value in fresh.items():
         if (key.startswith("patch_net.stage2.1.") and value.ndim == 1) or key == STAGE2_WEIGHT:
