@@ -376,15 +376,17 @@ class NetworkMatting:
 
     def _process_padded(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> DartResult:
         """`process` on a frame of the padded size the prior was prepared for."""
-        from engines.matting.onnx_inference import downsample_area
-
         s = self._state
         h, w = s.base_shape
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         sc = self._scratch
-        src = np.multiply(color_rgb, np.float32(1.0 / 255.0), out=sc.get("src", color_rgb.shape), dtype=np.float32)
-        src_small = downsample_area(src, (h, w))
+        src, src_small = sc.get("src", color_rgb.shape), sc.get("src_small", (h, w, 3))
+        split = (h // 2) * self.downsample  # the top band on the worker, if any (each band is exact on its own)
+        top = run_beside(self._executor, _prepare_band, color_rgb, src, src_small, self.downsample, 0, split)
+        with settled(top):
+            _prepare_band(color_rgb, src, src_small, self.downsample, split, color_rgb.shape[0])
+        top.result()
         t1 = time.perf_counter()
         student = run_beside(self._executor, _timed, self._onnx.run_base, src_small, s.plate_small)
         t_depth = time.perf_counter()  # without overlap the student has run by now
@@ -445,6 +447,15 @@ class NetworkMatting:
             selected=selected,
             timings_ms=timings,
         )
+
+
+def _prepare_band(color_rgb: np.ndarray, src: np.ndarray, src_small: np.ndarray, c: int, r0: int, r1: int) -> None:
+    """Rows r0..r1 (multiples of c) of the frame: colour to float RGB [0, 1] into `src`, and its c x c area
+    means into rows r0/c..r1/c of `src_small` (each output pixel reads only its own block, so bands are exact)."""
+    if r1 > r0:
+        band = np.multiply(color_rgb[r0:r1], np.float32(1.0 / 255.0), out=src[r0:r1], dtype=np.float32)
+        cv2.resize(band, (src_small.shape[1], (r1 - r0) // c), dst=src_small[r0 // c : r1 // c],
+                   interpolation=cv2.INTER_AREA)
 
 
 def _timed(fn, *args):
