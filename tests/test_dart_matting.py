@@ -246,10 +246,9 @@ def test_overlapped_stages_give_the_same_frames_as_one_thread(model_dir, scene):
 
 
 def test_frame_preparation_in_two_bands_equals_the_whole_frame():
-    """`_prepare_band` (the top band on the worker, the rest here) gives the float frame and its area
+    """`prepare_band` (the top band on the worker, the rest here) gives the float frame and its area
     downsampling bit for bit as one pass over the whole frame, for frame sizes and downsamplings the engine uses."""
-    from engines.matting.dart_matting import _prepare_band
-    from engines.matting.onnx_inference import downsample_area
+    from engines.matting.onnx_inference import downsample_area, prepare_band
 
     rng = np.random.default_rng(0)
     for height, width, c in [(480, 640, 4), (720, 1280, 8), (484, 644, 4), (136, 96, 8)]:
@@ -257,7 +256,7 @@ def test_frame_preparation_in_two_bands_equals_the_whole_frame():
         whole = color.astype(np.float32) * np.float32(1.0 / 255.0)
         src, small = np.empty_like(whole), np.empty((height // c, width // c, 3), np.float32)
         split = (height // c // 2) * c
-        _prepare_band(color, src, small, c, 0, split)
-        _prepare_band(color, src, small, c, split, height)
+        prepare_band(color, src, small, c, 0, split)
+        prepare_band(color, src, small, c, split, height)
         np.testing.assert_array_equal(src, whole)
         np.testing.assert_array_equal(small, downsample_area(whole, (height // c, width // c)))

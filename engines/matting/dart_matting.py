@@ -51,7 +51,7 @@ from engines.config import DepthConfig
 from engines.matting.depth_bayes import depth_posterior, depth_residual, fuse_error_maps, resize_depth
 from engines.matting.depth_evidence import DepthEvidence
 from engines.matting.depth_fusion import FusionConfig, mask_selection, overrule_alpha, sure_regions
-from engines.matting.onnx_inference import run_beside, settled
+from engines.matting.onnx_inference import prepare_band, run_beside, settled
 from engines.matting.patches import PATCH
 from engines.matting.providers import SessionSettings, is_gpu, resolve_providers
 from engines.matting.scratch import Scratch
@@ -383,9 +383,9 @@ class NetworkMatting:
         sc = self._scratch
         src, src_small = sc.get("src", color_rgb.shape), sc.get("src_small", (h, w, 3))
         split = (h // 2) * self.downsample  # the top band on the worker, if any (each band is exact on its own)
-        top = run_beside(self._executor, _prepare_band, color_rgb, src, src_small, self.downsample, 0, split)
+        top = run_beside(self._executor, prepare_band, color_rgb, src, src_small, self.downsample, 0, split)
         with settled(top):
-            _prepare_band(color_rgb, src, src_small, self.downsample, split, color_rgb.shape[0])
+            prepare_band(color_rgb, src, src_small, self.downsample, split, color_rgb.shape[0])
         top.result()
         t1 = time.perf_counter()
         student = run_beside(self._executor, _timed, self._onnx.run_base, src_small, s.plate_small)
@@ -447,15 +447,6 @@ class NetworkMatting:
             selected=selected,
             timings_ms=timings,
         )
-
-
-def _prepare_band(color_rgb: np.ndarray, src: np.ndarray, src_small: np.ndarray, c: int, r0: int, r1: int) -> None:
-    """Rows r0..r1 (multiples of c) of the frame: colour to float RGB [0, 1] into `src`, and its c x c area
-    means into rows r0/c..r1/c of `src_small` (each output pixel reads only its own block, so bands are exact)."""
-    if r1 > r0:
-        band = np.multiply(color_rgb[r0:r1], np.float32(1.0 / 255.0), out=src[r0:r1], dtype=np.float32)
-        cv2.resize(band, (src_small.shape[1], (r1 - r0) // c), dst=src_small[r0 // c : r1 // c],
-                   interpolation=cv2.INTER_AREA)
 
 
 def _timed(fn, *args):

@@ -99,6 +99,16 @@ def downsample_area(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out.reshape(size + x.shape[2:])
 
 
+def prepare_band(color_rgb: np.ndarray, src: np.ndarray, src_small: np.ndarray, c: int, r0: int, r1: int) -> None:
+    """Rows r0..r1 (multiples of c) of a uint8 RGB frame: float RGB [0, 1] into `src` (H, W, 3 float32), and its
+    c x c area means (`downsample_area`) into rows r0/c..r1/c of `src_small`; each output pixel reads only its
+    own block, so bands computed apart (e.g. on two threads) equal one pass over the whole frame bit for bit."""
+    if r1 > r0:
+        band = np.multiply(color_rgb[r0:r1], np.float32(1.0 / 255.0), out=src[r0:r1], dtype=np.float32)
+        cv2.resize(band, (src_small.shape[1], (r1 - r0) // c), dst=src_small[r0 // c : r1 // c],
+                   interpolation=cv2.INTER_AREA)
+
+
 class ModelMismatch(UserError):
     """A student and a refiner of different widths (hidden features), e.g. from two different versions."""
 
