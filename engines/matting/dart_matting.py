@@ -51,7 +51,15 @@ from engines.config import DepthConfig
 from engines.matting.depth_bayes import depth_posterior, depth_residual, fuse_error_maps, resize_depth
 from engines.matting.depth_evidence import DepthEvidence
 from engines.matting.depth_fusion import FusionConfig, mask_selection, overrule_alpha, sure_regions
-from engines.matting.onnx_inference import prepare_band, run_beside, settled
+from engines.matting.onnx_inference import (
+    ModelMismatch,
+    OnnxMatting,
+    downsample_area,
+    prepare_band,
+    resize_linear,
+    run_beside,
+    settled,
+)
 from engines.matting.patches import PATCH
 from engines.matting.providers import SessionSettings, is_gpu, resolve_providers
 from engines.matting.scratch import Scratch
@@ -280,8 +288,6 @@ class NetworkMatting:
         depth_fusion: FusionConfig | None = FusionConfig(),
         overlap: bool = True,
     ) -> None:
-        from engines.matting.onnx_inference import ModelMismatch, OnnxMatting
-
         self.config = config
         self.variant = variant
         self._fixed_downsample = None if downsample is None else int(downsample)
@@ -334,8 +340,6 @@ class NetworkMatting:
     def set_prior(self, prior: BackgroundPrior) -> None:
         """Precompute the background plate at base resolution, the depth evidence at base resolution
         and the normalised background depth for the RGB-D refiner."""
-        from engines.matting.onnx_inference import downsample_area
-
         self._input_shape = prior.shape
         c = self.downsample = self._fixed_downsample or choose_downsample(prior.shape[1], prior.shape[0])
         prior = _pad_prior(prior, math.lcm(PATCH, c))  # any frame size: edge-padded, cropped back in `process`
@@ -424,8 +428,6 @@ class NetworkMatting:
             refined = self._onnx.refine(src, s.plate_full, coarse, selection, aux, with_foreground=False)
             alpha, selected = refined.pha, refined.selected
         else:
-            from engines.matting.onnx_inference import resize_linear
-
             alpha = np.clip(resize_linear(coarse.pha, s.full_shape), 0.0, 1.0)
             selected = np.zeros((s.full_shape[0] // 4, s.full_shape[1] // 4), bool)
         _snap_alpha(alpha)

@@ -134,14 +134,19 @@ def coarse_width_of(path: str | Path, name: str = "coarse") -> int | None:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # a missing, truncated or non-ONNX file: the caller's own checks report those
         return None
-    try:  # a float export leaves the stack's width to shape inference (the INT8 copies declare it)
-        model = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: S110  (then only what the file declares)
-        pass
-    graph = model.graph
-    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-              for v in list(graph.input) + list(graph.output)}
-    return _coarse_width(shapes, name)
+    width = _coarse_width(_declared_shapes(model.graph), name)
+    if width is None:  # a float export leaves the stack's width to shape inference (the INT8 copies declare it)
+        try:
+            width = _coarse_width(_declared_shapes(onnx.shape_inference.infer_shapes(model).graph), name)
+        except Exception:  # noqa: S110  (an inference failure leaves the width unknown, not judged)
+            pass
+    return width
+
+
+def _declared_shapes(graph) -> dict[str, list]:
+    """Input and output name -> shape of an ONNX graph, None for a dimension without a fixed size."""
+    return {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+            for v in list(graph.input) + list(graph.output)}
 
 
 def check_models_fit(base_path: str | Path, refiner_path: str | Path) -> None:
