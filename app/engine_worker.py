@@ -203,6 +203,8 @@ class EngineWorker(LiveFrames):
                 if frame is None:
                     self._end_of_stream()
                     continue
+                if frame.index < self._skip_below:  # read before the reader was told to skip the empty scene
+                    continue
                 try:
                     self._process(frame)
                 except Exception as exc:  # a bug or an engine failure must not kill the thread
@@ -289,9 +291,9 @@ class EngineWorker(LiveFrames):
         store = self.options.scene_store
         prior = store.load(uri, (info.height, info.width)) if store is not None else None
         if prior is not None:
+            self._skip(0 if info.live else (info.background_frames or 0))
             self._use_prior(prior)
             self._camera_auto(False)
-            self._skip(0 if info.live else (info.background_frames or 0))
             self._emit(ev.PRIOR_RESTORED, "Using the background captured earlier for this source.")
         elif not info.live and info.background_frames:
             self._capture = BackgroundCapture(info.background_frames, 0.0, time.monotonic())

@@ -237,6 +237,7 @@ def test_overlapped_stages_give_the_same_frames_as_one_thread(model_dir, scene):
             matting.set_prior(prior)
             runs[overlap] = [matting.process(frame.color, frame.depth_m()) for _ in range(2)]
             assert (matting._executor is not None) == overlap
+            assert matting._onnx._base_session[2] == (1 if overlap else None)  # the student leaves the depth a core
         for serial, overlapped in zip(runs[False], runs[True]):
             for field in ("alpha", "error_map", "raw_alpha", "error_rgb", "selected"):
                 np.testing.assert_array_equal(getattr(serial, field), getattr(overlapped, field))

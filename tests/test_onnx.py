@@ -2,6 +2,7 @@
 
 import logging
 
+import onnx
 import numpy as np
 import pytest
 import torch
@@ -53,7 +54,9 @@ def test_base_net_export_round_trip_with_dynamic_size(exported):
         assert onnx_export.validate_export(net, base_path, feed) < 1e-4
     session = rt.create_session(base_path, ["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["src", "bgr"]
-    assert [o.name for o in session.get_outputs()] == ["coarse", "err"]
+    assert [o.name for o in session.get_outputs()] == ["coarse_raw"]
+    ops = [n.op_type for n in onnx.load(str(base_path)).graph.node]
+    assert ops[-1] == "Transpose" and ops[-2] in ("Conv", "Add")  # the last layer, then channels last: no activation
     assert net.training is False and all(not m.training for m in net.modules())
 
 
@@ -115,19 +118,41 @@ def test_a_refiner_for_another_number_of_hidden_features_is_refused(exported, tm
         rt.OnnxMatting(base_path, narrow)
 
 
-def test_base_net_exported_before_the_coarse_output_still_runs(exported, tmp_path):
-    """A student written by an older version (outputs pha, fgr_res, err, hid in NCHW, e.g. a scene-adapted
-    one in the user's data folder) gives the same coarse stack as the channels-last export."""
+class _StackOutputs(torch.nn.Module):
+    """The export wrapper of the version before `coarse_raw`: activated `coarse` (channels last) and `err`."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, src, bgr):
+        pha, fgr_res, err, hid = self.net(src, bgr)
+        return torch.cat([pha, fgr_res, hid], dim=1).permute(0, 2, 3, 1), err
+
+
+def test_base_nets_exported_before_the_raw_output_still_run(exported, tmp_path):
+    """Students written by older versions (e.g. a scene-adapted one in the user's data folder) give the same
+    coarse stack and error map as the raw export: those with outputs pha, fgr_res, err, hid in NCHW, and
+    those with the activated channels-last `coarse` and `err`."""
     net, _, base_path, _ = exported
+    args = (torch.rand(1, 3, 40, 56), torch.rand(1, 3, 40, 56))
     legacy_path = onnx_export._export(
-        net, (torch.rand(1, 3, 40, 56), torch.rand(1, 3, 40, 56)), tmp_path / "legacy.onnx", ["src", "bgr"],
-        rt.LEGACY_BASE_OUTPUTS, {n: {0: "batch", 2: "height", 3: "width"} for n in ["src", "bgr", *rt.LEGACY_BASE_OUTPUTS]},
-        {})
+        net, args, tmp_path / "legacy.onnx", ["src", "bgr"], rt.LEGACY_BASE_OUTPUTS,
+        {n: {0: "batch", 2: "height", 3: "width"} for n in ["src", "bgr", *rt.LEGACY_BASE_OUTPUTS]}, {})
+    stack_path = onnx_export._export(
+        _StackOutputs(net), args, tmp_path / "stack.onnx", ["src", "bgr"], rt.STACK_BASE_OUTPUTS,
+        {"src": {0: "batch", 2: "height", 3: "width"}, "bgr": {0: "batch", 2: "height", 3: "width"},
+         "coarse": {0: "batch", 1: "height", 2: "width"}, "err": {0: "batch", 2: "height", 3: "width"}}, {})
     rng = np.random.default_rng(1)
     src, bgr = rng.random((24, 32, 3), dtype=np.float32), rng.random((24, 32, 3), dtype=np.float32)
-    new, old = rt.OnnxMatting(base_path).run_base(src, bgr), rt.OnnxMatting(legacy_path).run_base(src, bgr)
-    assert new.stack.shape == old.stack.shape == (24, 32, 36) and new.stack.flags.c_contiguous
-    assert np.abs(new.stack - old.stack).max() < 1e-5 and np.abs(new.err - old.err).max() < 1e-5
+    new = rt.OnnxMatting(base_path).run_base(src, bgr)
+    assert new.stack.shape == (24, 32, 36) and new.err.flags.c_contiguous
+    assert new.pha.min() >= 0 and new.pha.max() <= 1 and new.hid.min() >= 0 and 0 <= new.err.min() <= new.err.max() <= 1
+    for path in (legacy_path, stack_path):
+        old = rt.OnnxMatting(path).run_base(src, bgr)
+        assert old.stack.shape == new.stack.shape and old.err.shape == new.err.shape
+        assert np.abs(new.stack - old.stack).max() < 1e-5 and np.abs(new.err - old.err).max() < 1e-5
+    assert rt.coarse_width_of(stack_path) == rt.coarse_width_of(base_path) == 36
     with pytest.raises(UserError, match="not a base network"):
         rt.OnnxMatting(exported[3])  # the refiner's file given as the base network
     narrow = onnx_export.export_refiner(Refiner(RefinerConfig(hidden_channels=16, aux_channels=2)), tmp_path / "r16.onnx")
@@ -146,6 +171,26 @@ def test_onnx_matting_without_refiner_only_upsamples(exported):
     result = matting.refine(full_src, full_bgr, coarse)
     up = torch.nn.functional.interpolate(torch.from_numpy(coarse.pha)[None, None], size=(48, 64), mode="bilinear")
     assert np.abs(result.pha - up[0, 0].clamp(0, 1).numpy()).max() < 1e-5 and not result.selected.any()
+
+
+def test_a_base_session_fixed_to_one_size_gives_the_same_outputs(exported):
+    """`fix_base_size` reopens the base session with its symbolic sizes fixed: the same coarse outputs at that
+    size (up to float rounding: static shapes may pick other float kernels), another size refused by
+    onnxruntime; fixing the same size again keeps the session."""
+    _, _, base_path, _ = exported
+    rng = np.random.default_rng(4)
+    src, bgr = rng.random((12, 16, 3), dtype=np.float32), rng.random((12, 16, 3), dtype=np.float32)
+    matting = rt.OnnxMatting(base_path, None, intra_op_threads=1)
+    free = matting.run_base(src, bgr)
+    matting.fix_base_size(12, 16)
+    session = matting.base
+    fixed = matting.run_base(src, bgr)
+    np.testing.assert_allclose(fixed.stack, free.stack, atol=1e-5)
+    np.testing.assert_allclose(fixed.err, free.err, atol=1e-5)
+    matting.fix_base_size(12, 16)
+    assert matting.base is session
+    with pytest.raises(Exception, match="dimension"):
+        matting.run_base(src[:8], bgr[:8])
 
 
 def test_numpy_selection_crop_and_replace_equal_torch():
@@ -282,7 +327,7 @@ def test_a_width_left_to_shape_inference_is_still_checked(exported, tmp_path):
 
     _, _, base_path, _ = exported
     model = onnx.load(str(base_path))
-    coarse = next(v for v in model.graph.output if v.name == "coarse")
+    coarse = next(v for v in model.graph.output if v.name == "coarse_raw")
     coarse.type.tensor_type.shape.dim[3].Clear()  # as the float exports leave it
     stripped = tmp_path / "stripped.onnx"
     onnx.save(model, str(stripped))

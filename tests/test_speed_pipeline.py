@@ -168,14 +168,16 @@ def test_live_window_runs_one_network_thread_and_one_opencv_thread():
 
     from engines.matting.providers import SessionSettings
 
-    def threads(matting: NetworkMatting) -> set[int]:
+    def threads(matting: NetworkMatting) -> tuple[int, int]:
         onnx = matting._onnx
-        return {s.get_session_options().intra_op_num_threads for s in (onnx.base, onnx.refiner)}
+        return tuple(s.get_session_options().intra_op_num_threads for s in (onnx.base, onnx.refiner))
 
-    assert threads(MattingPipeline(AppSettings(mode="dart").engine_config())._backend.matting) == {1}
-    assert threads(MattingPipeline(EngineConfig(mode="dart"))._backend.matting) == {2}
+    assert threads(MattingPipeline(AppSettings(mode="dart").engine_config())._backend.matting) == (1, 1)
+    # offline the student runs beside the depth stages on one thread, the refiner on two
+    assert threads(MattingPipeline(EngineConfig(mode="dart"))._backend.matting) == (1, 2)
+    assert threads(MattingPipeline(EngineConfig(mode="dart", overlap_stages=False))._backend.matting) == (2, 2)
     # bench-speed --threads N: the session settings decide
-    assert threads(NetworkMatting(SHIPPED, device="cpu", session=SessionSettings(intra_op_threads=1))) == {1}
+    assert threads(NetworkMatting(SHIPPED, device="cpu", session=SessionSettings(intra_op_threads=1))) == (1, 1)
     before = cv2.getNumThreads()
     try:
         cv2.setNumThreads(2)

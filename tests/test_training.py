@@ -202,7 +202,8 @@ def test_train_all_ships_the_chosen_student_and_exports_the_other(tmp_path):
         net = load_weights(BaseNet(student_config()), tmp_path / f"{weights}.safetensors").eval()
         with torch.no_grad():
             expected = net(torch.from_numpy(feed["src"]), torch.from_numpy(feed["bgr"]))[0].numpy()
-        got = ort.InferenceSession(str(tmp_path / onnx_name)).run(["coarse"], feed)[0][..., :1].transpose(0, 3, 1, 2)
+        raw = ort.InferenceSession(str(tmp_path / onnx_name)).run(["coarse_raw"], feed)[0]
+        got = np.clip(raw[..., :1].transpose(0, 3, 1, 2), 0.0, 1.0)  # alpha, activated as activate_coarse does
         np.testing.assert_allclose(got, expected, atol=1e-4)
     with pytest.raises(ValueError):
         train_all(dataclasses.replace(config, runtime_student="teacher"), tmp_path)

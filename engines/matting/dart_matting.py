@@ -30,8 +30,7 @@ Variants and ablations (DART's table of ablations):
 - variant="rgb" (BGMv2 baseline): the same distilled student and the RGB refiner with E_RGB selection;
   depth is not used (both flags are ignored).
 - refiner=False: the coarse alpha bilinearly upsampled (no refiner file needed).
-Both variants share the student; the project trains one student (distilled from the teacher) and the
-two refiners on top of it (`engines.training.stages.train_all`).
+Both variants share the student; the two refiners are trained on it (`engines.training.stages.train_all`).
 """
 
 from __future__ import annotations
@@ -263,8 +262,8 @@ class NetworkMatting:
     patch_budget: adapt the patch count to a time per frame (None: always k).
     depth_fusion: overrule the coarse alpha where depth is sure (`engines.matting.depth_fusion`; None: off,
     the paper's DART; the "dart" variant only).
-    overlap: run the student beside the depth stages, and the refiner's patch gathers, on two threads
-    (module docstring; one worker thread per instance); False: everything on the calling thread.
+    overlap: run the student (on one thread fewer) beside the depth stages, and the refiner's patch gathers,
+    on two threads (module docstring; one worker thread per instance); False: all on the calling thread.
     Missing or corrupt model files raise `UserError` naming the file.
     """
 
@@ -288,8 +287,7 @@ class NetworkMatting:
         depth_fusion: FusionConfig | None = FusionConfig(),
         overlap: bool = True,
     ) -> None:
-        self.config = config
-        self.variant = variant
+        self.config, self.variant = config, variant
         self._fixed_downsample = None if downsample is None else int(downsample)
         self.downsample = self._fixed_downsample or 4
         self._plan = _plan(variant, use_error_map_correction, use_depth_refiner, refiner)
@@ -308,10 +306,12 @@ class NetworkMatting:
         self._scratch = Scratch()  # the frame's float inputs (`_process_padded`), reused frame after frame
         # one worker thread for the student beside the depth stages and for two of the refiner's patch gathers
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="dart-overlap") if overlap else None
+        threads = session.intra_op_threads if intra_op_threads is None else intra_op_threads
+        student_threads = threads - 1 if overlap and threads and threads > 1 and not is_gpu(providers) else None
         try:
             self._onnx = OnnxMatting(files[0], files[1] if len(files) > 1 else None, mode="topk", k=k,
                                      providers=providers, intra_op_threads=intra_op_threads, settings=session,
-                                     executor=self._executor)
+                                     executor=self._executor, base_threads=student_threads)
         except ModelMismatch:
             raise  # retraining would not help: the folder mixes two versions' files
         except UserError as exc:
@@ -353,6 +353,7 @@ class NetworkMatting:
             background_aux = np.clip(d / np.float32(self.config.d_max_m), 0.0, 1.0)
         self._state = _PriorState((h_full, w_full), (h, w), downsample_area(plate_full, (h, w)), plate_full,
                                   evidence, background_aux)
+        self._onnx.fix_base_size(h, w)  # every frame's base input has this size from now on
 
     def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> DartResult:
         """Matte one frame: colour uint8 H x W x 3 RGB, depth float32 H x W metres (0 = unknown).

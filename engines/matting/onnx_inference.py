@@ -10,13 +10,15 @@ Model spec (float32; N, h, w, K dynamic):
 
 | model | inputs | outputs |
 |---|---|---|
-| base net (NCHW in) | `src` (N,3,h,w) image RGB [0,1] at 1/c; `bgr` (N,3,h,w) background RGB [0,1]; `aux` (N,A,h,w) [0,1], only if the net has A aux channels | `coarse` (N,h,w,4+H) channels last: [alpha [0,1], foreground residual (3), H hidden features >= 0 (BGMv2: 32)], the refiner's coarse stack as is; `err` (N,1,h,w) [0,1] |
+| base net (NCHW in) | `src` (N,3,h,w) image RGB [0,1] at 1/c; `bgr` (N,3,h,w) background RGB [0,1]; `aux` (N,A,h,w) [0,1], only if the net has A aux channels | `coarse_raw` (N,h,w,5+H) channels last, before the output activations: [alpha, foreground residual (3), H hidden features (BGMv2: 32), error]; `activate_coarse` clamps alpha and error to [0,1] and the hidden features at 0 |
 | refiner patches (NHWC) | `patch_coarse` (K,8,8,4+H): [alpha, fgr_res, hidden] at 1/2 res, H as the base net's; `patch_half_img` (K,8,8,6+A): [I, B, aux] at 1/2 res; `patch_full` (K,8,8,6+A): [I, B, aux] at full res | `patch_out` (K,4,4,4): [alpha (unclamped), fgr_res] of the 4x4 core |
 
-Base nets exported before the `coarse` output (outputs `pha`, `fgr_res`, `err`, `hid`, all NCHW:
-`LEGACY_BASE_OUTPUTS`, e.g. a scene-adapted student from an older version) still run; the channels-last
-stack saves the network its output transposes and slices and the caller a concatenation (about 1 ms a
-frame at 160x120 on one CPU thread).
+The raw output leaves the network one transpose after its last layer: activations on channel ranges were
+four slices, three clips and a concatenation in the graph, each a pass over the whole output (with INT8
+quantise / dequantise pairs around them), where numpy clamps two views in place. Base nets exported before still run: those with the activated
+`coarse` (N,h,w,4+H) [alpha, fgr_res, hidden] and `err` (N,1,h,w) (`STACK_BASE_OUTPUTS`), and those with
+`pha`, `fgr_res`, `err`, `hid`, all NCHW (`LEGACY_BASE_OUTPUTS`), e.g. a scene-adapted student in a user's
+data folder.
 
 The refiner model holds only the patch convolutions (`RefinerPatchNet`) and takes channels-last
 patches, as the numpy crops of `engines.matting.patches` produce them (no transposes per frame).
@@ -28,7 +30,7 @@ import logging
 import time
 from concurrent.futures import Executor, Future, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -59,7 +61,8 @@ from sensors.errors import UserError
 log = logging.getLogger(__name__)
 
 BASE_INPUTS = ("src", "bgr", "aux")
-BASE_OUTPUTS = ("coarse", "err")
+BASE_OUTPUTS = ("coarse_raw",)
+STACK_BASE_OUTPUTS = ("coarse", "err")  # exported before the raw output
 LEGACY_BASE_OUTPUTS = ("pha", "fgr_res", "err", "hid")
 REFINER_INPUTS = ("patch_coarse", "patch_half_img", "patch_full")
 REFINER_OUTPUTS = ("patch_out",)
@@ -114,9 +117,13 @@ class ModelMismatch(UserError):
 
 
 def _coarse_width(shapes: dict[str, list], name: str = "coarse") -> int | None:
-    """The coarse stack's channels in a model's declared shapes (name -> shape): a base network's `coarse`
-    output (or 4 + its legacy `hid` output's channels), or a refiner's `patch_coarse` input; None if undeclared."""
-    if name in shapes:
+    """The coarse stack's channels in a model's declared shapes (name -> shape): a base network's (its
+    `coarse_raw` output less the error channel, its `coarse` output, or 4 + its legacy `hid` output's channels),
+    or a refiner's `patch_coarse` input; None if undeclared."""
+    if name == "coarse" and BASE_OUTPUTS[0] in shapes:
+        raw = shapes[BASE_OUTPUTS[0]][3]
+        width = raw - 1 if isinstance(raw, int) else None
+    elif name in shapes:
         width = shapes[name][3]
     elif name == "coarse" and "hid" in shapes:
         width = shapes["hid"][1] + 4 if isinstance(shapes["hid"][1], int) else None
@@ -167,9 +174,10 @@ def _check_widths(base_path: str | Path, refiner_path: str | Path, base_width: i
 class CoarseResult:
     """Base network outputs for one frame at 1/c resolution (h, w), channels last.
 
-    stack: (h, w, 4 + hidden) float32 [alpha, fgr_res (3), hidden...], the refiner's channel order;
-    `pha` (h, w) in [0, 1], `fgr_res` (h, w, 3) and `hid` (h, w, hidden) >= 0 are views of it.
-    err: (h, w) predicted error map in [0, 1].
+    stack: (h, w, 4 + hidden) float32 [alpha, fgr_res (3), hidden...], the refiner's channel order, maybe a
+    view of the network's output (not C-contiguous); `pha` (h, w) in [0, 1], `fgr_res` (h, w, 3) and `hid`
+    (h, w, hidden) >= 0 are views of it.
+    err: (h, w) predicted error map in [0, 1], C-contiguous.
     """
 
     stack: np.ndarray
@@ -186,6 +194,16 @@ class CoarseResult:
     @property
     def hid(self) -> np.ndarray:
         return self.stack[:, :, 4:]
+
+
+def activate_coarse(raw: np.ndarray) -> CoarseResult:
+    """The base network's output activations (`engines.nets.base_net.BaseNet`: alpha and error clamped to
+    [0, 1], hidden features ReLU) on its raw channels-last output (h, w, 5 + hidden) float32 [alpha, fgr_res
+    (3), hidden, error], in place; the result's stack is a view of `raw`, its error map a copy."""
+    alpha, hidden = raw[:, :, 0], raw[:, :, 4:-1]
+    np.clip(alpha, 0.0, 1.0, out=alpha)
+    np.maximum(hidden, 0.0, out=hidden)
+    return CoarseResult(raw[:, :, :-1], np.clip(raw[:, :, -1], 0.0, 1.0))
 
 
 @dataclass
@@ -210,6 +228,7 @@ class OnnxMatting:
         settings: `engines.matting.providers.SessionSettings` (threads, spinning, FP16 and IO binding on GPUs).
         executor: a one-thread executor that `refine` gathers two of its three patch inputs on while this
             thread gathers the third (cv2 releases the GIL: both cores busy); None: one after another.
+        base_threads: CPU threads per operator of the base network (None: as `intra_op_threads`).
     """
 
     def __init__(
@@ -224,10 +243,13 @@ class OnnxMatting:
         intra_op_threads: int | None = None,
         settings: SessionSettings | None = None,
         executor: Executor | None = None,
+        base_threads: int | None = None,
     ):
         settings = settings or SessionSettings(intra_op_threads=None)
         self.executor = executor
-        self.base = bind(create_session(base_path, providers, intra_op_threads, settings), settings)
+        base_threads = intra_op_threads if base_threads is None else base_threads
+        self._base_session = (base_path, providers, base_threads, settings)  # `fix_base_size` reopens it
+        self.base = bind(create_session(base_path, providers, base_threads, settings), settings)
         self.refiner = None
         if refiner_path is not None:
             self.refiner = bind(create_session(refiner_path, providers, intra_op_threads, settings), settings)
@@ -235,8 +257,9 @@ class OnnxMatting:
         self.base_aux = int(inputs["aux"].shape[1]) if "aux" in inputs else 0
         self.refiner_aux = int(self.refiner.get_inputs()[2].shape[3]) - 6 if self.refiner is not None else 0
         outputs = {o.name for o in self.base.get_outputs()}
-        self._legacy_base = not set(BASE_OUTPUTS) <= outputs
-        if self._legacy_base and not set(LEGACY_BASE_OUTPUTS) <= outputs:
+        self._base_outputs = next((names for names in (BASE_OUTPUTS, STACK_BASE_OUTPUTS, LEGACY_BASE_OUTPUTS)
+                                   if set(names) <= outputs), None)
+        if self._base_outputs is None:
             raise UserError(f"{Path(base_path).name} is not a base network of this project (its outputs are "
                             f"{', '.join(sorted(outputs))}); export it again with engines.nets.onnx_export.")
         if self.refiner is not None:
@@ -248,6 +271,17 @@ class OnnxMatting:
         self.mode, self.k, self.threshold, self.prevent_oversampling = mode, k, threshold, prevent_oversampling
         self._scratch = Scratch()  # refiner inputs, reused frame after frame (the calling thread's)
         self._worker_scratch = Scratch()  # those gathered by `_coarse_and_full_patches` (maybe on the executor)
+
+    def fix_base_size(self, h: int, w: int) -> None:
+        """Reopen the base network's session for inputs of one size, (1, C, h, w) (`SessionSettings.dimensions`):
+        onnxruntime folds its shape computations once instead of on every run. `run_base` then takes only
+        that size (onnxruntime raises for another)."""
+        path, providers, threads, settings = self._base_session
+        dims = (("batch", 1), ("height", int(h)), ("width", int(w)))
+        if settings.dimensions != dims:
+            settings = replace(settings, dimensions=dims)
+            self.base = bind(create_session(path, providers, threads, settings), settings)
+            self._base_session = (path, providers, threads, settings)
 
     def run_base(self, src: np.ndarray, bgr: np.ndarray, aux: np.ndarray | None = None) -> CoarseResult:
         """Base network on one frame at 1/c resolution.
@@ -263,11 +297,14 @@ class OnnxMatting:
         feed = {"src": nchw(src), "bgr": nchw(bgr)}
         if self.base_aux:
             feed["aux"] = nchw(aux)
-        if self._legacy_base:
-            pha, fgr_res, err, hid = self.base.run(list(LEGACY_BASE_OUTPUTS), feed)
+        outputs = self.base.run(list(self._base_outputs), feed)
+        if self._base_outputs == BASE_OUTPUTS:
+            return activate_coarse(outputs[0][0])
+        if self._base_outputs == LEGACY_BASE_OUTPUTS:
+            pha, fgr_res, err, hid = outputs
             stack = np.concatenate([pha, fgr_res, hid], axis=1)[0].transpose(1, 2, 0)
             return CoarseResult(np.ascontiguousarray(stack), err[0, 0])
-        coarse, err = self.base.run(list(BASE_OUTPUTS), feed)
+        coarse, err = outputs
         return CoarseResult(coarse[0], err[0, 0])
 
     def refine(

@@ -72,6 +72,9 @@ class SessionSettings:
     optimization: graph optimisation level, "all" | "extended" | "basic" | "none".
     fp16: run in half precision on GPU providers (ignored on the CPU).
     io_binding: `BoundSession` runs through IO binding; None = on GPU providers only.
+    dimensions: (name, size) of the model's symbolic input dimensions to fix (onnxruntime's free dimension
+        overrides): the graph's shape computations then fold into constants once; a run with another size
+        fails, so only for inputs of one size (the base network after `set_prior`).
     """
 
     intra_op_threads: int | None = 2
@@ -80,6 +83,7 @@ class SessionSettings:
     optimization: str = "all"
     fp16: bool = True
     io_binding: bool | None = None
+    dimensions: tuple[tuple[str, int], ...] = ()
 
 
 def session_options(settings: SessionSettings):
@@ -102,6 +106,8 @@ def session_options(settings: SessionSettings):
     if settings.intra_op_threads is not None:
         options.intra_op_num_threads = int(settings.intra_op_threads)
     options.inter_op_num_threads = int(settings.inter_op_threads)
+    for name, size in settings.dimensions:
+        options.add_free_dimension_override_by_name(name, int(size))
     return options
 
 

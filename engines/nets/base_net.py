@@ -141,9 +141,9 @@ class BaseNet(nn.Module):
             final_kernel=config.final_kernel,
         )
 
-    def forward(
-        self, src: torch.Tensor, bgr: torch.Tensor, aux: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def raw(self, src: torch.Tensor, bgr: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's output before the activations: (N, 5 + hidden, h, w) [alpha, fgr_res (3), error,
+        hidden], unbounded (`forward` splits and activates it)."""
         parts = [src, bgr]
         if not torch.jit.is_tracing() and (0 if aux is None else int(aux.shape[1])) != self.config.aux_channels:
             raise ValueError(f"BaseNet expects aux with {self.config.aux_channels} channels")
@@ -151,8 +151,12 @@ class BaseNet(nn.Module):
             parts.append(aux)
         x0 = torch.cat(parts, dim=1)
         x, x8, x4, x2 = self.backbone(x0)
-        x = self.aspp(x)
-        out = self.decoder(x, (x8, x4, x2, x0))
+        return self.decoder(self.aspp(x), (x8, x4, x2, x0))
+
+    def forward(
+        self, src: torch.Tensor, bgr: torch.Tensor, aux: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.raw(src, bgr, aux)
         pha = clamp_unit(out[:, 0:1])
         fgr_res = out[:, 1:4]
         err = clamp_unit(out[:, 4:5])

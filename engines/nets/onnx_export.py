@@ -7,6 +7,7 @@ model spec (names, shapes, patch geometry) and the inference side are `engines.m
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from contextlib import contextmanager
@@ -26,18 +27,22 @@ OPSET = 17
 
 
 class _ChannelsLastBaseNet(nn.Module):
-    """Export wrapper: a `BaseNet` whose outputs are the spec's `coarse` (N, h, w, 4 + hidden) channels-last
-    stack [alpha, fgr_res, hidden] and `err` (N, 1, h, w)."""
+    """Export wrapper: a copy of a `BaseNet` whose output is the spec's `coarse_raw` (N, h, w, 5 + hidden),
+    channels last, before the activations, in the order [alpha, fgr_res, hidden, error]: the copy's last layer
+    has its output channels in that order, so the graph ends in one transpose (no slices or concatenation)."""
 
     def __init__(self, net: BaseNet):
         super().__init__()
-        self.net = net
+        self.net = copy.deepcopy(net)
+        final = self.net.decoder.final
+        hidden = net.config.hidden_channels
+        order = [0, 1, 2, 3, *range(5, 5 + hidden), 4]  # BaseNet's own order: alpha, fgr_res, error, hidden
+        with torch.no_grad():
+            final.weight.copy_(final.weight[order])
+            final.bias.copy_(final.bias[order])
 
-    def forward(
-        self, src: torch.Tensor, bgr: torch.Tensor, aux: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        pha, fgr_res, err, hid = self.net(src, bgr, aux)
-        return torch.cat([pha, fgr_res, hid], dim=1).permute(0, 2, 3, 1), err
+    def forward(self, src: torch.Tensor, bgr: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net.raw(src, bgr, aux).permute(0, 2, 3, 1)
 
 
 class _ChannelsLastPatchNet(nn.Module):
@@ -103,8 +108,8 @@ def export_base_net(net: BaseNet, path: str | Path, size: tuple[int, int] = (120
     if cfg.aux_channels:
         args = args + (torch.rand(1, cfg.aux_channels, h, w),)
         names.append(BASE_INPUTS[2])
-    dynamic = {n: {0: "batch", 2: "height", 3: "width"} for n in names + ["err"]}
-    dynamic["coarse"] = {0: "batch", 1: "height", 2: "width"}
+    dynamic = {n: {0: "batch", 2: "height", 3: "width"} for n in names}
+    dynamic[BASE_OUTPUTS[0]] = {0: "batch", 1: "height", 2: "width"}
     metadata = {"model": "dart_base_net", **vars(cfg)}
     return _export(_ChannelsLastBaseNet(net), args, Path(path), names, BASE_OUTPUTS, dynamic, metadata)
 
