@@ -69,13 +69,59 @@ def test_aux_base_net_export_has_aux_input(tmp_path):
 
 
 def test_refiner_export_round_trip(exported):
+    """The exported refiner (stage 2 on the phase grid) against the original torch refiner on 8x8 windows
+    (`validate_export` converts the layouts), and its inputs and output as the spec names them."""
     _, refiner, _, refiner_path = exported
-    feed = {
-        "patch_coarse": np.random.rand(7, 8, 8, 36).astype(np.float32),
-        "patch_half_img": np.random.rand(7, 8, 8, 8).astype(np.float32),
-        "patch_full": np.random.rand(7, 8, 8, 8).astype(np.float32),
-    }
+    feed = onnx_export.refiner_probe_inputs(refiner, np.random.default_rng(2))
+    assert feed["patch_coarse"].shape == (7, 8, 8, 36) and feed["patch_full_phases"].shape == (7, 4, 4, 32)
     assert onnx_export.validate_export(refiner, refiner_path, feed) < 1e-4
+    session = rt.create_session(refiner_path, ["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == list(rt.REFINER_INPUTS)
+    assert [o.name for o in session.get_outputs()] == list(rt.REFINER_OUTPUTS)
+    assert "Resize" not in [n.op_type for n in onnx.load(str(refiner_path)).graph.node]
+
+
+def test_phased_refiner_equals_the_original_in_torch():
+    """`PhasedPatchNet`: the trained refiner's stage 2 on the phase grid is the same function (batch norm with
+    running statistics folded, the nearest upsampling gone); the numpy layouts invert each other."""
+    from engines.nets.refiner_phases import PhasedPatchNet
+
+    refiner = Refiner(RefinerConfig(hidden_channels=4, aux_channels=2)).eval()
+    _randomise_batch_norm(refiner, 7)
+    rng = np.random.default_rng(8)
+    coarse, half, full = (rng.random((9, 8, 8, c), dtype=np.float32) for c in (8, 8, 8))
+    with torch.no_grad():
+        expected = onnx_export._ChannelsLastPatchNet(refiner.patch_net)(*map(torch.from_numpy, (coarse, half, full)))
+        phased = PhasedPatchNet(refiner.patch_net).eval()(
+            torch.from_numpy(coarse), torch.from_numpy(half), torch.from_numpy(pt.phases_from_windows(full)))
+    assert phased.shape == (9, 2, 2, 16)
+    np.testing.assert_allclose(pt.core_from_phases(phased.numpy(), 4), expected.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(pt.core_from_phases(phased.numpy(), 1), pt.core_from_phases(phased.numpy(), 4)[..., :1])
+    np.testing.assert_array_equal(pt.windows_from_phases(pt.phases_from_windows(full)), full)
+    assert pt.phases_from_windows(full)[3, 1, 2, (2 * 1 + 0) * 8 + 5] == full[3, 2 * 1 + 1, 2 * 2 + 0, 5]
+
+
+def test_a_refiner_exported_before_the_phase_grid_still_runs(exported, tmp_path):
+    """A refiner file with the 8x8 `patch_full` input and `patch_out` output (e.g. a scene-adapted one in the
+    user's data folder) refines the same patches to the same alpha as the phased export."""
+    _, refiner, base_path, refiner_path = exported
+    legacy = onnx_export._export(
+        onnx_export._ChannelsLastPatchNet(refiner.patch_net),
+        tuple(torch.rand(5, 8, 8, c) for c in (36, 8, 8)), tmp_path / "legacy_refiner.onnx",
+        rt.LEGACY_REFINER_INPUTS, rt.LEGACY_REFINER_OUTPUTS,
+        {n: {0: "patches"} for n in rt.LEGACY_REFINER_INPUTS + rt.LEGACY_REFINER_OUTPUTS}, {})
+    rng = np.random.default_rng(9)
+    src, bgr, aux = (rng.random((48, 64, c), dtype=np.float32) for c in (3, 3, 2))
+    err = rng.random((12, 16), dtype=np.float32)
+    results = []
+    for path in (refiner_path, legacy):
+        matting = rt.OnnxMatting(base_path, path, k=40)
+        assert matting.refiner_aux == 2
+        coarse = matting.run_base(rt.downsample_area(src, (12, 16)), rt.downsample_area(bgr, (12, 16)))
+        results.append(matting.refine(src, bgr, coarse, err, aux))
+    assert np.array_equal(results[0].selected, results[1].selected) and results[0].selected.sum() == 40
+    np.testing.assert_allclose(results[0].pha, results[1].pha, atol=1e-5)
+    np.testing.assert_allclose(results[0].fgr_res, results[1].fgr_res, atol=1e-5)
 
 
 @pytest.mark.parametrize("w,small", [(128, (24, 32)), (144, (16, 24))])  # c = 4 (remap), c = 6 (whole resize)
@@ -212,6 +258,9 @@ def test_numpy_selection_crop_and_replace_equal_torch():
         assert np.array_equal(pt.crop_patches_hwc(frame, y, x, size, padding), expected.numpy())
         split = [frame[..., :3], frame[..., 3], frame[..., 4:]]  # a list is cropped as its channel concatenation
         assert np.array_equal(pt.crop_patches_hwc(split, y, x, size, padding), expected.numpy())
+        for frames in (frame, split):  # gathered straight into the phase layout
+            phased = pt.crop_patches_hwc(frames, y, x, size, padding, phases=True)
+            assert np.array_equal(phased, pt.phases_from_windows(expected.numpy()))
 
     patches = rng.random((4, 4, 4, 5), dtype=np.float32)
     patches_t = torch.from_numpy(patches).permute(0, 3, 1, 2)

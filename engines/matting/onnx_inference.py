@@ -11,7 +11,7 @@ Model spec (float32; N, h, w, K dynamic):
 | model | inputs | outputs |
 |---|---|---|
 | base net (NCHW in) | `src` (N,3,h,w) image RGB [0,1] at 1/c; `bgr` (N,3,h,w) background RGB [0,1]; `aux` (N,A,h,w) [0,1], only if the net has A aux channels | `coarse_raw` (N,h,w,5+H) channels last, before the output activations: [alpha, foreground residual (3), H hidden features (BGMv2: 32), error]; `activate_coarse` clamps alpha and error to [0,1] and the hidden features at 0 |
-| refiner patches (NHWC) | `patch_coarse` (K,8,8,4+H): [alpha, fgr_res, hidden] at 1/2 res, H as the base net's; `patch_half_img` (K,8,8,6+A): [I, B, aux] at 1/2 res; `patch_full` (K,8,8,6+A): [I, B, aux] at full res | `patch_out` (K,4,4,4): [alpha (unclamped), fgr_res] of the 4x4 core |
+| refiner patches (NHWC) | `patch_coarse` (K,8,8,4+H): [alpha, fgr_res, hidden] at 1/2 res, H as the base net's; `patch_half_img` (K,8,8,6+A): [I, B, aux] at 1/2 res; `patch_full_phases` (K,4,4,4(6+A)): [I, B, aux] at full res, the 8x8 window in the phase layout of `engines.nets.refiner_phases` | `patch_out_phases` (K,2,2,16): [alpha (unclamped), fgr_res] of the 4x4 core, phase layout |
 
 The raw output leaves the network one transpose after its last layer: activations on channel ranges were
 four slices, three clips and a concatenation in the graph, each a pass over the whole output (with INT8
@@ -20,8 +20,11 @@ quantise / dequantise pairs around them), where numpy clamps two views in place.
 `pha`, `fgr_res`, `err`, `hid`, all NCHW (`LEGACY_BASE_OUTPUTS`), e.g. a scene-adapted student in a user's
 data folder.
 
-The refiner model holds only the patch convolutions (`RefinerPatchNet`) and takes channels-last
-patches, as the numpy crops of `engines.matting.patches` produce them (no transposes per frame).
+The refiner model holds only the patch convolutions (`RefinerPatchNet`, its stage 2 written on the
+phase grid without the nearest upsampling: `engines.nets.refiner_phases`) and takes channels-last patches,
+as the numpy crops of `engines.matting.patches` produce them (no transposes per frame). Refiners exported
+before the phase grid (inputs `LEGACY_REFINER_INPUTS`: an 8x8 `patch_full`, output `patch_out` (K,4,4,4)),
+e.g. a scene-adapted one in a user's data folder, still run.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from engines.matting.patches import (
     CONTEXT_HALF,
     EXACT_UPSAMPLING,
     PATCH,
+    core_from_phases,
     crop_patches_hwc,
     downsampled_patches_hwc,
     replace_patches_hwc,
@@ -64,8 +68,10 @@ BASE_INPUTS = ("src", "bgr", "aux")
 BASE_OUTPUTS = ("coarse_raw",)
 STACK_BASE_OUTPUTS = ("coarse", "err")  # exported before the raw output
 LEGACY_BASE_OUTPUTS = ("pha", "fgr_res", "err", "hid")
-REFINER_INPUTS = ("patch_coarse", "patch_half_img", "patch_full")
-REFINER_OUTPUTS = ("patch_out",)
+REFINER_INPUTS = ("patch_coarse", "patch_half_img", "patch_full_phases")
+REFINER_OUTPUTS = ("patch_out_phases",)
+LEGACY_REFINER_INPUTS = ("patch_coarse", "patch_half_img", "patch_full")  # exported before the phase grid
+LEGACY_REFINER_OUTPUTS = ("patch_out",)
 
 
 def create_session(path: str | Path, providers: list[str] | None = None, intra_op_threads: int | None = None,
@@ -255,7 +261,12 @@ class OnnxMatting:
             self.refiner = bind(create_session(refiner_path, providers, intra_op_threads, settings), settings)
         inputs = {i.name: i for i in self.base.get_inputs()}
         self.base_aux = int(inputs["aux"].shape[1]) if "aux" in inputs else 0
-        self.refiner_aux = int(self.refiner.get_inputs()[2].shape[3]) - 6 if self.refiner is not None else 0
+        self.refiner_aux = 0
+        self._phased_refiner = False  # the refiner takes `patch_full_phases` (else the legacy 8x8 `patch_full`)
+        if self.refiner is not None:
+            full = self.refiner.get_inputs()[2]
+            self._phased_refiner = full.name == REFINER_INPUTS[2]
+            self.refiner_aux = int(full.shape[3]) // (4 if self._phased_refiner else 1) - 6
         outputs = {o.name for o in self.base.get_outputs()}
         self._base_outputs = next((names for names in (BASE_OUTPUTS, STACK_BASE_OUTPUTS, LEGACY_BASE_OUTPUTS)
                                    if set(names) <= outputs), None)
@@ -347,9 +358,11 @@ class OnnxMatting:
             out = resize_linear(np.ascontiguousarray(coarse.stack[:, :, :channels]), (h_full, w_full))  # (H, W, ch)
         if gathered is not None:
             patch_coarse, patch_full = gathered.result()
-            feed = {"patch_coarse": patch_coarse, "patch_half_img": half, "patch_full": patch_full}
-            (refined,) = self.refiner.run(list(REFINER_OUTPUTS), feed)
-            replace_patches_hwc(out, np.ascontiguousarray(refined[..., :channels]), y, x)
+            names, outputs = ((REFINER_INPUTS, REFINER_OUTPUTS) if self._phased_refiner
+                              else (LEGACY_REFINER_INPUTS, LEGACY_REFINER_OUTPUTS))
+            (refined,) = self.refiner.run(list(outputs), dict(zip(names, (patch_coarse, half, patch_full))))
+            core = core_from_phases(refined, channels) if self._phased_refiner else refined[..., :channels]
+            replace_patches_hwc(out, core, y, x)
             selected[y, x] = True
         alpha = out[..., 0]
         np.clip(alpha, 0.0, 1.0, out=alpha)
@@ -357,8 +370,9 @@ class OnnxMatting:
 
     def _coarse_and_full_patches(self, stack: np.ndarray, images: list[np.ndarray], y: np.ndarray,
                                  x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The refiner's `patch_coarse` (the coarse stack's windows at 1/2 resolution) and `patch_full`
-        (the images' windows at full resolution) for cells (y, x), in this object's worker scratch arrays."""
+        """The refiner's `patch_coarse` (the coarse stack's windows at 1/2 resolution) and full-resolution input
+        (the images' windows, in the phase layout for a phased refiner) for cells (y, x), in this object's
+        worker scratch arrays."""
         sc = self._worker_scratch
         half = (images[0].shape[0] // 2, images[0].shape[1] // 2)
         factor = half[0] // stack.shape[0]
@@ -367,7 +381,7 @@ class OnnxMatting:
         else:  # a coarse size not dividing the frame, or a factor not a power of two: the whole stack resized
             half_coarse = resize_linear(stack, half, sc.get("half_coarse", half + stack.shape[2:]))
             patch_coarse = crop_patches_hwc(half_coarse, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse")
-        return patch_coarse, crop_patches_hwc(images, y, x, PATCH, CONTEXT_FULL, sc, "full")
+        return patch_coarse, crop_patches_hwc(images, y, x, PATCH, CONTEXT_FULL, sc, "full", self._phased_refiner)
 
 
 def run_beside(executor: Executor | None, fn, *args) -> Future:

@@ -4,7 +4,9 @@ selection, crop and replacement (equal to it up to float rounding, tests/test_on
 Owns the patch constants (the contract with the exported refiner model, `engines.matting.onnx_inference`'s
 model spec), `select_patches_np` (top-k or threshold cells of an error map), the window gathers
 (`crop_patches_hwc`, `downsampled_patches_hwc`, `upsampled_patches_hwc`: cv2.remap of whole windows, edges
-replicated, into `Scratch` arrays) and `replace_patches_hwc`.
+replicated, into `Scratch` arrays), the phase layout of the exported refiner's full-resolution input and
+output (`phases_from_windows`, `windows_from_phases`, `core_from_phases`; `engines.nets.refiner_phases`)
+and `replace_patches_hwc`.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def _remap_windows(
 
 def crop_patches_hwc(
     frames: np.ndarray | list[np.ndarray], y: np.ndarray, xx: np.ndarray, size: int, padding: int,
-    scratch: Scratch | None = None, name: str = "patches",
+    scratch: Scratch | None = None, name: str = "patches", phases: bool = False,
 ) -> np.ndarray:
     """`engines.nets.refiner.crop_patches` for one frame -> (K, win, win, C) float32, win = size + 2*padding.
 
@@ -77,7 +79,9 @@ def crop_patches_hwc(
     gathered by cv2.remap (nearest, integer map): whole window rows at a time, about twice as fast as
     gathering pixel by pixel. Frames of one size, under 32767 - padding pixels a side (ValueError otherwise).
     scratch / name: the result (and the per-frame pieces and the map) are written into `scratch`'s arrays of
-    that name, valid until the next call with the same name.
+    that name, valid until the next call with the same name. phases: the windows in the refiner's phase
+    layout instead, (K, win / 2, win / 2, 4 C) as `phases_from_windows` gives it (win even), gathered so at
+    no extra cost (the map lists the pixels in that order).
     """
     frames = frames if isinstance(frames, list) else [frames]
     win = size + 2 * padding
@@ -89,19 +93,46 @@ def crop_patches_hwc(
         raise ValueError(f"crop_patches_hwc takes frames under {REMAP_MAX_SIDE - padding} pixels a side, got {w}x{h}")
     channels = [frame.shape[2] if frame.ndim == 3 else 1 for frame in frames]
     store = scratch or Scratch()
-    offsets = np.arange(win) - padding
     grid = store.get(f"{name}/map", (k, win, win, 2), np.int16)
-    grid[..., 0] = (np.asarray(xx) * size)[:, None, None] + offsets[None, None, :]
-    grid[..., 1] = (np.asarray(y) * size)[:, None, None] + offsets[None, :, None]
+    if phases:  # window pixel (2n + a, 2m + b) at [n, m, a, b]: the same memory as [2n + a, 2m + b] would take
+        pairs = 2 * np.arange(win // 2)[:, None] + np.arange(2)[None, :] - padding  # [n, a] -> offset
+        grid6 = grid.reshape(k, win // 2, win // 2, 2, 2, 2)
+        grid6[..., 0] = (np.asarray(xx) * size)[:, None, None, None, None] + pairs[None, None, :, None, :]
+        grid6[..., 1] = (np.asarray(y) * size)[:, None, None, None, None] + pairs[None, :, None, :, None]
+    else:
+        offsets = np.arange(win) - padding
+        grid[..., 0] = (np.asarray(xx) * size)[:, None, None] + offsets[None, None, :]
+        grid[..., 1] = (np.asarray(y) * size)[:, None, None] + offsets[None, :, None]
     patches = store.get(name, (k, win, win, sum(channels)))
     sources = [np.ascontiguousarray(frame, dtype=np.float32) for frame in frames]
-    if k == 0:
-        return patches
-    if len(sources) == 1:
+    if k and len(sources) == 1:
         _remap_windows(sources[0], patches if sources[0].ndim == 3 else patches[..., 0], grid, None, cv2.INTER_NEAREST)
-        return patches
-    _remap_interleaved(sources, patches, grid, None, cv2.INTER_NEAREST, store, name)
-    return patches
+    elif k:
+        _remap_interleaved(sources, patches, grid, None, cv2.INTER_NEAREST, store, name)
+    return patches.reshape(k, win // 2, win // 2, 4 * sum(channels)) if phases else patches
+
+
+def phases_from_windows(windows: np.ndarray) -> np.ndarray:
+    """(K, 2s, 2s, C) windows -> (K, s, s, 4 C) in the refiner's phase layout: pixel (2n + a, 2m + b), channel c
+    at [n, m, (2a + b) C + c] (`engines.nets.refiner_phases`). A copy."""
+    k, win, _, c = windows.shape
+    return np.ascontiguousarray(windows.reshape(k, win // 2, 2, win // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+                                .reshape(k, win // 2, win // 2, 4 * c))
+
+
+def windows_from_phases(phased: np.ndarray) -> np.ndarray:
+    """The inverse of `phases_from_windows`: (K, s, s, 4 C) -> (K, 2s, 2s, C). A copy."""
+    k, s, _, c4 = phased.shape
+    c = c4 // 4
+    return np.ascontiguousarray(phased.reshape(k, s, s, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(k, 2 * s, 2 * s, c))
+
+
+def core_from_phases(phased: np.ndarray, channels: int) -> np.ndarray:
+    """The phased refiner's output (K, 2, 2, 16): [p, q, (2a + b) 4 + c] -> the 4x4 cores (K, 4, 4, channels),
+    the first `channels` of [alpha, fgr_res]. A copy."""
+    k = phased.shape[0]
+    core = phased.reshape(k, 2, 2, 2, 2, 4)[..., :channels].transpose(0, 1, 3, 2, 4, 5)
+    return np.ascontiguousarray(core).reshape(k, 4, 4, channels)
 
 
 def _remap_interleaved(sources: list[np.ndarray], patches: np.ndarray, map_x: np.ndarray, map_y: np.ndarray | None,

@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from engines.matting.onnx_inference import BASE_INPUTS, BASE_OUTPUTS, REFINER_INPUTS, REFINER_OUTPUTS, create_session
+from engines.matting.patches import core_from_phases, windows_from_phases
 from engines.nets.base_net import BaseNet
 from engines.nets.refiner import Refiner, RefinerPatchNet
+from engines.nets.refiner_phases import PhasedPatchNet
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,8 @@ class _ChannelsLastBaseNet(nn.Module):
 
 
 class _ChannelsLastPatchNet(nn.Module):
-    """Export wrapper: NHWC patches in, NHWC refined patches out, around a `RefinerPatchNet`."""
+    """NHWC patches in (the 8x8 `patch_full` of refiner files before `patch_full_phases`), NHWC refined
+    patches out, around a `RefinerPatchNet`: what `validate_export` checks an exported refiner against."""
 
     def __init__(self, patch_net: RefinerPatchNet):
         super().__init__()
@@ -115,31 +118,25 @@ def export_base_net(net: BaseNet, path: str | Path, size: tuple[int, int] = (120
 
 
 def export_refiner(refiner: Refiner | RefinerPatchNet, path: str | Path) -> Path:
-    """Export the refiner's patch convolutions (in eval mode) as the channels-last patch model of the spec."""
+    """Export the refiner's patch convolutions (its batch norms' running statistics folded) as the
+    channels-last patch model of the spec, stage 2 on the phase grid (`engines.nets.refiner_phases`)."""
     patch_net = refiner.patch_net if isinstance(refiner, Refiner) else refiner
-    images = patch_net.full_channels
-    k = 5
-    args = (
-        torch.rand(k, 8, 8, patch_net.half_channels - images),
-        torch.rand(k, 8, 8, images),
-        torch.rand(k, 8, 8, images),
-    )
+    args = tuple(torch.from_numpy(a) for a in refiner_probe_inputs(patch_net, np.random.default_rng(0), 5).values())
     dynamic = {n: {0: "patches"} for n in REFINER_INPUTS + REFINER_OUTPUTS}
-    metadata = {"model": "dart_refiner_patches", "aux_channels": images - 6}
-    wrapper = _ChannelsLastPatchNet(patch_net)
-    return _export(wrapper, args, Path(path), REFINER_INPUTS, REFINER_OUTPUTS, dynamic, metadata)
+    metadata = {"model": "dart_refiner_patches", "aux_channels": patch_net.full_channels - 6}
+    return _export(PhasedPatchNet(patch_net), args, Path(path), REFINER_INPUTS, REFINER_OUTPUTS, dynamic, metadata)
 
 
 def refiner_probe_inputs(refiner: Refiner | RefinerPatchNet, rng: np.random.Generator,
                          patches: int = 7) -> dict[str, np.ndarray]:
-    """Random float32 inputs in [0, 1) for `refiner`'s export (`validate_export`): `patches` patches of 8x8,
-    channels last, of the refiner's widths (4 + hidden coarse channels; RGB, background RGB and its aux
-    channels at half and full resolution)."""
+    """Random float32 inputs in [0, 1) for `refiner`'s export (`validate_export`), channels last, of the
+    refiner's widths: `patch_coarse` (patches, 8, 8, 4 + hidden), `patch_half_img` (patches, 8, 8, 6 + A) and
+    `patch_full_phases` (patches, 4, 4, 4 (6 + A))."""
     patch_net = refiner.patch_net if isinstance(refiner, Refiner) else refiner
     c = patch_net.full_channels
     return {"patch_coarse": rng.random((patches, 8, 8, patch_net.half_channels - c), dtype=np.float32),
             "patch_half_img": rng.random((patches, 8, 8, c), dtype=np.float32),
-            "patch_full": rng.random((patches, 8, 8, c), dtype=np.float32)}
+            "patch_full_phases": rng.random((patches, 4, 4, 4 * c), dtype=np.float32)}
 
 
 def validate_export(module: nn.Module, path: str | Path, inputs: dict[str, np.ndarray]) -> float:
@@ -151,8 +148,11 @@ def validate_export(module: nn.Module, path: str | Path, inputs: dict[str, np.nd
     got = session.run(None, inputs)
     if isinstance(module, Refiner):
         module = module.patch_net
-    if isinstance(module, RefinerPatchNet):
+    if isinstance(module, RefinerPatchNet):  # the original refiner on 8x8 full-resolution windows
         module = _ChannelsLastPatchNet(module)
+        if REFINER_OUTPUTS[0] in {o.name for o in session.get_outputs()}:
+            got = [core_from_phases(got[0], 4)]
+            inputs = {**inputs, REFINER_INPUTS[2]: windows_from_phases(inputs[REFINER_INPUTS[2]])}
     if isinstance(module, BaseNet):
         module = _ChannelsLastBaseNet(module)
     with _eval_mode(module), torch.no_grad():

@@ -10,7 +10,8 @@ Owns patch selection, vectorised patch cropping and replacement, the per-patch c
    1/2 resolution and 8x8 patches are cropped around the selected locations (2x2 core + 3 px context);
 3. stage 1: two valid 3x3 convs + BN + ReLU -> 4x4; nearest upsampling to 8x8; concatenation with 8x8
    patches of the full-resolution I, B (and auxiliary maps) (4x4 core + 2 px context);
-4. stage 2: valid 3x3 conv + BN + ReLU, valid 3x3 conv -> 4x4 alpha + foreground residual;
+4. stage 2: valid 3x3 conv + BN + ReLU, valid 3x3 conv -> 4x4 alpha + foreground residual (exported as the
+   same function on the 2x2 phase grid, without the upsampling: `engines.nets.refiner_phases`);
 5. coarse alpha and foreground residual are bilinearly upsampled to full resolution and the refined 4x4
    patches are swapped in.
 
