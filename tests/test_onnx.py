@@ -310,6 +310,12 @@ def test_downsampled_patches_equal_crops_of_the_half_resolution_frames():
     assert pt.downsampled_patches_hwc(frames, y[:0], x[:0], 2, 3).shape == (0, 8, 8, 6)
     with pytest.raises(ValueError, match="even size"):
         pt.downsampled_patches_hwc([frames[0][:47]], y, x, 2, 3)
+    # half-resolution images made beforehand (the plate's, once per prior) are read by nearest neighbour
+    made = [None, rt.downsample_area(frames[1], (24, 32)), rt.downsample_area(frames[2], (24, 32))]
+    mixed = pt.downsampled_patches_hwc(frames, y, x, 2, 3, halves=made)
+    assert np.abs(mixed - got).max() < 1e-6
+    with pytest.raises(ValueError, match="half-resolution image"):
+        pt.downsampled_patches_hwc(frames, y, x, 2, 3, halves=[None, frames[1], None])
 
 
 def test_window_gathers_in_chunks_equal_one_gather(monkeypatch):

@@ -243,6 +243,7 @@ class _PriorState:
     plate_full: np.ndarray  # float32 H x W x 3
     evidence: DepthEvidence | None  # depth prior at h x w (likelihood tables, calibration)
     background_aux: np.ndarray | None  # float32 H x W: background depth / d_max, 0 = unknown
+    halves: list  # refine()'s half-resolution images made once: [None, plate(, None, background_aux)]
 
 
 class NetworkMatting:
@@ -323,9 +324,7 @@ class NetworkMatting:
         log.info("network matting: variant %s, refiner %s, selection by %s", variant, self._plan.refiner_file,
                  "E_RGBD" if self._plan.select_fused else "E_RGB")
 
-    @property
-    def has_prior(self) -> bool:
-        return self._state is not None
+    has_prior = property(lambda self: self._state is not None)
 
     @property
     def providers(self) -> list[str]:
@@ -338,8 +337,8 @@ class NetworkMatting:
         return self._onnx.refiner_aux
 
     def set_prior(self, prior: BackgroundPrior) -> None:
-        """Precompute the background plate at base resolution, the depth evidence at base resolution
-        and the normalised background depth for the RGB-D refiner."""
+        """Precompute the background plate (full, base and half resolution), the depth evidence at base
+        resolution and the normalised background depth (full and half) for the RGB-D refiner."""
         self._input_shape = prior.shape
         c = self.downsample = self._fixed_downsample or choose_downsample(prior.shape[1], prior.shape[0])
         prior = _pad_prior(prior, math.lcm(PATCH, c))  # any frame size: edge-padded, cropped back in `process`
@@ -347,12 +346,13 @@ class NetworkMatting:
         h, w = h_full // c, w_full // c
         plate_full = np.ascontiguousarray(prior.color_mean, dtype=np.float32)
         evidence = DepthEvidence.from_prior(prior.resized(w, h), self.config) if self._plan.uses_depth else None
-        background_aux = None
-        if self.refiner_aux:
-            d = np.where(prior.valid_count > 0, prior.depth_mean_m, 0.0).astype(np.float32)
-            background_aux = np.clip(d / np.float32(self.config.d_max_m), 0.0, 1.0)
+        d = np.where(prior.valid_count > 0, prior.depth_mean_m, 0.0).astype(np.float32)
+        background_aux = np.clip(d / np.float32(self.config.d_max_m), 0.0, 1.0) if self.refiner_aux else None
+        half = (h_full // 2, w_full // 2)
+        halves = [None, downsample_area(plate_full, half)] + ([None, downsample_area(background_aux, half)]
+                                                              if self.refiner_aux else [])
         self._state = _PriorState((h_full, w_full), (h, w), downsample_area(plate_full, (h, w)), plate_full,
-                                  evidence, background_aux)
+                                  evidence, background_aux, halves)
         self._onnx.fix_base_size(h, w)  # every frame's base input has this size from now on
 
     def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> DartResult:
@@ -426,7 +426,7 @@ class NetworkMatting:
         t4 = time.perf_counter()
         if self._plan.refiner_file is not None:
             self._onnx.k = self._patches.k
-            refined = self._onnx.refine(src, s.plate_full, coarse, selection, aux, with_foreground=False)
+            refined = self._onnx.refine(src, s.plate_full, coarse, selection, aux, False, s.halves)
             alpha, selected = refined.pha, refined.selected
         else:
             alpha = np.clip(resize_linear(coarse.pha, s.full_shape), 0.0, 1.0)

@@ -15,10 +15,10 @@ Model spec (float32; N, h, w, K dynamic):
 
 The raw output leaves the network one transpose after its last layer: activations on channel ranges were
 four slices, three clips and a concatenation in the graph, each a pass over the whole output (with INT8
-quantise / dequantise pairs around them), where numpy clamps two views in place. Base nets exported before still run: those with the activated
-`coarse` (N,h,w,4+H) [alpha, fgr_res, hidden] and `err` (N,1,h,w) (`STACK_BASE_OUTPUTS`), and those with
-`pha`, `fgr_res`, `err`, `hid`, all NCHW (`LEGACY_BASE_OUTPUTS`), e.g. a scene-adapted student in a user's
-data folder.
+quantise / dequantise pairs around them), where numpy clamps two views in place. Base nets exported
+before still run: those with the activated `coarse` (N,h,w,4+H) [alpha, fgr_res, hidden] and `err`
+(N,1,h,w) (`STACK_BASE_OUTPUTS`), and those with `pha`, `fgr_res`, `err`, `hid`, all NCHW
+(`LEGACY_BASE_OUTPUTS`), e.g. a scene-adapted student in a user's data folder.
 
 The refiner model holds only the patch convolutions (`RefinerPatchNet`, its stage 2 written on the
 phase grid without the nearest upsampling: `engines.nets.refiner_phases`) and takes channels-last patches,
@@ -326,6 +326,7 @@ class OnnxMatting:
         err: np.ndarray | None = None,
         aux: np.ndarray | list[np.ndarray] | None = None,
         with_foreground: bool = True,
+        halves: list[np.ndarray | None] | None = None,
     ) -> RefineResult:
         """Refine one frame to full resolution; the numpy twin of `engines.nets.refiner.Refiner.forward`.
 
@@ -334,6 +335,8 @@ class OnnxMatting:
         E_RGBD), default `coarse.err`. aux: (H, W, A) float32 in [0, 1] iff the refiner has aux channels,
         or a list of (H, W) maps, one per aux channel (saves stacking them per frame).
         with_foreground: False skips upsampling the foreground residual (`fgr_res` is then None).
+        halves: for [src, bgr, aux maps...] in that order, each one's half-resolution image made beforehand
+        (`downsample_area`; e.g. the plate's, once per prior) or None (`downsampled_patches_hwc`).
         """
         h_full, w_full = src.shape[:2]
         if h_full % PATCH or w_full % PATCH:
@@ -354,7 +357,7 @@ class OnnxMatting:
                 gathered = run_beside(self.executor, self._coarse_and_full_patches, coarse.stack, images, y, x)
         with settled(gathered):
             if gathered is not None:
-                half = downsampled_patches_hwc(images, y, x, PATCH // 2, CONTEXT_HALF, self._scratch, "half")
+                half = downsampled_patches_hwc(images, y, x, PATCH // 2, CONTEXT_HALF, self._scratch, "half", halves)
             out = resize_linear(np.ascontiguousarray(coarse.stack[:, :, :channels]), (h_full, w_full))  # (H, W, ch)
         if gathered is not None:
             patch_coarse, patch_full = gathered.result()

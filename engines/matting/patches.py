@@ -93,22 +93,19 @@ def crop_patches_hwc(
         raise ValueError(f"crop_patches_hwc takes frames under {REMAP_MAX_SIDE - padding} pixels a side, got {w}x{h}")
     channels = [frame.shape[2] if frame.ndim == 3 else 1 for frame in frames]
     store = scratch or Scratch()
+    dx = np.broadcast_to(np.arange(win) - padding, (win, win))  # each window pixel's offset from the cell
+    dy = dx.T
+    if phases:  # window pixel (2n + a, 2m + b) at [n, m, a, b]: the memory that [2n + a, 2m + b] takes otherwise
+        dx, dy = (d.reshape(win // 2, 2, win // 2, 2).transpose(0, 2, 1, 3).reshape(win, win) for d in (dx, dy))
     grid = store.get(f"{name}/map", (k, win, win, 2), np.int16)
-    if phases:  # window pixel (2n + a, 2m + b) at [n, m, a, b]: the same memory as [2n + a, 2m + b] would take
-        pairs = 2 * np.arange(win // 2)[:, None] + np.arange(2)[None, :] - padding  # [n, a] -> offset
-        grid6 = grid.reshape(k, win // 2, win // 2, 2, 2, 2)
-        grid6[..., 0] = (np.asarray(xx) * size)[:, None, None, None, None] + pairs[None, None, :, None, :]
-        grid6[..., 1] = (np.asarray(y) * size)[:, None, None, None, None] + pairs[None, :, None, :, None]
-    else:
-        offsets = np.arange(win) - padding
-        grid[..., 0] = (np.asarray(xx) * size)[:, None, None] + offsets[None, None, :]
-        grid[..., 1] = (np.asarray(y) * size)[:, None, None] + offsets[None, :, None]
+    grid[..., 0] = (np.asarray(xx) * size)[:, None, None] + dx[None]
+    grid[..., 1] = (np.asarray(y) * size)[:, None, None] + dy[None]
     patches = store.get(name, (k, win, win, sum(channels)))
     sources = [np.ascontiguousarray(frame, dtype=np.float32) for frame in frames]
     if k and len(sources) == 1:
         _remap_windows(sources[0], patches if sources[0].ndim == 3 else patches[..., 0], grid, None, cv2.INTER_NEAREST)
     elif k:
-        _remap_interleaved(sources, patches, grid, None, cv2.INTER_NEAREST, store, name)
+        _remap_interleaved([(source, grid, None, cv2.INTER_NEAREST) for source in sources], patches, store, name)
     return patches.reshape(k, win // 2, win // 2, 4 * sum(channels)) if phases else patches
 
 
@@ -124,7 +121,8 @@ def windows_from_phases(phased: np.ndarray) -> np.ndarray:
     """The inverse of `phases_from_windows`: (K, s, s, 4 C) -> (K, 2s, 2s, C). A copy."""
     k, s, _, c4 = phased.shape
     c = c4 // 4
-    return np.ascontiguousarray(phased.reshape(k, s, s, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(k, 2 * s, 2 * s, c))
+    windows = phased.reshape(k, s, s, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    return np.ascontiguousarray(windows).reshape(k, 2 * s, 2 * s, c)
 
 
 def core_from_phases(phased: np.ndarray, channels: int) -> np.ndarray:
@@ -135,13 +133,13 @@ def core_from_phases(phased: np.ndarray, channels: int) -> np.ndarray:
     return np.ascontiguousarray(core).reshape(k, 4, 4, channels)
 
 
-def _remap_interleaved(sources: list[np.ndarray], patches: np.ndarray, map_x: np.ndarray, map_y: np.ndarray | None,
-                       interpolation: int, store: Scratch, name: str) -> None:
-    """`_remap_windows` of each source into its own contiguous piece of `store`, then all pieces interleaved
-    along channels into `patches` (K, win, win, sum C) by one cv2.mixChannels."""
+def _remap_interleaved(remaps: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, int]], patches: np.ndarray,
+                       store: Scratch, name: str) -> None:
+    """`_remap_windows` of each (source, map_x, map_y, interpolation) into its own contiguous piece of `store`,
+    then all pieces interleaved along channels into `patches` (K, win, win, sum C) by one cv2.mixChannels."""
     k, win = patches.shape[:2]
     pieces = []
-    for i, source in enumerate(sources):
+    for i, (source, map_x, map_y, interpolation) in enumerate(remaps):
         piece = store.get(f"{name}/{i}", (k, win, win) + source.shape[2:])
         _remap_windows(source, piece, map_x, map_y, interpolation)
         pieces.append(piece.reshape(k * win, win, -1))
@@ -151,7 +149,7 @@ def _remap_interleaved(sources: list[np.ndarray], patches: np.ndarray, map_x: np
 
 def downsampled_patches_hwc(
     frames: list[np.ndarray], y: np.ndarray, xx: np.ndarray, size: int, padding: int,
-    scratch: Scratch | None = None, name: str = "downsampled",
+    scratch: Scratch | None = None, name: str = "downsampled", halves: list[np.ndarray | None] | None = None,
 ) -> np.ndarray:
     """`crop_patches_hwc([resize_linear(f, (H / 2, W / 2)) for f in frames], y, xx, size, padding)` without
     downsampling the frames: a pixel of the half-resolution frame is the mean of a 2x2 block (exact 2x
@@ -161,29 +159,43 @@ def downsampled_patches_hwc(
     frames: (H, W[, C_i]) float32 frames of one size, H and W even; y, xx: int64 cells of the half-resolution
     frame's `size` grid, window indices outside it clamped (edge replication). Returns (K, win, win, sum C_i)
     float32, win = size + 2 * padding, equal to the cropped resize up to float rounding, written into
-    `scratch`'s array `name` when given (valid until the next call with that name).
+    `scratch`'s array `name` when given (valid until the next call with that name). halves: per frame, its
+    half-resolution image made beforehand (`downsample_area` to (H / 2, W / 2), e.g. the background plate
+    once per prior), read by nearest neighbour at a fraction of the bilinear reads' cost, or None.
     """
     h, w = frames[0].shape[:2]
     if h % 2 or w % 2 or any(frame.shape[:2] != (h, w) for frame in frames):
         raise ValueError(f"downsampled_patches_hwc needs frames of one even size, got {[f.shape[:2] for f in frames]}")
+    halves = halves or [None] * len(frames)
+    if len(halves) != len(frames) or any(half is not None and half.shape != (h // 2, w // 2) + frame.shape[2:]
+                                         for half, frame in zip(halves, frames)):
+        raise ValueError("downsampled_patches_hwc needs one half-resolution image (or None) per frame")
     if max(h, w) >= REMAP_MAX_SIDE:
         raise ValueError(f"downsampled_patches_hwc takes frames under {REMAP_MAX_SIDE} pixels a side, got {w}x{h}")
     win = size + 2 * padding
     k = len(y)
     store = scratch or Scratch()
     offsets = np.arange(win) - padding
-    map_x = store.get(f"{name}/map_x", (k, win, win))
-    map_y = store.get(f"{name}/map_y", (k, win, win))
     half_x = np.clip((np.asarray(xx) * size)[:, None] + offsets[None, :], 0, w // 2 - 1)  # (K, win)
     half_y = np.clip((np.asarray(y) * size)[:, None] + offsets[None, :], 0, h // 2 - 1)
-    map_x[:] = (2 * half_x + 0.5).astype(np.float32)[:, None, :]  # the centre of the 2x2 block
-    map_y[:] = (2 * half_y + 0.5).astype(np.float32)[:, :, None]
-    sources = [np.ascontiguousarray(frame, dtype=np.float32) for frame in frames]
-    channels = [source.shape[2] if source.ndim == 3 else 1 for source in sources]
+    channels = [frame.shape[2] if frame.ndim == 3 else 1 for frame in frames]
     patches = store.get(name, (k, win, win, sum(channels)))
     if k == 0:
         return patches
-    _remap_interleaved(sources, patches, map_x, map_y, cv2.INTER_LINEAR, store, name)
+    remaps = []
+    if any(half is None for half in halves):
+        map_x = store.get(f"{name}/map_x", (k, win, win))
+        map_y = store.get(f"{name}/map_y", (k, win, win))
+        map_x[:] = (2 * half_x + 0.5).astype(np.float32)[:, None, :]  # the centre of the 2x2 block
+        map_y[:] = (2 * half_y + 0.5).astype(np.float32)[:, :, None]
+    if any(half is not None for half in halves):
+        grid = store.get(f"{name}/grid", (k, win, win, 2), np.int16)
+        grid[..., 0] = half_x[:, None, :]
+        grid[..., 1] = half_y[:, :, None]
+    for frame, half in zip(frames, halves):
+        remaps.append((np.ascontiguousarray(frame, dtype=np.float32), map_x, map_y, cv2.INTER_LINEAR) if half is None
+                      else (np.ascontiguousarray(half, dtype=np.float32), grid, None, cv2.INTER_NEAREST))
+    _remap_interleaved(remaps, patches, store, name)
     return patches
 
 
