@@ -10,7 +10,8 @@ shows the real main window (offscreen when there is no display) repainting from 
 difference is what the GUI thread costs the engine; "with GUI, paced" plays the recording at its own
 rate, as a camera delivers frames, and gives the latency a user sees (frame arrival to published output).
 fps is frames over time and the median of per-frame rates (1 / median interval between published frames);
-latency is the median of (snapshot seen - frame's host_time). Timing starts after `warmup` matted frames.
+latency is the median of (snapshot seen - frame's host_time); CPU is the whole process's CPU time (all its
+threads) per timed frame, steadier than fps on a shared machine. Timing starts after `warmup` matted frames.
 With several modes, the fps of each against the last mode is printed (same run, same machine load).
 
 `live_stages()` gives `main.py bench-speed` (`engines.evaluation.speed.bench_speed_lines`) the app's own
@@ -39,6 +40,7 @@ class FpsReport:
     stage_ms: dict[str, float]  # median per stage over the timed frames
     median_fps: float = 0.0  # 1 / median interval between published frames
     latency_ms: float = 0.0  # median of (snapshot seen - frame host_time)
+    cpu_ms: float = 0.0  # CPU time of the whole process (all threads) per timed frame
 
 
 def live_stages():
@@ -77,6 +79,7 @@ class _Timer:
         self.worker, self.frames, self.warmup = worker, frames, warmup
         self.start: tuple[float, int] | None = None
         self.end: tuple[float, int] | None = None
+        self.cpu: list[float] = []  # process CPU seconds at start and end
         self.stages: dict[str, list[float]] = {}
         self.seen: list[float] = []
         self.latencies: list[float] = []
@@ -92,6 +95,7 @@ class _Timer:
         now = time.perf_counter()
         if self.start is None and matted >= self.warmup:
             self.start = (now, matted)
+            self.cpu.append(time.process_time())
         elif self.start is not None and snapshot.result is not None:
             for stage, ms in snapshot.stats.timings_ms.items():
                 self.stages.setdefault(stage, []).append(ms)
@@ -100,6 +104,7 @@ class _Timer:
                 self.latencies.append((time.monotonic() - snapshot.frame.host_time) * 1e3)
         if self.start is not None and matted >= self.warmup + self.frames:
             self.end = (now, matted)
+            self.cpu.append(time.process_time())
             return True
         return False
 
@@ -109,7 +114,8 @@ class _Timer:
         return FpsReport(fps=(m1 - m0) / (t1 - t0), frames=m1 - m0,
                          stage_ms={k: statistics.median(v) for k, v in self.stages.items()},
                          median_fps=1.0 / statistics.median(gaps) if gaps else 0.0,
-                         latency_ms=statistics.median(self.latencies) if self.latencies else 0.0)
+                         latency_ms=statistics.median(self.latencies) if self.latencies else 0.0,
+                         cpu_ms=(self.cpu[-1] - self.cpu[0]) * 1e3 / max(1, m1 - m0))
 
 
 def measure_without_gui(source: str, frames: int = 100, warmup: int = 5, background: str = "blur",
@@ -185,10 +191,14 @@ def main(argv: list[str]) -> int:
             report = results[mode, name] = measure(source, frames, mode=mode, **extra)
             stages = "  ".join(f"{k} {v:.1f}" for k, v in report.stage_ms.items())
             sys.stdout.write(f"{mode:6s} {name:16s} {report.fps:6.1f} fps (median {report.median_fps:5.1f}), "
-                             f"latency {report.latency_ms:5.0f} ms over {report.frames} frames   ms: {stages}\n")
+                             f"latency {report.latency_ms:5.0f} ms, CPU {report.cpu_ms:5.1f} ms a frame over "
+                             f"{report.frames} frames   ms: {stages}\n")
     for mode in modes[:-1]:
         ratios = "  ".join(f"{name} {results[mode, name].fps / results[modes[-1], name].fps:.2f}" for name, _, _ in runs)
         sys.stdout.write(f"fps {mode} / {modes[-1]}: {ratios}\n")
+        cpu = "  ".join(f"{name} {results[modes[-1], name].cpu_ms / results[mode, name].cpu_ms:.2f}"
+                        for name, _, _ in runs[:2])
+        sys.stdout.write(f"CPU a frame, {modes[-1]} / {mode} (the fps ratio the two cores would give if full): {cpu}\n")
     return 0
 
 
