@@ -196,9 +196,9 @@ def main(argv: list[str]) -> int:
     for mode in modes[:-1]:
         ratios = "  ".join(f"{name} {results[mode, name].fps / results[modes[-1], name].fps:.2f}" for name, _, _ in runs)
         sys.stdout.write(f"fps {mode} / {modes[-1]}: {ratios}\n")
-        cpu = "  ".join(f"{name} {results[modes[-1], name].cpu_ms / results[mode, name].cpu_ms:.2f}"
+        cpu = "  ".join(f"{name} {results[modes[-1], name].cpu_ms / max(results[mode, name].cpu_ms, 1e-9):.2f}"
                         for name, _, _ in runs[:2])
-        sys.stdout.write(f"CPU a frame, {modes[-1]} / {mode} (the fps ratio the two cores would give if full): {cpu}\n")
+        sys.stdout.write(f"CPU a frame, {modes[-1]} / {mode} (the fps ratio if the cores were full in both): {cpu}\n")
     return 0
 
 

@@ -199,6 +199,8 @@ def test_base_nets_exported_before_the_raw_output_still_run(exported, tmp_path):
         assert old.stack.shape == new.stack.shape and old.err.shape == new.err.shape
         assert np.abs(new.stack - old.stack).max() < 1e-5 and np.abs(new.err - old.err).max() < 1e-5
     assert rt.coarse_width_of(stack_path) == rt.coarse_width_of(base_path) == 36
+    with pytest.raises(UserError, match="not a refiner"):
+        rt.OnnxMatting(base_path, base_path)  # the base network's file given as the refiner
     with pytest.raises(UserError, match="not a base network"):
         rt.OnnxMatting(exported[3])  # the refiner's file given as the base network
     narrow = onnx_export.export_refiner(Refiner(RefinerConfig(hidden_channels=16, aux_channels=2)), tmp_path / "r16.onnx")
@@ -314,6 +316,8 @@ def test_downsampled_patches_equal_crops_of_the_half_resolution_frames():
     made = [None, rt.downsample_area(frames[1], (24, 32)), rt.downsample_area(frames[2], (24, 32))]
     mixed = pt.downsampled_patches_hwc(frames, y, x, 2, 3, halves=made)
     assert np.abs(mixed - got).max() < 1e-6
+    shifted = pt.downsampled_patches_hwc(frames, y, x, 2, 3, halves=[None, made[1] + 1.0, made[2]])  # read, not recomputed
+    assert np.abs(shifted[..., 3] - got[..., 3] - 1.0).max() < 1e-5 and np.array_equal(shifted[..., :3], mixed[..., :3])
     with pytest.raises(ValueError, match="half-resolution image"):
         pt.downsampled_patches_hwc(frames, y, x, 2, 3, halves=[None, frames[1], None])
 

@@ -308,7 +308,8 @@ class NetworkMatting:
         # one worker thread for the student beside the depth stages and for two of the refiner's patch gathers
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="dart-overlap") if overlap else None
         threads = session.intra_op_threads if intra_op_threads is None else intra_op_threads
-        student_threads = threads - 1 if overlap and threads and threads > 1 and not is_gpu(providers) else None
+        beside = overlap and self._plan.uses_depth and not is_gpu(providers)  # depth stages beside the student
+        student_threads = threads - 1 if beside and threads and threads > 1 else None
         try:
             self._onnx = OnnxMatting(files[0], files[1] if len(files) > 1 else None, mode="topk", k=k,
                                      providers=providers, intra_op_threads=intra_op_threads, settings=session,
@@ -346,14 +347,14 @@ class NetworkMatting:
         h, w = h_full // c, w_full // c
         plate_full = np.ascontiguousarray(prior.color_mean, dtype=np.float32)
         evidence = DepthEvidence.from_prior(prior.resized(w, h), self.config) if self._plan.uses_depth else None
-        d = np.where(prior.valid_count > 0, prior.depth_mean_m, 0.0).astype(np.float32)
+        d = np.where(prior.valid_count > 0, prior.depth_mean_m, 0.0).astype(np.float32) if self.refiner_aux else None
         background_aux = np.clip(d / np.float32(self.config.d_max_m), 0.0, 1.0) if self.refiner_aux else None
         half = (h_full // 2, w_full // 2)
         halves = [None, downsample_area(plate_full, half)] + ([None, downsample_area(background_aux, half)]
                                                               if self.refiner_aux else [])
+        self._onnx.fix_base_size(h, w)  # every frame's base input has this size from now on (first: it may raise)
         self._state = _PriorState((h_full, w_full), (h, w), downsample_area(plate_full, (h, w)), plate_full,
                                   evidence, background_aux, halves)
-        self._onnx.fix_base_size(h, w)  # every frame's base input has this size from now on
 
     def process(self, color_rgb: np.ndarray, depth_m: np.ndarray) -> DartResult:
         """Matte one frame: colour uint8 H x W x 3 RGB, depth float32 H x W metres (0 = unknown).

@@ -45,6 +45,7 @@ from engines.matting.providers import (  # noqa: F401  (re-exported: the session
     available_providers,
     bind,
     describe_session,
+    is_gpu,
     open_session,
 )
 from engines.matting.patches import (
@@ -264,9 +265,13 @@ class OnnxMatting:
         self.refiner_aux = 0
         self._phased_refiner = False  # the refiner takes `patch_full_phases` (else the legacy 8x8 `patch_full`)
         if self.refiner is not None:
-            full = self.refiner.get_inputs()[2]
-            self._phased_refiner = full.name == REFINER_INPUTS[2]
-            self.refiner_aux = int(full.shape[3]) // (4 if self._phased_refiner else 1) - 6
+            full = {i.name: i for i in self.refiner.get_inputs()}
+            self._phased_refiner = REFINER_INPUTS[2] in full
+            if not self._phased_refiner and LEGACY_REFINER_INPUTS[2] not in full:
+                raise UserError(f"{Path(refiner_path).name} is not a refiner of this project (its inputs are "
+                                f"{', '.join(sorted(full))}); export it again with engines.nets.onnx_export.")
+            full_input = full[REFINER_INPUTS[2] if self._phased_refiner else LEGACY_REFINER_INPUTS[2]]
+            self.refiner_aux = int(full_input.shape[3]) // (4 if self._phased_refiner else 1) - 6
         outputs = {o.name for o in self.base.get_outputs()}
         self._base_outputs = next((names for names in (BASE_OUTPUTS, STACK_BASE_OUTPUTS, LEGACY_BASE_OUTPUTS)
                                    if set(names) <= outputs), None)
@@ -284,12 +289,13 @@ class OnnxMatting:
         self._worker_scratch = Scratch()  # those gathered by `_coarse_and_full_patches` (maybe on the executor)
 
     def fix_base_size(self, h: int, w: int) -> None:
-        """Reopen the base network's session for inputs of one size, (1, C, h, w) (`SessionSettings.dimensions`):
-        onnxruntime folds its shape computations once instead of on every run. `run_base` then takes only
-        that size (onnxruntime raises for another)."""
+        """On the CPU, reopen the base network's session for inputs of one size, (1, C, h, w)
+        (`SessionSettings.dimensions`): onnxruntime folds its shape computations once instead of on every run.
+        `run_base` then takes only that size (onnxruntime raises for another). GPU sessions are kept (a new
+        TensorRT engine per size would cost seconds). Raises `UserError` when the model file cannot be read."""
         path, providers, threads, settings = self._base_session
         dims = (("batch", 1), ("height", int(h)), ("width", int(w)))
-        if settings.dimensions != dims:
+        if settings.dimensions != dims and not is_gpu(self.base.get_providers()):  # a GPU would rebuild its engine
             settings = replace(settings, dimensions=dims)
             self.base = bind(create_session(path, providers, threads, settings), settings)
             self._base_session = (path, providers, threads, settings)

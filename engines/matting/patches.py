@@ -91,6 +91,8 @@ def crop_patches_hwc(
         raise ValueError("crop_patches_hwc needs frames of one size")
     if max(h, w) + padding >= REMAP_MAX_SIDE:
         raise ValueError(f"crop_patches_hwc takes frames under {REMAP_MAX_SIDE - padding} pixels a side, got {w}x{h}")
+    if phases and win % 2:
+        raise ValueError(f"crop_patches_hwc gathers phases of even windows only, got {win} pixels")
     channels = [frame.shape[2] if frame.ndim == 3 else 1 for frame in frames]
     store = scratch or Scratch()
     dx = np.broadcast_to(np.arange(win) - padding, (win, win))  # each window pixel's offset from the cell
