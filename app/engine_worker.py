@@ -203,8 +203,6 @@ class EngineWorker(LiveFrames):
                 if frame is None:
                     self._end_of_stream()
                     continue
-                if frame.index < self._skip_below:  # read before the reader was told to skip the empty scene
-                    continue
                 try:
                     self._process(frame)
                 except Exception as exc:  # a bug or an engine failure must not kill the thread

@@ -57,7 +57,7 @@ class FrameQueue:
     pace: release frames no faster than `source.info.fps`.
     skip_below: frames whose index is below it are neither paced nor queued (a recording's empty-scene
     frames once its background is captured), nor decoded where the source can skip (`Source.skip_to`);
-    may be changed while the reader runs.
+    may be changed while the reader runs: frames queued before are then not delivered either.
     """
 
     def __init__(self, source: Source, maxsize: int = 2, mode: str = "latest", pace: bool = False,
@@ -129,7 +129,7 @@ class FrameQueue:
             self.start()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._frames:
+            while not self._drop_skipped():
                 if self._closed:
                     return None
                 if self._finished:
@@ -146,6 +146,16 @@ class FrameQueue:
             self._latencies_ms.append((time.monotonic() - frame.host_time) * 1000.0)
             self._cond.notify_all()  # room for a waiting reader
             return frame
+
+    def _drop_skipped(self) -> bool:
+        """Under the lock: drop queued frames below `skip_below` (queued before it was raised); any left?"""
+        skipped = False
+        while self._frames and self._frames[0].index < self.skip_below:
+            self._frames.popleft()
+            skipped = True
+        if skipped:
+            self._cond.notify_all()  # room for a waiting reader
+        return bool(self._frames)
 
     def __iter__(self) -> Iterator[Frame]:
         while (frame := self.get()) is not None:

@@ -228,3 +228,19 @@ def test_skipped_frames_of_an_image_recording_are_not_decoded(tmp_path, monkeypa
         (tmp_path / "rec" / "color" / f"{i:06d}.png").write_bytes(b"damaged")
     with FrameQueue(open_source(str(tmp_path / "rec")), maxsize=8, mode="every", skip_below=3) as queue:
         assert [f.index for f in queue] == [3, 4, 5]
+
+
+def test_frames_queued_before_skip_below_is_raised_are_not_delivered():
+    """Raising `skip_below` while frames wait in the queue (a restored background arrives after the reader
+    has started) drops the waiting ones below it too; the rest arrive in order."""
+    queue = FrameQueue(FakeSource(n=8), maxsize=4, mode="every")
+    queue.start()
+    try:
+        deadline = time.monotonic() + 5
+        while queue.qsize() < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert queue.qsize() == 4  # frames 0-3 wait; the reader waits for room
+        queue.skip_below = 6
+        assert [f.index for f in queue] == [6, 7]
+    finally:
+        queue.close()
