@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -24,6 +25,7 @@ from engines.matting.compositing import (
     parse_background_spec,
 )
 from engines.matting.foreground import ForegroundEstimator
+from engines.matting.beside import run_beside, settled
 from engines.matting.replacement import VideoBackground
 
 log = logging.getLogger(__name__)
@@ -73,14 +75,19 @@ class Compositor:
 
     Engine-thread object: `set_background` (raises UserError for an unusable choice and keeps the
     previous one), `set_plate` (the captured background's colour plate, used by foreground
-    estimation and to remove the subject before blurring the real background), `compose`.
+    estimation and to remove the subject before blurring the real background), `compose`, `close`.
+
+    render_beside: render the replacement background on a helper thread of its own while the caller's
+    thread estimates the foreground (the two are independent and each a few milliseconds), so a frame's
+    compositing takes the longer of them instead of their sum; the output is the same either way.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, render_beside: bool = False) -> None:
         self._background = make_replacement("checker")
         self._plate: np.ndarray | None = None  # float32 HxWx3 RGB in [0, 1]
         self._plate_u8: np.ndarray | None = None
         self._foreground = ForegroundEstimator()
+        self._beside = ThreadPoolExecutor(1, thread_name_prefix="Background") if render_beside else None
 
     def set_background(self, spec: str, blur_sigma_px: float = 12.0) -> None:
         background = make_replacement(spec, blur_sigma_px)
@@ -99,31 +106,43 @@ class Compositor:
         """uint8 HxWx3 RGB: alpha * F + (1 - alpha) * new background (F by blur fusion against the plate).
 
         color_rgb uint8 HxWx3 RGB, depth_m float32 HxW metres, alpha float32 HxW in [0, 1]; stage
-        milliseconds ("background", "composite") are added to `timings` when given.
+        milliseconds are added to `timings` when given: "background" (rendering it, on whichever thread)
+        and "composite" (foreground estimation, waiting for the background if it was rendered beside, and
+        the blend). Raises what the background's rendering raises, after it has ended.
         """
-        start = time.perf_counter()
-        source = color_rgb
-        plate_fits = self._plate is not None and self._plate.shape == color_rgb.shape
-        if plate_fits and getattr(self._background, "uses_camera_image", False):
-            # Blur the real background without the subject: put the captured plate where the subject is,
-            # so the blur does not smear the subject's colours into a halo around it.
-            source = cv2.blendLinear(self._plate_u8, color_rgb, alpha, 1.0 - alpha)
-        background = self._background.render(source, depth_m, subject_focus_m(depth_m, alpha))
-        middle = time.perf_counter()
-        # F differs from the camera image only where alpha is soft: estimated there, in 8 bits
-        foreground = color_rgb
-        soft = self._foreground.soft_region(color_rgb, alpha, self._plate if plate_fits else None)
-        if soft is not None:
-            box, f_box = soft
-            foreground = color_rgb.copy()
-            foreground[box] = cv2.convertScaleAbs(f_box, alpha=255.0)  # rounded; F >= 0, so abs is a no-op
+        plate, plate_u8, replacement = self._plate, self._plate_u8, self._background
+        plate_fits = plate is not None and plate.shape == color_rgb.shape
+
+        def render() -> tuple[np.ndarray, float]:
+            begin = time.perf_counter()
+            source = color_rgb
+            if plate_fits and getattr(replacement, "uses_camera_image", False):
+                # Blur the real background without the subject: put the captured plate where the subject is,
+                # so the blur does not smear the subject's colours into a halo around it.
+                source = cv2.blendLinear(plate_u8, color_rgb, alpha, 1.0 - alpha)
+            return replacement.render(source, depth_m, subject_focus_m(depth_m, alpha)), time.perf_counter() - begin
+
+        rendering = run_beside(self._beside, render)
+        with settled(rendering):  # the helper reads this frame's arrays until it is done
+            middle = time.perf_counter()
+            # F differs from the camera image only where alpha is soft: estimated there, in 8 bits
+            foreground = color_rgb
+            soft = self._foreground.soft_region(color_rgb, alpha, plate if plate_fits else None)
+            if soft is not None:
+                box, f_box = soft
+                foreground = color_rgb.copy()
+                foreground[box] = cv2.convertScaleAbs(f_box, alpha=255.0)  # rounded; F >= 0, so abs is a no-op
+            background, render_s = rendering.result()
         output = composite(color_rgb, alpha, background, foreground)
-        if timings is not None:
-            timings["background"] = (middle - start) * 1e3
+        if timings is not None:  # "background": the render's own time, wherever it ran
+            timings["background"] = render_s * 1e3
             timings["composite"] = (time.perf_counter() - middle) * 1e3
         return output
 
     def close(self) -> None:
+        """Closes the background (a video file) and the helper thread; call once, when done composing."""
+        if self._beside is not None:
+            self._beside.shutdown(wait=True)
         close = getattr(self._background, "close", None)
         if callable(close):
             close()

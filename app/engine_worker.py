@@ -78,6 +78,8 @@ class EngineWorker(LiveFrames):
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stage = OutputStage(lambda exc: self._emit(ev.ERROR, f"Compositing failed: {describe(exc)}"),
                                   name="EngineWorker")  # the engine's second thread (outputs come from it)
+        self._finish_stage = OutputStage(lambda exc: self._emit(ev.ERROR, f"Refining the matte failed: {describe(exc)}"),
+                                         name="EngineFinish")  # a third in the network modes (app.live_pipeline)
         self._latest: EngineSnapshot | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="EngineWorker", daemon=True)
@@ -213,7 +215,7 @@ class EngineWorker(LiveFrames):
     def _engine_failed(self, frame: Frame, exc: Exception) -> None:
         """Said once: a network mode falls back to 'depth' (ev.MODE_CHANGED); 'depth' keeps trying, quietly."""
         log.exception("processing frame %d failed", frame.index)
-        self._stage.drain()
+        self._drain_stages()
         mode = self._config.mode
         if mode != "depth":
             self._set_config(replace_config(self._config, mode="depth"))
@@ -241,7 +243,7 @@ class EngineWorker(LiveFrames):
             self._guarded(command)
 
     def _guarded(self, command: Callable[[], None]) -> None:
-        self._stage.drain()  # commands change what the output stage uses (app.live_pipeline)
+        self._drain_stages()  # commands change what the finish and output stages use (app.live_pipeline)
         try:
             command()
         except Exception as exc:
@@ -249,6 +251,7 @@ class EngineWorker(LiveFrames):
             self._emit(ev.ERROR, describe(exc))
 
     def _shutdown(self) -> None:
+        self._finish_stage.close()  # its last jobs hand their frames to the output stage, closed next
         self._stage.close()
         self._close_source()
         self._stop_post()

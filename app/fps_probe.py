@@ -1,7 +1,9 @@
 """Measures the engine's frame rate on a recording, with and without the window on screen.
 
-    python -m app.fps_probe RECORDING [FRAMES] [MODES]    (MODES: depth (default), dart, rgb, rgb-subtract,
-                                                           or several joined by commas, e.g. dart,depth)
+    python -m app.fps_probe RECORDING [FRAMES] [MODES] [--fixed-k]
+        MODES: depth (default), dart, rgb, rgb-subtract, or several joined by commas, e.g. dart,depth;
+        --fixed-k: the network modes refine k patches every frame (as `main.py process` does) instead of
+        adapting them to the window's time budget, so two runs compare at one accuracy.
 
 Every run uses the same `EngineWorker` (matting, then foreground estimation + compositing over a blurred
 background, the app's default, on the output stage thread) with the recording played as fast as the
@@ -11,7 +13,9 @@ difference is what the GUI thread costs the engine; "with GUI, paced" plays the 
 rate, as a camera delivers frames, and gives the latency a user sees (frame arrival to published output).
 fps is frames over time and the median of per-frame rates (1 / median interval between published frames);
 latency is the median of (snapshot seen - frame's host_time); CPU is the whole process's CPU time (all its
-threads) per timed frame, steadier than fps on a shared machine. Timing starts after `warmup` matted frames.
+threads) per timed frame, steadier than fps on a shared machine; in the network modes, the median of the
+patches refined a frame is printed too (the window adapts it to a time budget, so fps alone can hide
+fewer). Timing starts after `warmup` matted frames.
 With several modes, the fps of each against the last mode is printed (same run, same machine load).
 
 `live_stages()` gives `main.py bench-speed` (`engines.evaluation.speed.bench_speed_lines`) the app's own
@@ -25,7 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.engine_state import WorkerOptions
@@ -41,6 +45,7 @@ class FpsReport:
     median_fps: float = 0.0  # 1 / median interval between published frames
     latency_ms: float = 0.0  # median of (snapshot seen - frame host_time)
     cpu_ms: float = 0.0  # CPU time of the whole process (all threads) per timed frame
+    patches: float = 0.0  # median of the patches the refiner recomputed a frame (network modes; the window adapts it)
 
 
 def live_stages():
@@ -54,7 +59,7 @@ def live_stages():
     from app.views import display_image
 
     def compose_factory(prior):
-        compositor = Compositor()
+        compositor = Compositor(render_beside=True)  # as the window's engine has it
         compositor.set_background("blur")
         compositor.set_plate(prior.color_mean)
         return compositor.compose
@@ -66,6 +71,21 @@ def live_stages():
     outputs = {"virtual webcam (RGB -> I420)": lambda rgb: cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420),
                "display (image scaled to a 960x720 view)": display}
     return compose_factory, outputs
+
+
+def _settings(mode: str, background: str, fixed_k: bool):
+    """The window's defaults for `mode`; with `fixed_k`, without the patch budget."""
+    from app.settings import AppSettings
+
+    @dataclass
+    class ProbeSettings(AppSettings):
+        fixed_k: bool = False
+
+        def engine_config(self):
+            config = super().engine_config()
+            return replace(config, patch_budget_ms=None) if self.fixed_k else config
+
+    return ProbeSettings(background=background, mode=mode, fixed_k=fixed_k)
 
 
 def _options(data: Path, frames: int, warmup: int, pace: bool = False) -> WorkerOptions:
@@ -83,6 +103,7 @@ class _Timer:
         self.stages: dict[str, list[float]] = {}
         self.seen: list[float] = []
         self.latencies: list[float] = []
+        self.patches: list[int] = []
         self._seq = -1
 
     def poll(self) -> bool:
@@ -100,6 +121,7 @@ class _Timer:
             for stage, ms in snapshot.stats.timings_ms.items():
                 self.stages.setdefault(stage, []).append(ms)
             self.seen.append(now)
+            self.patches.append(snapshot.result.refined_patches)
             if snapshot.frame.host_time:
                 self.latencies.append((time.monotonic() - snapshot.frame.host_time) * 1e3)
         if self.start is not None and matted >= self.warmup + self.frames:
@@ -115,15 +137,14 @@ class _Timer:
                          stage_ms={k: statistics.median(v) for k, v in self.stages.items()},
                          median_fps=1.0 / statistics.median(gaps) if gaps else 0.0,
                          latency_ms=statistics.median(self.latencies) if self.latencies else 0.0,
-                         cpu_ms=(self.cpu[-1] - self.cpu[0]) * 1e3 / max(1, m1 - m0))
+                         cpu_ms=(self.cpu[-1] - self.cpu[0]) * 1e3 / max(1, m1 - m0),
+                         patches=statistics.median(self.patches) if self.patches else 0.0)
 
 
 def measure_without_gui(source: str, frames: int = 100, warmup: int = 5, background: str = "blur",
-                        mode: str = "depth") -> FpsReport:
-    from app.settings import AppSettings
-
+                        mode: str = "depth", fixed_k: bool = False) -> FpsReport:
     with tempfile.TemporaryDirectory() as data:
-        config = AppSettings(background=background, mode=mode).engine_config()  # the window's defaults
+        config = _settings(mode, background, fixed_k).engine_config()  # the window's defaults
         worker = EngineWorker(config, background, options=_options(Path(data), frames, warmup))
         worker.start()
         timer = _Timer(worker, frames, warmup)
@@ -139,7 +160,7 @@ def measure_without_gui(source: str, frames: int = 100, warmup: int = 5, backgro
 
 
 def measure_with_gui(source: str, frames: int = 100, warmup: int = 5, background: str = "blur",
-                     mode: str = "depth", pace: bool = False) -> FpsReport:
+                     mode: str = "depth", pace: bool = False, fixed_k: bool = False) -> FpsReport:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QTimer
@@ -147,12 +168,11 @@ def measure_with_gui(source: str, frames: int = 100, warmup: int = 5, background
 
     from app.launch import route_qt_messages
     from app.main_window import MainWindow
-    from app.settings import AppSettings
 
     route_qt_messages()
     app = QApplication.instance() or QApplication([])
     with tempfile.TemporaryDirectory() as data:
-        settings = AppSettings(background=background, mode=mode)
+        settings = _settings(mode, background, fixed_k)
         window = MainWindow(settings, _options(Path(data), frames, warmup, pace), list_cameras=False)
         window.show()
         timer = _Timer(window.worker, frames, warmup)
@@ -172,6 +192,11 @@ def main(argv: list[str]) -> int:
         return 2
     from engines.matting.pipeline import MODES
 
+    fixed_k = "--fixed-k" in argv
+    argv = [a for a in argv if a != "--fixed-k"]
+    if not argv:
+        sys.stderr.write(__doc__)
+        return 2
     source = argv[0]
     frames = int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else 0
     modes = (argv[2] if len(argv) > 2 else "depth").split(",")
@@ -185,11 +210,14 @@ def main(argv: list[str]) -> int:
     runs = (("without GUI", measure_without_gui, {}), ("with GUI", measure_with_gui, {}),
             ("with GUI, paced", measure_with_gui, {"pace": True}))
     results: dict[tuple[str, str], FpsReport] = {}
-    sys.stdout.write(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} (1 min) at the start\n")
+    sys.stdout.write(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} (1 min) at the start"
+                     f"{'; k patches every frame (--fixed-k)' if fixed_k else ''}\n")
     for mode in modes:
         for name, measure, extra in runs:
-            report = results[mode, name] = measure(source, frames, mode=mode, **extra)
+            report = results[mode, name] = measure(source, frames, mode=mode, fixed_k=fixed_k, **extra)
             stages = "  ".join(f"{k} {v:.1f}" for k, v in report.stage_ms.items())
+            if report.patches:
+                stages += f"   patches refined {report.patches:.0f}"
             sys.stdout.write(f"{mode:6s} {name:16s} {report.fps:6.1f} fps (median {report.median_fps:5.1f}), "
                              f"latency {report.latency_ms:5.0f} ms, CPU {report.cpu_ms:5.1f} ms a frame over "
                              f"{report.frames} frames   ms: {stages}\n")

@@ -1,25 +1,27 @@
-"""The engine worker's per-frame path, split over two threads so that two cores work at once.
+"""The engine worker's per-frame path, split over threads so that both cores work at once.
 
 Owns `OutputStage` (one thread running jobs in the order they were submitted, with at most `depth`
 jobs waiting, so a slow stage holds the engine back instead of piling up frames) and `LiveFrames`, the
 `app.engine_worker.EngineWorker` half that handles a frame:
 
 - engine thread (`LiveFrames._process`): background capture, matting (`MattingPipeline.matte`: the
-  networks or the depth matte), the scene change monitor; then the frame is handed to the output stage
-  and the engine takes the next frame;
-- output stage (`LiveFrames._publish`): in the network modes the rest of the matte
-  (`MattingPipeline.finish`: edge refinement, depth gate, temporal smoothing; the engine thread does it
-  in the other modes), foreground estimation and compositing (`Compositor`), the
-  post-matting hand-over, the virtual webcam and recorder (`Outputs`), statistics and the published
-  `EngineSnapshot`.
+  networks or the depth matte), the scene change monitor; then the frame is handed on and the engine
+  takes the next frame;
+- finish stage, in the network modes only: the rest of the matte (`MattingPipeline.finish`: edge
+  refinement, depth gate, temporal smoothing), then the frame is handed to the output stage. In the
+  other modes the engine thread finishes the matte itself (its light depth matte leaves it room);
+- output stage (`LiveFrames._publish`): foreground estimation and compositing (`Compositor`; in the
+  network modes the background is rendered beside it on a helper thread), the post-matting hand-over,
+  the virtual webcam and recorder (`Outputs`), statistics and the published `EngineSnapshot`.
 
-So frame n is composited and sent out while frame n + 1 is matted (frame reading and decoding run on
-the `FrameQueue` reader thread before both). Frames leave in order. While post-matting is on, both halves
-run on the engine thread, one after the other: the post-matting thread runs at the lowest CPU priority
-and gets its time from the core the overlap would otherwise fill. Commands (`EngineWorker._guarded`)
-wait until the output stage is idle (`OutputStage.drain`) before they change the compositor, the outputs
-or the source, so each stage only ever sees a consistent state. Numpy, OpenCV and onnxruntime release
-the GIL in their work, which is what lets the two threads overlap.
+So frame n is composited and sent out while frame n + 1 is finished and frame n + 2 is matted (frame
+reading and decoding run on the `FrameQueue` reader thread before all of them). Frames leave in order:
+every frame of a mode takes the same way. While post-matting is on, all of it runs on the engine thread,
+one step after the other: the post-matting thread runs at the lowest CPU priority and gets its time from
+the core the overlap would otherwise fill. Commands (`EngineWorker._guarded`) wait until the finish and
+output stages are idle (`LiveFrames._drain_stages`) before they change the pipeline, the compositor, the
+outputs or the source, so each stage only ever sees a consistent state. Numpy, OpenCV and onnxruntime
+release the GIL in their work, which is what lets the threads overlap.
 """
 
 from __future__ import annotations
@@ -137,14 +139,14 @@ class LiveFrames:
         depth_m = frame.depth_m()
         capturing = capture is not None and capture.collecting(now)
         if capture is not None and capture.step(frame.color, depth_m, now):
-            self._stage.drain()  # the new plate reaches the compositor between frames
+            self._drain_stages()  # the new plate reaches the compositor between frames
             self._finish_capture()
             capturing = True  # this frame was a background frame
         result = None
         if self._prior is not None and not capturing:
             try:
                 result = self._pipeline.matte(frame.color, depth_m)
-                if not self._finish_on_output_stage():
+                if not self._finish_on_its_stage():
                     self._pipeline.finish(result, frame.color, depth_m)
             except UserError as exc:  # e.g. the camera changed resolution: this prior no longer fits
                 self._prior = None
@@ -159,23 +161,44 @@ class LiveFrames:
         seq, matted, has_prior = self._seq, self._matted, self._prior is not None
         progress = self._capture.progress(now) if self._capture is not None else None
         publish = lambda: self._publish(frame, depth_m, result, capturing, progress, seq, matted, has_prior)  # noqa: E731
-        if self._post is None:
+        late = result is not None and self._finish_on_its_stage()
+
+        def finish() -> None:  # the rest of the matte: edge refinement, depth gate, temporal smoothing
+            if late:
+                self._pipeline.finish(result, frame.color, depth_m)
+
+        def finish_then_publish() -> None:  # finish stage: this frame's finish, then its turn on the output stage
+            finish()
             self._stage.submit(publish)
-        else:  # post-matting (lowest CPU priority, app.post_worker) needs the second core: no overlap then
-            self._stage.drain()
+
+        if self._post is not None:  # post-matting (lowest CPU priority, app.post_worker) needs the second core
+            self._drain_stages()
+            finish()
             publish()
+        elif self._finish_on_its_stage():  # every frame of these modes goes this way, so they stay in order
+            self._finish_stage.submit(finish_then_publish)
+        else:
+            self._stage.submit(publish)
         limit = self.options.stop_after_matted
         if limit is not None and self._matted >= limit and not self._finished:
             self._finished = True
-            self._stage.drain()  # the last frame is published before the source closes
+            self._drain_stages()  # the last frame is published before the source closes
             self._close_source()
             self._emit(ev.FINISHED, f"Processed {self._matted} frames.")
 
-    def _finish_on_output_stage(self) -> bool:
-        """Where `MattingPipeline.finish` (edge refinement, gate, smoothing) runs: on the output stage
-        after the networks (which fill the engine thread), on the engine thread after the light depth
-        matte (the output stage is then the fuller one). Fixed per configuration, so frames stay in order."""
+    def _finish_on_its_stage(self) -> bool:
+        """Where `MattingPipeline.finish` (edge refinement, gate, smoothing) runs: on the finish stage, a
+        thread between the engine and the output stage, after the networks (which fill the engine thread);
+        on the engine thread after the light depth matte (the output stage is then the fuller one). Fixed
+        per configuration, so frames stay in order. The background is rendered beside foreground estimation
+        in the same modes only (`Compositor.render_beside`): in the light ones a third busy thread would take
+        the cores from the engine thread, the fuller one (`python -m app.fps_probe`)."""
         return self._config.mode in NETWORK_MODES
+
+    def _drain_stages(self) -> None:
+        """Wait until every frame handed over has been published (the finish stage feeds the output stage)."""
+        self._finish_stage.drain()
+        self._stage.drain()
 
     def _publish(self, frame: Frame, depth_m: np.ndarray, result: MattingResult | None, capturing: bool,
                  progress, seq: int, matted: int, has_prior: bool) -> None:
@@ -183,9 +206,8 @@ class LiveFrames:
         output = frame.color
         timings: dict[str, float] = {}
         if result is not None:
-            if self._finish_on_output_stage():
-                self._pipeline.finish(result, frame.color, depth_m)
             timings = dict(result.timings_ms)
+            self._compositor.render_beside = self._finish_on_its_stage()
             output = self._compositor.compose(frame.color, depth_m, result.alpha, timings)
         if self._post is not None and result is not None:
             self._post.submit(PostJob(seq, frame.index, frame.color, depth_m, result))

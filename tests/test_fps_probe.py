@@ -15,6 +15,11 @@ def test_probe_reports_rate_latency_and_cpu_per_frame():
     assert report.cpu_ms > 0.5 and "posterior" in report.stage_ms
 
 
+def test_probe_reports_the_patches_refined_in_a_network_mode():
+    report = fps_probe.measure_without_gui(str(DEMO), frames=4, warmup=2, mode="dart")
+    assert 0 < report.patches <= 700 and "refiner" in report.stage_ms  # the window's k at most
+
+
 def test_probe_refuses_a_missing_recording(capsys):
     assert fps_probe.main(["/nonexistent/recording", "10", "depth"]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -70,24 +70,78 @@ def _run_worker(config: EngineConfig, matted: int) -> tuple[EngineWorker, list, 
     return worker, fed, events
 
 
-def test_pipelined_worker_sends_every_frame_in_order_with_the_sequential_output():
-    worker, fed, _ = _run_worker(EngineConfig(mode="depth"), 12)
+def _assert_sequential_outputs(worker: EngineWorker, fed: list, config: EngineConfig, matted: int) -> None:
+    """Every frame fed in order from the output stage, each the output of one-frame-after-another matting."""
     prior = worker._prior
     indices = [frame.index for frame, *_ in fed]
     assert indices == list(range(len(fed)))  # every frame, in order
-    matted = [(frame, output) for frame, output, background, _ in fed if not background]
-    assert len(matted) == 12
+    outputs = [(frame, output) for frame, output, background, _ in fed if not background]
+    assert len(outputs) == matted
     assert {thread.name for *_, thread in fed} == {"EngineWorker"}  # the output stage: the engine's second thread
     assert all(thread is not worker._thread for *_, thread in fed)
-    pipeline = MattingPipeline(EngineConfig(mode="depth"))
+    pipeline = MattingPipeline(config)
     pipeline.set_prior(prior)
     compositor = Compositor()
     compositor.set_background("blur")
     compositor.set_plate(prior.color_mean)
-    for frame, output in matted:  # the same computation one frame after another
+    for frame, output in outputs:  # the same computation one frame after another
         depth_m = frame.depth_m()
         expected = compositor.compose(frame.color, depth_m, pipeline.process(frame.color, depth_m).alpha)
         np.testing.assert_array_equal(output, expected)
+
+
+def test_pipelined_worker_sends_every_frame_in_order_with_the_sequential_output():
+    config = EngineConfig(mode="depth")
+    worker, fed, _ = _run_worker(config, 12)
+    _assert_sequential_outputs(worker, fed, config, 12)
+
+
+def test_network_modes_finish_the_matte_on_a_third_thread_in_frame_order(monkeypatch):
+    # edge refinement and temporal smoothing (stateful: frame order matters) on the finish stage
+    config = EngineConfig(mode="dart", edge_refine=True, temporal_smoothing=0.5)
+    finished_on = []
+    finish = MattingPipeline.finish
+
+    def recorded(self, *args):
+        finished_on.append(threading.current_thread().name)
+        return finish(self, *args)
+
+    monkeypatch.setattr(MattingPipeline, "finish", recorded)
+    worker, fed, _ = _run_worker(config, 6)
+    assert finished_on == ["EngineFinish"] * 6
+    monkeypatch.undo()
+    _assert_sequential_outputs(worker, fed, config, 6)
+
+
+def test_compositor_rendering_beside_gives_the_serial_output_and_passes_on_its_errors():
+    rng = np.random.default_rng(3)
+    color = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    depth_m = rng.uniform(0.5, 3.0, (120, 160)).astype(np.float32)
+    yy, xx = np.mgrid[:120, :160]
+    alpha = np.clip(1.5 - np.hypot(yy - 60, xx - 80) / 30.0, 0, 1).astype(np.float32)  # a soft disc
+    plate = rng.random((120, 160, 3), dtype=np.float32)
+    serial, beside = Compositor(), Compositor(render_beside=True)
+    for spec in ("blur", "#336699", "checker"):
+        for compositor in (serial, beside):
+            compositor.set_background(spec)
+            compositor.set_plate(plate)
+        timings: dict[str, float] = {}
+        np.testing.assert_array_equal(beside.compose(color, depth_m, alpha, timings), serial.compose(color, depth_m, alpha))
+        assert set(timings) == {"background", "composite"}
+
+    helpers = []
+
+    def broken(*args):
+        helpers.append(threading.current_thread())
+        time.sleep(0.05)  # still running when the foreground is done
+        raise RuntimeError("video ended badly")
+
+    beside._background.render = broken
+    with pytest.raises(RuntimeError, match="video ended badly"):
+        beside.compose(color, depth_m, alpha)
+    assert helpers and helpers[0] is not threading.current_thread()  # it did run beside
+    beside.close()
+    assert not helpers[0].is_alive()
 
 
 def test_post_matting_keeps_the_outputs_on_the_engine_thread():

@@ -56,9 +56,8 @@ from engines.matting.onnx_inference import (
     downsample_area,
     prepare_band,
     resize_linear,
-    run_beside,
-    settled,
 )
+from engines.matting.beside import run_beside, settled
 from engines.matting.patches import PATCH
 from engines.matting.providers import SessionSettings, is_gpu, resolve_providers
 from engines.matting.scratch import Scratch

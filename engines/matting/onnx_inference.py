@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Executor, Future, wait
-from contextlib import contextmanager
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from engines.matting.providers import (  # noqa: F401  (re-exported: the session
     is_gpu,
     open_session,
 )
+from engines.matting.beside import run_beside, settled
 from engines.matting.patches import (
     CONTEXT_FULL,
     CONTEXT_HALF,
@@ -393,28 +393,6 @@ class OnnxMatting:
             half_coarse = resize_linear(stack, half, sc.get("half_coarse", half + stack.shape[2:]))
             patch_coarse = crop_patches_hwc(half_coarse, y, x, PATCH // 2, CONTEXT_HALF, sc, "coarse")
         return patch_coarse, crop_patches_hwc(images, y, x, PATCH, CONTEXT_FULL, sc, "full", self._phased_refiner)
-
-
-def run_beside(executor: Executor | None, fn, *args) -> Future:
-    """`fn(*args)` on `executor`'s thread while the caller goes on, or here and now without an executor; the
-    result (or the exception raised) from the returned future's `.result()`."""
-    if executor is not None:
-        return executor.submit(fn, *args)
-    done: Future = Future()
-    done.set_result(fn(*args))
-    return done
-
-
-@contextmanager
-def settled(future: Future | None):
-    """On an exception inside the block, wait for `future`'s task before it propagates: a task still running
-    on the executor would read this frame's inputs while the next frame overwrites them."""
-    try:
-        yield
-    except BaseException:
-        if future is not None:
-            wait([future])
-        raise
 
 
 def benchmark(

@@ -53,7 +53,7 @@ def _depth_result(result) -> MattingResult:
 
 def _network_result(result) -> MattingResult:
     return MattingResult(alpha=result.alpha, depth_posterior=result.depth_posterior, error_map=result.error_map,
-                         timings_ms=dict(result.timings_ms))
+                         timings_ms=dict(result.timings_ms), refined_patches=int(np.count_nonzero(result.selected)))
 
 
 def _rgb_subtraction_result(result: tuple[np.ndarray, float]) -> MattingResult:

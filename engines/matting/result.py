@@ -17,6 +17,7 @@ class MattingResult:
     depth_posterior: float32 at the working (1/4) resolution: A_D of DART eq. 8.
     error_map: float32 at the working resolution: the fused E_RGBD of eq. 10 (network modes).
     timings_ms: stage name -> milliseconds for this frame.
+    refined_patches: 4x4 patches of the working resolution the refiner recomputed (network modes; 0 elsewhere).
     """
 
     alpha: np.ndarray
@@ -24,6 +25,7 @@ class MattingResult:
     depth_posterior: np.ndarray | None = None
     error_map: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    refined_patches: int = 0
 
     def trimap_or_thresholds(self) -> np.ndarray:
         """The mode's trimap, or for a mode without one (the network modes) eq. 13's thresholds applied to
