@@ -102,3 +102,16 @@ def test_camouflaged_subject_with_depth_in_front_is_not_opened():
     assert refined[60, 80] < 0.2  # the hole is open again
     with pytest.raises(ValueError):
         refiner(image, coarse, depth_m[:60])
+
+
+def test_the_lighting_gain_reads_the_subject_mask_from_a_crop_as_from_the_whole_frame():
+    rng = np.random.default_rng(5)
+    color = rng.integers(0, 256, (240, 330, 3), dtype=np.uint8)
+    plate = rng.random((240, 330, 3), dtype=np.float32)
+    outer = np.zeros((240, 330), np.uint8)
+    outer[37:150, 61:203] = 255  # near the subject: left out of the fit
+    whole = EdgeRefiner._gain(color, plate, outer, (0, 0))
+    for y0, x0 in ((37, 61), (30, 55), (0, 0), (33, 59)):  # crops holding every marked pixel, on and off the grid
+        crop = outer[y0:155, x0:210]
+        np.testing.assert_array_equal(EdgeRefiner._gain(color, plate, crop, (y0, x0)), whole)
+    assert not np.array_equal(whole, EdgeRefiner._gain(color, plate, np.zeros_like(outer), (0, 0)))  # the mask counts

@@ -88,28 +88,35 @@ class EdgeRefiner:
             raise ValueError("edge refinement needs a plate, colour and alpha of one size")
         if depth_m is not None and depth_m.shape != alpha.shape:
             raise ValueError("edge refinement needs depth of the alpha's size")
-        w = alpha.shape[1]
+        h, w = alpha.shape
         scale = w / 640.0
         band_px = max(1, int(round(self.config.band_px * scale)))
-        sure_fg = (alpha > np.float32(0.5)).view(np.uint8)
-        if not sure_fg.any():
+        pad = 3 * int(round(self.config.sigma_px * scale)) + 1
+        # Everything below works on a crop: the sure subject's box grown by the band and the colour estimate's
+        # reach (`pad`), which holds the band's box grown by `pad`, so the result is that of the whole frame.
+        x, y, bw, bh = cv2.boundingRect(cv2.compare(alpha, 0.5, cv2.CMP_GT))
+        if bw == 0:
             return alpha.copy()
+        m = band_px + pad
+        crop = (slice(max(0, y - m), min(h, y + bh + m)), slice(max(0, x - m), min(w, x + bw + m)))
+        sure_fg = cv2.compare(alpha[crop], 0.5, cv2.CMP_GT)  # 0 / 255
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band_px + 1, 2 * band_px + 1))
         outer = cv2.dilate(sure_fg, kernel)
         inner = cv2.erode(sure_fg, kernel)
         band = outer > inner
-        pad = 3 * int(round(self.config.sigma_px * scale)) + 1
-        # The band's box; a frame that is all subject has no band, only its interior (the whole frame).
-        box = mask_box(band, pad) or mask_box(outer > 0, pad)
+        # The band's box; a frame that is all subject has no band, only its interior.
+        local = mask_box(band, pad) or mask_box(outer > 0, pad)
+        box = tuple(slice(c.start + b.start, c.start + b.stop) for c, b in zip(crop, local))
+        inner = inner[local]
 
         image = np.multiply(color_rgb[box], np.float32(1.0 / 255.0), dtype=np.float32)
-        gain = self._gain(color_rgb, plate, outer)
+        gain = self._gain(color_rgb, plate, outer, (crop[0].start, crop[1].start))
         plate_box = cv2.multiply(plate[box], (float(gain[0]), float(gain[1]), float(gain[2]), 0.0))
         image_minus_bg = cv2.subtract(image, plate_box)
         distance = cv2.sqrt(cv2.multiply(_channel_sum(cv2.multiply(image_minus_bg, image_minus_bg)), 1.0 / 3.0))
         plate_like = cv2.max(cv2.subtract(1.0, cv2.multiply(distance, 1.0 / self.config.match)), 0.0)
         # Subject colour samples: sure-subject pixels that do not look like the plate (see-through holes).
-        samples = cv2.multiply(inner[box].astype(np.float32), cv2.subtract(1.0, plate_like))
+        samples = cv2.multiply(cv2.min(inner, 1).astype(np.float32), cv2.subtract(1.0, plate_like))
         fg, weight = _local_foreground(image, samples, max(0.5, self.config.sigma_px * scale))
         fg_minus_bg = cv2.subtract(fg, plate_box)
         sep2 = _channel_sum(cv2.multiply(fg_minus_bg, fg_minus_bg))
@@ -118,12 +125,12 @@ class EdgeRefiner:
         separated = cv2.divide(sep2, cv2.add(sep2, self.config.sep2))  # colour separation of F from B' in [0, 1)
         near_subject = cv2.min(cv2.multiply(weight, 4.0), 1.0)  # no sure subject nearby: keep the coarse alpha
         confidence = cv2.multiply(separated, near_subject)
-        confidence[~band[box]] = 0.0
+        confidence[~band[local]] = 0.0
         out = alpha.copy()
         coarse = out[box]
         if self.config.whole:  # interior: lower alpha only where the pixel is explained by the plate
             background_like = cv2.multiply(plate_like, separated)
-            background_like[inner[box] == 0] = 0.0
+            background_like[inner == 0] = 0.0
             if depth_m is not None and self._solid_below_m is not None:  # measured in front of the room
                 d = depth_m[box]
                 background_like[(d > 0) & (d < self._solid_below_m[box])] = 0.0
@@ -132,11 +139,17 @@ class EdgeRefiner:
         return out
 
     @staticmethod
-    def _gain(color_rgb: np.ndarray, plate: np.ndarray, near_subject: np.ndarray) -> np.ndarray:
+    def _gain(color_rgb: np.ndarray, plate: np.ndarray, outer: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         """Per-channel gain (float32, 3) mapping the plate to this frame's lighting, fitted by least squares
-        on a grid of pixels away from the subject; 1 when too few are left."""
+        on a grid of pixels away from the subject (`outer`: uint8, non-zero near it, a crop of the frame
+        whose top-left pixel is `origin` = (row, column)); 1 when too few are left."""
         step = max(1, color_rgb.shape[1] // 80)
-        keep = near_subject[::step, ::step] == 0
+        h, w = color_rgb.shape[:2]
+        keep = np.ones((-(-h // step), -(-w // step)), bool)
+        y0, x0 = origin
+        gy, gx = -(-y0 // step), -(-x0 // step)  # the first grid row and column inside the crop
+        near = outer[gy * step - y0::step, gx * step - x0::step]
+        keep[gy:gy + near.shape[0], gx:gx + near.shape[1]] = near == 0
         if keep.sum() < 50:
             return np.ones(3, np.float32)
         image = color_rgb[::step, ::step][keep].astype(np.float32) * np.float32(1.0 / 255.0)
