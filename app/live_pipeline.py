@@ -191,8 +191,9 @@ class LiveFrames:
         thread between the engine and the output stage, after the networks (which fill the engine thread);
         on the engine thread after the light depth matte (the output stage is then the fuller one). Fixed
         per configuration, so frames stay in order. The background is rendered beside foreground estimation
-        in the same modes only (`Compositor.render_beside`): in the light ones a third busy thread would take
-        the cores from the engine thread, the fuller one (`python -m app.fps_probe`)."""
+        in the same modes only (`Compositor.render_beside`): in the depth mode that helper made the window
+        slower (`python -m app.fps_probe`, README "The app's frame rate"), its busy thread taking CPU time
+        from the engine thread's."""
         return self._config.mode in NETWORK_MODES
 
     def _drain_stages(self) -> None:

@@ -1,5 +1,6 @@
 """Tests of app.fps_probe: the frame-rate probe's report on the shipped demo recording."""
 
+from dataclasses import replace
 from pathlib import Path
 
 from app import fps_probe
@@ -23,3 +24,10 @@ def test_probe_reports_the_patches_refined_in_a_network_mode():
 def test_probe_refuses_a_missing_recording(capsys):
     assert fps_probe.main(["/nonexistent/recording", "10", "depth"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_fixed_k_turns_off_only_the_windows_patch_budget():
+    window = fps_probe._settings("dart", "blur", fixed_k=False).engine_config()
+    fixed = fps_probe._settings("dart", "blur", fixed_k=True).engine_config()
+    assert window.patch_budget_ms is not None and fixed.patch_budget_ms is None
+    assert replace(fixed, patch_budget_ms=window.patch_budget_ms) == window  # nothing else differs
