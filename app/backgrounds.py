@@ -77,9 +77,10 @@ class Compositor:
     previous one), `set_plate` (the captured background's colour plate, used by foreground
     estimation and to remove the subject before blurring the real background), `compose`, `close`.
 
-    render_beside: render the replacement background on a helper thread of its own while the caller's
-    thread estimates the foreground (the two are independent and each a few milliseconds), so a frame's
-    compositing takes the longer of them instead of their sum; the output is the same either way.
+    render_beside (settable between frames): render the replacement background on a helper thread of its
+    own (started at the first such frame, ended by `close`) while the caller's thread estimates the
+    foreground (the two are independent and each a few milliseconds), so a frame's compositing takes the
+    longer of them instead of their sum; the output is the same either way.
     """
 
     def __init__(self, render_beside: bool = False) -> None:
@@ -87,7 +88,8 @@ class Compositor:
         self._plate: np.ndarray | None = None  # float32 HxWx3 RGB in [0, 1]
         self._plate_u8: np.ndarray | None = None
         self._foreground = ForegroundEstimator()
-        self._beside = ThreadPoolExecutor(1, thread_name_prefix="Background") if render_beside else None
+        self.render_beside = render_beside
+        self._beside: ThreadPoolExecutor | None = None
 
     def set_background(self, spec: str, blur_sigma_px: float = 12.0) -> None:
         background = make_replacement(spec, blur_sigma_px)
@@ -122,7 +124,9 @@ class Compositor:
                 source = cv2.blendLinear(plate_u8, color_rgb, alpha, 1.0 - alpha)
             return replacement.render(source, depth_m, subject_focus_m(depth_m, alpha)), time.perf_counter() - begin
 
-        rendering = run_beside(self._beside, render)
+        if self.render_beside and self._beside is None:
+            self._beside = ThreadPoolExecutor(1, thread_name_prefix="Background")
+        rendering = run_beside(self._beside if self.render_beside else None, render)
         with settled(rendering):  # the helper reads this frame's arrays until it is done
             middle = time.perf_counter()
             # F differs from the camera image only where alpha is soft: estimated there, in 8 bits
@@ -143,6 +147,7 @@ class Compositor:
         """Closes the background (a video file) and the helper thread; call once, when done composing."""
         if self._beside is not None:
             self._beside.shutdown(wait=True)
+            self._beside = None
         close = getattr(self._background, "close", None)
         if callable(close):
             close()

@@ -5,8 +5,8 @@ own thread, the frame source (through `sensors.frame_queue.FrameQueue`, whose re
 thread), the `MattingPipeline`, the replacement background, the background capture, the scene
 change monitor, and the virtual camera and recorder (`app.outputs.Outputs`).
 
-A frame is matted on the engine thread and composited and sent out on an output stage thread
-(`app.live_pipeline`), so the two overlap. Post-matting never runs in the live path: `app.post_output.PostOutput` refines the newest matted frame
+A frame is matted on the engine thread, finished (in the network modes, on a finish stage thread) and
+composited and sent out on an output stage thread (`app.live_pipeline`), so they overlap. Post-matting never runs in the live path: `app.post_output.PostOutput` refines the newest matted frame
 on its own thread into `EngineSnapshot.post_output`, a few frames behind the live `output`.
 
 Talking to it (any thread, never blocking):
@@ -57,7 +57,7 @@ from sensors.source import SourceInfo
 
 log = logging.getLogger(__name__)
 
-# OpenCV's own worker pool on top of the live path's threads (reader, engine, output stage, GUI) only
+# OpenCV's own worker pool on top of the live path's threads (reader, engine, finish, output stage, GUI) only
 # competes with them for the same cores: one OpenCV thread cuts the CPU per frame (python -m app.fps_probe).
 LIVE_OPENCV_THREADS = 1
 
@@ -310,6 +310,7 @@ class EngineWorker(LiveFrames):
             self._frames.skip_below = below
 
     def _source_failed(self, exc: BaseException) -> None:
+        self._drain_stages()  # the frames in flight reach the recording before it stops
         self._close_source()
         self._outputs.stop_recording()
         self._emit(ev.SOURCE_ERROR, describe(exc))

@@ -59,7 +59,7 @@ def live_stages():
     from app.views import display_image
 
     def compose_factory(prior):
-        compositor = Compositor(render_beside=True)  # as the window's engine has it
+        compositor = Compositor(render_beside=True)  # as the window has it in the network modes
         compositor.set_background("blur")
         compositor.set_plate(prior.color_mean)
         return compositor.compose

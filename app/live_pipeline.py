@@ -75,8 +75,10 @@ class OutputStage:
                     self._thread.start()
                 while len(self._jobs) >= self.depth and not self._closed:
                     self._cond.wait(0.1)
-                self._jobs.append(job)
-                self._cond.notify_all()
+                closed = self._closed  # closed while it waited: its thread may be gone, so run it here
+                if not closed:
+                    self._jobs.append(job)
+                    self._cond.notify_all()
         if closed:
             self._call(job)
 
@@ -122,7 +124,7 @@ class OutputStage:
             job()
             self._failing = False
         except Exception as exc:  # a failing frame must not end the stage
-            log.exception("output stage job failed")
+            log.exception("%s job failed", self._name)
             if not self._failing:
                 self._on_error(exc)
             self._failing = True
@@ -208,7 +210,8 @@ class LiveFrames:
         timings: dict[str, float] = {}
         if result is not None:
             timings = dict(result.timings_ms)
-            self._compositor.render_beside = self._finish_on_its_stage()
+            # not beside post-matting: its thread gets the core the overlap would otherwise fill
+            self._compositor.render_beside = self._finish_on_its_stage() and self._post is None
             output = self._compositor.compose(frame.color, depth_m, result.alpha, timings)
         if self._post is not None and result is not None:
             self._post.submit(PostJob(seq, frame.index, frame.color, depth_m, result))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app import events as ev
-from app.backgrounds import Compositor
+from app.backgrounds import Compositor, _LazyBackground
 from app.engine_state import WorkerOptions
 from app.engine_worker import EngineWorker
 from app.live_pipeline import OutputStage
@@ -90,25 +90,35 @@ def _assert_sequential_outputs(worker: EngineWorker, fed: list, config: EngineCo
         np.testing.assert_array_equal(output, expected)
 
 
-def test_pipelined_worker_sends_every_frame_in_order_with_the_sequential_output():
+def _record_threads(monkeypatch, cls, name: str) -> list[str]:
+    """The names of the threads that call `cls.name` from now on (the method still runs)."""
+    threads, method = [], getattr(cls, name)
+
+    def recorded(self, *args):
+        threads.append(threading.current_thread().name)
+        return method(self, *args)
+
+    monkeypatch.setattr(cls, name, recorded)
+    return threads
+
+
+def test_pipelined_worker_sends_every_frame_in_order_with_the_sequential_output(monkeypatch):
     config = EngineConfig(mode="depth")
+    rendered_on = _record_threads(monkeypatch, _LazyBackground, "render")
     worker, fed, _ = _run_worker(config, 12)
+    assert set(rendered_on) == {"EngineWorker"}  # the depth mode renders on the output stage itself
+    monkeypatch.undo()
     _assert_sequential_outputs(worker, fed, config, 12)
 
 
 def test_network_modes_finish_the_matte_on_a_third_thread_in_frame_order(monkeypatch):
     # edge refinement and temporal smoothing (stateful: frame order matters) on the finish stage
     config = EngineConfig(mode="dart", edge_refine=True, temporal_smoothing=0.5)
-    finished_on = []
-    finish = MattingPipeline.finish
-
-    def recorded(self, *args):
-        finished_on.append(threading.current_thread().name)
-        return finish(self, *args)
-
-    monkeypatch.setattr(MattingPipeline, "finish", recorded)
+    finished_on = _record_threads(monkeypatch, MattingPipeline, "finish")
+    rendered_on = _record_threads(monkeypatch, _LazyBackground, "render")
     worker, fed, _ = _run_worker(config, 6)
     assert finished_on == ["EngineFinish"] * 6
+    assert len(rendered_on) == 6 and all(name.startswith("Background") for name in rendered_on)
     monkeypatch.undo()
     _assert_sequential_outputs(worker, fed, config, 6)
 
@@ -129,6 +139,13 @@ def test_compositor_rendering_beside_gives_the_serial_output_and_passes_on_its_e
         np.testing.assert_array_equal(beside.compose(color, depth_m, alpha, timings), serial.compose(color, depth_m, alpha))
         assert set(timings) == {"background", "composite"}
 
+    beside.render_beside = False  # switched off between frames: rendered here again
+    serial_thread = []
+    original = beside._background.render
+    beside._background.render = lambda *args: (serial_thread.append(threading.current_thread()), original(*args))[1]
+    np.testing.assert_array_equal(beside.compose(color, depth_m, alpha), serial.compose(color, depth_m, alpha))
+    assert serial_thread == [threading.current_thread()]
+    beside.render_beside = True
     helpers = []
 
     def broken(*args):

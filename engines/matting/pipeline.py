@@ -138,7 +138,8 @@ class MattingPipeline:
     def finish(self, result: MattingResult, color_rgb: np.ndarray, depth_m: np.ndarray) -> MattingResult:
         """The second half of `process` on `matte`'s result for the same frame: edge refinement,
         post-matting, the depth gate and temporal smoothing (stateful: call it in frame order). The live
-        app runs it on its output stage, beside `matte` of the next frame. Returns `result`, updated."""
+        app runs it on a thread of its own in the network modes, beside `matte` of the next frame.
+        Returns `result`, updated."""
         if self._edge is not None:
             start = time.perf_counter()
             result.alpha = self._edge(color_rgb, result.alpha, depth_m)

@@ -17,7 +17,8 @@ class MattingResult:
     depth_posterior: float32 at the working (1/4) resolution: A_D of DART eq. 8.
     error_map: float32 at the working resolution: the fused E_RGBD of eq. 10 (network modes).
     timings_ms: stage name -> milliseconds for this frame.
-    refined_patches: 4x4 patches of the working resolution the refiner recomputed (network modes; 0 elsewhere).
+    refined_patches: how many patches the refiner recomputed (cells of its H/4 x W/4 selection grid;
+    network modes; 0 elsewhere).
     """
 
     alpha: np.ndarray
