@@ -201,6 +201,8 @@ def test_record_button_writes_video_and_raw_frames(qtbot, tmp_path, recording):
     window.open_source(str(recording))
     wait_for_snapshot(qtbot, window, lambda s: s.result is not None)
     window.record_action.setChecked(True)
+    # count from the first recorded frame: frames already in the engine's stages when the command ran are not in it
+    qtbot.waitUntil(lambda: window.worker._outputs._recorder is not None, timeout=10000)
     start = window.worker.latest().stats.shown
     wait_for_snapshot(qtbot, window, lambda s: s.stats.shown >= start + 6)
     window.record_action.setChecked(False)
