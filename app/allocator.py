@@ -8,6 +8,9 @@ creeps up by ~30 MB per soak cycle. With two arenas it stays flat (README "Soak 
 state of each 3-minute cycle, resident memory went 514 -> 598 -> 622 -> 654 -> 616 MB with glibc's default
 and 511 -> 515 -> 513 -> 518 -> 531 MB with two arenas; `main.py soak --minutes 15 --every 8
 --sample-every 4 --malloc-arenas 0` against the same without the last option).
+
+`heap_figures` reads glibc's own account (`mallinfo2`), so a soak can tell memory the program holds
+from memory the allocator keeps after frees.
 """
 
 from __future__ import annotations
@@ -41,3 +44,23 @@ def release_freed_memory() -> None:
     trim = getattr(_libc(), "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+class _Mallinfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2` (<malloc.h>, glibc >= 2.33): ten size_t fields, in bytes or counts."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def heap_figures() -> tuple[float, float]:
+    """(in use, free) in MB as glibc's malloc counts them over all arenas: in use = bytes handed out and
+    not freed (`uordblks`, plus the chunks mapped on their own, `hblkhd`), free = bytes freed but kept in
+    the arenas (`fordblks`; resident only where touched and not trimmed). (NaN, NaN) without glibc >= 2.33.
+    Python's small-object arenas, thread stacks and mapped files are outside both."""
+    mallinfo2 = getattr(_libc(), "mallinfo2", None)
+    if mallinfo2 is None:
+        return float("nan"), float("nan")
+    mallinfo2.restype = _Mallinfo2
+    info = mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20

@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.allocator import ARENAS, limit_malloc_arenas
+from app.allocator import ARENAS, heap_figures, limit_malloc_arenas
 from app.virtual_camera import MEMORY_BACKEND, CountingCamera, counting_backend_unless_device
 from app.soak_samples import Limits, Sample, Verdict, judge, process_figures, write_plot
 
@@ -127,6 +127,14 @@ def format_summary(result: SoakResult) -> str:
     if "rss_ref_mb" in f:
         lines.append(f"  RSS      {f['rss_first_mb']:.0f} MB at the first sample, {f['rss_ref_mb']:.0f} MB median "
                      f"after warm-up, {f['rss_end_mb']:.0f} MB at the end ({f.get('rss_mb_per_hour', 0.0):+.0f} MB/h)")
+        if "rss_cycles" in f:
+            lines.append(f"  cycles   {f['rss_cycles']:.0f} whole after warm-up; first -> last: RSS low "
+                         f"{f['rss_first_cycle_low_mb']:.0f} -> {f['rss_last_cycle_low_mb']:.0f} MB, median "
+                         f"{f['rss_first_cycle_median_mb']:.0f} -> {f['rss_last_cycle_median_mb']:.0f} MB")
+        if "heap_used_first_cycle_mb" in f:
+            lines.append(f"  malloc   median in use {f['heap_used_first_cycle_mb']:.0f} -> {f['heap_used_last_cycle_mb']:.0f} MB, "
+                         f"freed but kept {f['heap_free_first_cycle_mb']:.0f} -> {f['heap_free_last_cycle_mb']:.0f} MB "
+                         "(first -> last whole cycle)")
         lines.append(f"  threads  OS {f['threads_os_end']:.0f} at the end (max {f['threads_os_max']:.0f} after warm-up), "
                      f"Python {f['threads_py_end']:.0f} (max {f['threads_py_max']:.0f})")
         lines.append(f"  fds      {f['fds_end']:.0f} at the end (max {f['fds_max']:.0f} after warm-up)")
@@ -348,6 +356,7 @@ class _Soak:
     def _take_sample(self) -> None:
         now = time.monotonic()
         rss, threads_os, threads_py, fds = process_figures()
+        heap_used, heap_free = heap_figures()
         snapshot = self.window.worker.latest()
         stats = snapshot.stats if snapshot is not None else None
         latency = stats.latency_ms if stats is not None and stats.latency_ms is not None else float("nan")
@@ -360,6 +369,7 @@ class _Soak:
             frames=self._frames, frame_age_s=round(now - self._last_frame_t, 2),
             gui_age_s=round(now - self._beat_t, 2), mode=settings.mode, view=settings.view,
             action=self.last_action, errors=len(self.problems.errors),
+            heap_used_mb=round(heap_used, 2), heap_free_mb=round(heap_free, 2),
         )
         with self._lock:
             self.samples.append(sample)

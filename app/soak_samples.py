@@ -84,6 +84,8 @@ class Sample:
     view: str = ""
     action: str = ""  # the last action performed
     errors: int = 0  # errors so far
+    heap_used_mb: float = float("nan")  # glibc malloc: bytes in use (`app.allocator.heap_figures`)
+    heap_free_mb: float = float("nan")  # glibc malloc: freed bytes its arenas keep
 
     @staticmethod
     def columns() -> list[str]:
@@ -145,6 +147,10 @@ def judge(samples: list[Sample], limits: Limits = Limits(), errors: tuple[str, .
         for key in ("peak", "median", "low"):
             figures[f"rss_first_cycle_{key}_mb"] = first_cycle[key]
             figures[f"rss_last_cycle_{key}_mb"] = last_cycle[key]
+        for key in ("heap_used", "heap_free"):  # reported, not judged: what of RSS malloc holds, and keeps freed
+            if first_cycle[key] == first_cycle[key] and last_cycle[key] == last_cycle[key]:
+                figures[f"{key}_first_cycle_mb"] = first_cycle[key]
+                figures[f"{key}_last_cycle_mb"] = last_cycle[key]
         for what, key in (("low (5th percentile)", "low"), ("median", "median")):
             first, last = first_cycle[key], last_cycle[key]
             if last > first * (1.0 + limits.rss_growth):
@@ -174,19 +180,22 @@ def judge(samples: list[Sample], limits: Limits = Limits(), errors: tuple[str, .
 
 def _cycle_growth(post: list[Sample], period_s: float, start_s: float):
     """(first, last, number) over the whole schedule cycles after `start_s`, where first and last are
-    {"peak", "median", "low"} RSS in MB of the first and the last whole cycle (low: 5th percentile),
-    or None with fewer than two whole cycles."""
-    cycles: dict[int, list[float]] = {}
+    {"peak", "median", "low"} RSS in MB of the first and the last whole cycle (low: 5th percentile) and
+    the medians of malloc's "heap_used" and "heap_free" (NaN when not measured), or None with fewer than
+    two whole cycles."""
+    cycles: dict[int, list[Sample]] = {}
     for sample in post:
-        cycles.setdefault(int((sample.t_s - start_s) // period_s), []).append(sample.rss_mb)
+        cycles.setdefault(int((sample.t_s - start_s) // period_s), []).append(sample)
     last_whole = int((post[-1].t_s - start_s) // period_s) - 1  # the cycle the last sample is in is not whole
     whole = [cycles[k] for k in sorted(cycles) if k <= last_whole and len(cycles[k]) >= 2]
     if len(whole) < 2:
         return None
 
-    def summary(rss: list[float]) -> dict[str, float]:
+    def summary(cycle: list[Sample]) -> dict[str, float]:
+        rss = [s.rss_mb for s in cycle]
         low = statistics.quantiles(rss, n=20, method="inclusive")[0]
-        return {"peak": max(rss), "median": statistics.median(rss), "low": low}
+        heap = {name: statistics.median(getattr(s, f"{name}_mb") for s in cycle) for name in ("heap_used", "heap_free")}
+        return {"peak": max(rss), "median": statistics.median(rss), "low": low, **heap}
 
     return summary(whole[0]), summary(whole[-1]), len(whole)
 
@@ -224,7 +233,7 @@ def write_plot(samples: list[Sample], path: Path, warmup_s: float, title: str = 
         return None
     minutes = [s.t_s / 60.0 for s in samples]
     panels = (
-        ("RSS (MB)", [("rss_mb", "RSS")]),
+        ("memory (MB)", [("rss_mb", "RSS"), ("heap_used_mb", "malloc in use"), ("heap_free_mb", "malloc free")]),
         ("threads", [("threads_os", "OS"), ("threads_py", "Python")]),
         ("open fds", [("fds", "fds")]),
         ("refcount(None)", [("none_refs", "None")]),

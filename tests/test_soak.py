@@ -172,3 +172,30 @@ def test_one_sample_taken_mid_mode_switch_is_not_growth():
     assert verdict.ok, verdict.failures
     assert verdict.figures["rss_first_cycle_low_mb"] == 600.0
     assert verdict.figures["rss_last_cycle_peak_mb"] == 800.0
+
+
+def test_malloc_figures_are_reported_per_cycle_not_judged():
+    """Where glibc counts them, the first and last whole cycles' medians of malloc's in-use and kept-free
+    bytes are reported (they tell a leak from memory the allocator keeps); they never fail a run."""
+    samples = [dataclasses.replace(s, heap_used_mb=300.0 + s.t_s / 100.0, heap_free_mb=40.0) for s in cyclic()]
+    verdict = judge(samples, LIMITS, warmup_s=600.0, period_s=600.0)
+    assert verdict.ok, verdict.failures
+    assert verdict.figures["heap_used_first_cycle_mb"] == pytest.approx(300.0 + 895 / 100.0)  # median t of 600-1190 s
+    assert verdict.figures["heap_used_last_cycle_mb"] > verdict.figures["heap_used_first_cycle_mb"] + 10
+    assert verdict.figures["heap_free_last_cycle_mb"] == 40.0
+    unmeasured = judge(cyclic(), LIMITS, warmup_s=600.0, period_s=600.0)  # NaN (no glibc): left out
+    assert "heap_used_first_cycle_mb" not in unmeasured.figures
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallinfo2")
+def test_heap_figures_follow_an_allocation():
+    import numpy as np
+
+    from app.allocator import heap_figures
+
+    before, _ = heap_figures()
+    block = np.ones(64 * 2**20 // 8)  # 64 MB
+    during, _ = heap_figures()
+    del block
+    after, _ = heap_figures()
+    assert during - before == pytest.approx(64, abs=2) and after == pytest.approx(before, abs=2)
