@@ -53,14 +53,15 @@ class _Mallinfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def heap_figures() -> tuple[float, float]:
-    """(in use, free) in MB as glibc's malloc counts them over all arenas: in use = bytes handed out and
-    not freed (`uordblks`, plus the chunks mapped on their own, `hblkhd`), free = bytes freed but kept in
-    the arenas (`fordblks`; resident only where touched and not trimmed). (NaN, NaN) without glibc >= 2.33.
-    Python's small-object arenas, thread stacks and mapped files are outside both."""
+def heap_figures() -> tuple[float, float, float]:
+    """(in use, mapped, free) in MB as glibc's malloc counts them over all arenas: in use = bytes handed out
+    from the arenas and not freed (`uordblks`), mapped = chunks mapped on their own (`hblkhd`, large
+    blocks; their virtual size, resident only where touched), free = bytes freed but kept in the arenas
+    (`fordblks`; resident where touched, until `release_freed_memory`). NaNs without glibc >= 2.33.
+    Python's small-object arenas, thread stacks and mapped files are outside all three."""
     mallinfo2 = getattr(_libc(), "mallinfo2", None)
     if mallinfo2 is None:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     mallinfo2.restype = _Mallinfo2
     info = mallinfo2()
-    return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
+    return info.uordblks / 2**20, info.hblkhd / 2**20, info.fordblks / 2**20

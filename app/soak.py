@@ -132,9 +132,10 @@ def format_summary(result: SoakResult) -> str:
                          f"{f['rss_first_cycle_low_mb']:.0f} -> {f['rss_last_cycle_low_mb']:.0f} MB, median "
                          f"{f['rss_first_cycle_median_mb']:.0f} -> {f['rss_last_cycle_median_mb']:.0f} MB")
         if "heap_used_first_cycle_mb" in f:
-            lines.append(f"  malloc   median in use {f['heap_used_first_cycle_mb']:.0f} -> {f['heap_used_last_cycle_mb']:.0f} MB, "
-                         f"freed but kept {f['heap_free_first_cycle_mb']:.0f} -> {f['heap_free_last_cycle_mb']:.0f} MB "
-                         "(first -> last whole cycle)")
+            lines.append(f"  malloc   medians, first -> last whole cycle: in use {f['heap_used_first_cycle_mb']:.0f} -> "
+                         f"{f['heap_used_last_cycle_mb']:.0f} MB, freed but kept {f['heap_free_first_cycle_mb']:.0f} -> "
+                         f"{f['heap_free_last_cycle_mb']:.0f} MB, mapped blocks {f['heap_mapped_first_cycle_mb']:.0f} -> "
+                         f"{f['heap_mapped_last_cycle_mb']:.0f} MB (virtual)")
         lines.append(f"  threads  OS {f['threads_os_end']:.0f} at the end (max {f['threads_os_max']:.0f} after warm-up), "
                      f"Python {f['threads_py_end']:.0f} (max {f['threads_py_max']:.0f})")
         lines.append(f"  fds      {f['fds_end']:.0f} at the end (max {f['fds_max']:.0f} after warm-up)")
@@ -356,7 +357,7 @@ class _Soak:
     def _take_sample(self) -> None:
         now = time.monotonic()
         rss, threads_os, threads_py, fds = process_figures()
-        heap_used, heap_free = heap_figures()
+        heap_used, heap_mapped, heap_free = heap_figures()
         snapshot = self.window.worker.latest()
         stats = snapshot.stats if snapshot is not None else None
         latency = stats.latency_ms if stats is not None and stats.latency_ms is not None else float("nan")
@@ -369,7 +370,8 @@ class _Soak:
             frames=self._frames, frame_age_s=round(now - self._last_frame_t, 2),
             gui_age_s=round(now - self._beat_t, 2), mode=settings.mode, view=settings.view,
             action=self.last_action, errors=len(self.problems.errors),
-            heap_used_mb=round(heap_used, 2), heap_free_mb=round(heap_free, 2),
+            heap_used_mb=round(heap_used, 2), heap_mapped_mb=round(heap_mapped, 2),
+            heap_free_mb=round(heap_free, 2),
         )
         with self._lock:
             self.samples.append(sample)

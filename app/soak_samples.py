@@ -84,8 +84,9 @@ class Sample:
     view: str = ""
     action: str = ""  # the last action performed
     errors: int = 0  # errors so far
-    heap_used_mb: float = float("nan")  # glibc malloc: bytes in use (`app.allocator.heap_figures`)
-    heap_free_mb: float = float("nan")  # glibc malloc: freed bytes its arenas keep
+    heap_used_mb: float = float("nan")  # glibc malloc (`app.allocator.heap_figures`): arena bytes in use,
+    heap_mapped_mb: float = float("nan")  # large blocks mapped on their own (virtual size),
+    heap_free_mb: float = float("nan")  # and freed bytes its arenas keep
 
     @staticmethod
     def columns() -> list[str]:
@@ -147,8 +148,9 @@ def judge(samples: list[Sample], limits: Limits = Limits(), errors: tuple[str, .
         for key in ("peak", "median", "low"):
             figures[f"rss_first_cycle_{key}_mb"] = first_cycle[key]
             figures[f"rss_last_cycle_{key}_mb"] = last_cycle[key]
-        for key in ("heap_used", "heap_free"):  # reported, not judged: what of RSS malloc holds, and keeps freed
-            if first_cycle[key] == first_cycle[key] and last_cycle[key] == last_cycle[key]:
+        heap = ("heap_used", "heap_mapped", "heap_free")  # reported, not judged: what malloc holds, and keeps freed
+        if all(cycle[key] == cycle[key] for cycle in (first_cycle, last_cycle) for key in heap):  # measured (not NaN)
+            for key in heap:
                 figures[f"{key}_first_cycle_mb"] = first_cycle[key]
                 figures[f"{key}_last_cycle_mb"] = last_cycle[key]
         for what, key in (("low (5th percentile)", "low"), ("median", "median")):
@@ -181,7 +183,7 @@ def judge(samples: list[Sample], limits: Limits = Limits(), errors: tuple[str, .
 def _cycle_growth(post: list[Sample], period_s: float, start_s: float):
     """(first, last, number) over the whole schedule cycles after `start_s`, where first and last are
     {"peak", "median", "low"} RSS in MB of the first and the last whole cycle (low: 5th percentile) and
-    the medians of malloc's "heap_used" and "heap_free" (NaN when not measured), or None with fewer than
+    the medians of malloc's "heap_used", "heap_mapped" and "heap_free" (NaN when not measured), or None with fewer than
     two whole cycles."""
     cycles: dict[int, list[Sample]] = {}
     for sample in post:
@@ -194,7 +196,7 @@ def _cycle_growth(post: list[Sample], period_s: float, start_s: float):
     def summary(cycle: list[Sample]) -> dict[str, float]:
         rss = [s.rss_mb for s in cycle]
         low = statistics.quantiles(rss, n=20, method="inclusive")[0]
-        heap = {name: statistics.median(getattr(s, f"{name}_mb") for s in cycle) for name in ("heap_used", "heap_free")}
+        heap = {name: statistics.median(getattr(s, f"{name}_mb") for s in cycle) for name in ("heap_used", "heap_mapped", "heap_free")}
         return {"peak": max(rss), "median": statistics.median(rss), "low": low, **heap}
 
     return summary(whole[0]), summary(whole[-1]), len(whole)
@@ -234,6 +236,7 @@ def write_plot(samples: list[Sample], path: Path, warmup_s: float, title: str = 
     minutes = [s.t_s / 60.0 for s in samples]
     panels = (
         ("memory (MB)", [("rss_mb", "RSS"), ("heap_used_mb", "malloc in use"), ("heap_free_mb", "malloc free")]),
+        ("malloc mapped (MB)", [("heap_mapped_mb", "mapped blocks (virtual)")]),
         ("threads", [("threads_os", "OS"), ("threads_py", "Python")]),
         ("open fds", [("fds", "fds")]),
         ("refcount(None)", [("none_refs", "None")]),

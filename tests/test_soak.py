@@ -177,14 +177,24 @@ def test_one_sample_taken_mid_mode_switch_is_not_growth():
 def test_malloc_figures_are_reported_per_cycle_not_judged():
     """Where glibc counts them, the first and last whole cycles' medians of malloc's in-use and kept-free
     bytes are reported (they tell a leak from memory the allocator keeps); they never fail a run."""
-    samples = [dataclasses.replace(s, heap_used_mb=300.0 + s.t_s / 100.0, heap_free_mb=40.0) for s in cyclic()]
+    samples = [dataclasses.replace(s, heap_used_mb=300.0 + s.t_s / 100.0,
+                                   heap_mapped_mb=900.0, heap_free_mb=40.0) for s in cyclic()]
     verdict = judge(samples, LIMITS, warmup_s=600.0, period_s=600.0)
     assert verdict.ok, verdict.failures
     assert verdict.figures["heap_used_first_cycle_mb"] == pytest.approx(300.0 + 895 / 100.0)  # median t of 600-1190 s
     assert verdict.figures["heap_used_last_cycle_mb"] > verdict.figures["heap_used_first_cycle_mb"] + 10
-    assert verdict.figures["heap_free_last_cycle_mb"] == 40.0
+    assert verdict.figures["heap_free_last_cycle_mb"] == 40.0 and verdict.figures["heap_mapped_first_cycle_mb"] == 900.0
     unmeasured = judge(cyclic(), LIMITS, warmup_s=600.0, period_s=600.0)  # NaN (no glibc): left out
     assert "heap_used_first_cycle_mb" not in unmeasured.figures
+    from collections import Counter
+
+    from app.soak import SoakOptions, SoakResult, format_summary
+
+    lines = format_summary(SoakResult(SoakOptions("demo"), verdict, samples, Counter(), [], [], {}, Path("soak.csv"),
+                                      None, 3000.0, True)).splitlines()
+    assert any(line.startswith("  cycles   3 whole") for line in lines), lines
+    assert any(line.startswith("  malloc") and "in use 309 -> " in line and "mapped blocks 900 -> 900" in line
+               for line in lines), lines
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallinfo2")
@@ -193,9 +203,9 @@ def test_heap_figures_follow_an_allocation():
 
     from app.allocator import heap_figures
 
-    before, _ = heap_figures()
-    block = np.ones(64 * 2**20 // 8)  # 64 MB
-    during, _ = heap_figures()
+    used, mapped, _ = heap_figures()
+    block = np.ones(64 * 2**20 // 8)  # 64 MB: above the mmap threshold, a block of its own
+    used_with, mapped_with, _ = heap_figures()
     del block
-    after, _ = heap_figures()
-    assert during - before == pytest.approx(64, abs=2) and after == pytest.approx(before, abs=2)
+    assert mapped_with - mapped == pytest.approx(64, abs=2) and used_with == pytest.approx(used, abs=2)
+    assert heap_figures()[1] == pytest.approx(mapped, abs=2)
