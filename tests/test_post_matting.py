@@ -195,6 +195,38 @@ def test_closed_form_crop_only_and_degenerate_trimaps():
     np.testing.assert_array_equal(out, gt)
 
 
+def test_closed_form_sizes_the_preconditioner_to_the_system(monkeypatch):
+    """pymatting's incomplete Cholesky reserves two 2 GB arrays per solve by default; the backend sizes
+    them to the Laplacian (and grows them when a factor needs more), with the same solution."""
+    import sys
+
+    import pymatting
+    import pymatting.preconditioner.ichol  # noqa: F401 (the package's name `ichol` is the function)
+
+    from engines.matting import post_closed_form
+    from engines.matting.post_closed_form import ClosedFormMatting
+
+    image, _, trimap = _disk_scene()
+    start, depth = np.full((H, W), 0.5, np.float32), np.zeros((H, W), np.float32)
+    asked: list[int] = []
+    ichol_module = sys.modules["pymatting.preconditioner.ichol"]
+    real = ichol_module.ichol
+
+    def recording_ichol(matrix, max_nnz=int(4e9 / 16), **kwargs):
+        asked.append(max_nnz)
+        if len(asked) == 1 and max_nnz < int(4e9 / 16):  # the first sized try is found too small
+            raise ValueError("... more than max_nnz non-zero elements were created ...")
+        return real(matrix, max_nnz=max_nnz, **kwargs)
+
+    monkeypatch.setattr(ichol_module, "ichol", recording_ichol)
+    sized = ClosedFormMatting().refine(image, start, depth, trimap)
+    assert len(asked) == 2 and asked[1] == 4 * asked[0] and asked[1] < 10**7, asked
+    monkeypatch.setattr(post_closed_form, "_sized_ichol", None)  # pymatting's default preconditioner
+    default = ClosedFormMatting()
+    default._solver = lambda *args, preconditioner=None, **kwargs: pymatting.estimate_alpha_cf(*args, **kwargs)
+    np.testing.assert_allclose(sized, default.refine(image, start, depth, trimap), atol=1e-6)
+
+
 def test_closed_form_rejects_bad_inputs():
     from engines.matting.post_closed_form import ClosedFormMatting
 
