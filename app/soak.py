@@ -40,7 +40,7 @@ from pathlib import Path
 
 from app.allocator import ARENAS, heap_figures, limit_malloc_arenas
 from app.virtual_camera import MEMORY_BACKEND, CountingCamera, counting_backend_unless_device
-from app.soak_samples import Limits, Sample, Verdict, judge, process_figures, write_plot
+from app.soak_samples import Limits, Sample, Verdict, judge, process_figures, resident_split, write_plot
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,16 @@ def format_summary(result: SoakResult) -> str:
             lines.append(f"  cycles   {f['rss_cycles']:.0f} whole after warm-up; first -> last: RSS low "
                          f"{f['rss_first_cycle_low_mb']:.0f} -> {f['rss_last_cycle_low_mb']:.0f} MB, median "
                          f"{f['rss_first_cycle_median_mb']:.0f} -> {f['rss_last_cycle_median_mb']:.0f} MB")
-        if "heap_used_first_cycle_mb" in f:
-            lines.append(f"  malloc   medians, first -> last whole cycle: in use {f['heap_used_first_cycle_mb']:.0f} -> "
-                         f"{f['heap_used_last_cycle_mb']:.0f} MB, freed but kept {f['heap_free_first_cycle_mb']:.0f} -> "
-                         f"{f['heap_free_last_cycle_mb']:.0f} MB, mapped blocks {f['heap_mapped_first_cycle_mb']:.0f} -> "
-                         f"{f['heap_mapped_last_cycle_mb']:.0f} MB (virtual)")
+        if "rss_anon_mb_first_cycle" in f:
+            lines.append(f"  resident medians, first -> last whole cycle: anonymous {f['rss_anon_mb_first_cycle']:.0f} -> "
+                         f"{f['rss_anon_mb_last_cycle']:.0f} MB, mapped files {f['rss_file_mb_first_cycle']:.0f} -> "
+                         f"{f['rss_file_mb_last_cycle']:.0f} MB; Python blocks {f['py_blocks_first_cycle']:.0f} -> "
+                         f"{f['py_blocks_last_cycle']:.0f}")
+        if "heap_used_mb_first_cycle" in f:
+            lines.append(f"  malloc   medians, first -> last whole cycle: in use {f['heap_used_mb_first_cycle']:.0f} -> "
+                         f"{f['heap_used_mb_last_cycle']:.0f} MB, freed but kept {f['heap_free_mb_first_cycle']:.0f} -> "
+                         f"{f['heap_free_mb_last_cycle']:.0f} MB, mapped blocks {f['heap_mapped_mb_first_cycle']:.0f} -> "
+                         f"{f['heap_mapped_mb_last_cycle']:.0f} MB (virtual)")
         lines.append(f"  threads  OS {f['threads_os_end']:.0f} at the end (max {f['threads_os_max']:.0f} after warm-up), "
                      f"Python {f['threads_py_end']:.0f} (max {f['threads_py_max']:.0f})")
         lines.append(f"  fds      {f['fds_end']:.0f} at the end (max {f['fds_max']:.0f} after warm-up)")
@@ -358,6 +363,7 @@ class _Soak:
         now = time.monotonic()
         rss, threads_os, threads_py, fds = process_figures()
         heap_used, heap_mapped, heap_free = heap_figures()
+        rss_anon, rss_file = resident_split()
         snapshot = self.window.worker.latest()
         stats = snapshot.stats if snapshot is not None else None
         latency = stats.latency_ms if stats is not None and stats.latency_ms is not None else float("nan")
@@ -370,8 +376,8 @@ class _Soak:
             frames=self._frames, frame_age_s=round(now - self._last_frame_t, 2),
             gui_age_s=round(now - self._beat_t, 2), mode=settings.mode, view=settings.view,
             action=self.last_action, errors=len(self.problems.errors),
-            heap_used_mb=round(heap_used, 2), heap_mapped_mb=round(heap_mapped, 2),
-            heap_free_mb=round(heap_free, 2),
+            rss_anon_mb=round(rss_anon, 2), rss_file_mb=round(rss_file, 2), heap_used_mb=round(heap_used, 2),
+            heap_mapped_mb=round(heap_mapped, 2), heap_free_mb=round(heap_free, 2), py_blocks=sys.getallocatedblocks(),
         )
         with self._lock:
             self.samples.append(sample)

@@ -7,7 +7,9 @@ at once (a crash keeps every row written): resident memory (VmRSS), OS and Pytho
 open file descriptors (all from /proc/self), `sys.getrefcount(None)`, the fps and queue latency the
 status bar shows (`EngineStats` of the newest snapshot), the last frame's engine milliseconds, the
 number of displayed frames and the seconds since the last one (a new array in the live view) and
-since the GUI thread last ran.
+since the GUI thread last ran. Also what RSS is made of, reported per cycle and never judged
+(`REPORTED`): anonymous and file-backed resident memory, glibc malloc's own account
+(`app.allocator.heap_figures`) and Python's allocated blocks.
 
 The verdict (`judge`) fails the run on
 - an error: an exception logged by the app (any log record at ERROR or above: the engine worker logs
@@ -84,13 +86,23 @@ class Sample:
     view: str = ""
     action: str = ""  # the last action performed
     errors: int = 0  # errors so far
-    heap_used_mb: float = float("nan")  # glibc malloc (`app.allocator.heap_figures`): arena bytes in use,
-    heap_mapped_mb: float = float("nan")  # large blocks mapped on their own (virtual size),
-    heap_free_mb: float = float("nan")  # and freed bytes its arenas keep
+    # reported, not judged (what RSS is made of): resident anonymous memory and mapped files (/proc RssAnon,
+    # RssFile), glibc malloc's arena bytes in use, large blocks mapped on their own (virtual size) and freed
+    # bytes its arenas keep (`app.allocator.heap_figures`), and Python's allocated memory blocks
+    rss_anon_mb: float = float("nan")
+    rss_file_mb: float = float("nan")
+    heap_used_mb: float = float("nan")
+    heap_mapped_mb: float = float("nan")
+    heap_free_mb: float = float("nan")
+    py_blocks: float = float("nan")  # sys.getallocatedblocks()
 
     @staticmethod
     def columns() -> list[str]:
         return [f.name for f in dataclasses.fields(Sample)]
+
+
+# the Sample fields whose first and last whole cycles' medians the verdict reports (never judges)
+REPORTED = ("rss_anon_mb", "rss_file_mb", "heap_used_mb", "heap_mapped_mb", "heap_free_mb", "py_blocks")
 
 
 @dataclass(frozen=True)
@@ -148,11 +160,10 @@ def judge(samples: list[Sample], limits: Limits = Limits(), errors: tuple[str, .
         for key in ("peak", "median", "low"):
             figures[f"rss_first_cycle_{key}_mb"] = first_cycle[key]
             figures[f"rss_last_cycle_{key}_mb"] = last_cycle[key]
-        heap = ("heap_used", "heap_mapped", "heap_free")  # reported, not judged: what malloc holds, and keeps freed
-        if all(cycle[key] == cycle[key] for cycle in (first_cycle, last_cycle) for key in heap):  # measured (not NaN)
-            for key in heap:
-                figures[f"{key}_first_cycle_mb"] = first_cycle[key]
-                figures[f"{key}_last_cycle_mb"] = last_cycle[key]
+        for key in REPORTED:  # where measured (not NaN)
+            if first_cycle[key] == first_cycle[key] and last_cycle[key] == last_cycle[key]:
+                figures[f"{key}_first_cycle"] = first_cycle[key]
+                figures[f"{key}_last_cycle"] = last_cycle[key]
         for what, key in (("low (5th percentile)", "low"), ("median", "median")):
             first, last = first_cycle[key], last_cycle[key]
             if last > first * (1.0 + limits.rss_growth):
@@ -183,8 +194,7 @@ def judge(samples: list[Sample], limits: Limits = Limits(), errors: tuple[str, .
 def _cycle_growth(post: list[Sample], period_s: float, start_s: float):
     """(first, last, number) over the whole schedule cycles after `start_s`, where first and last are
     {"peak", "median", "low"} RSS in MB of the first and the last whole cycle (low: 5th percentile) and
-    the medians of malloc's "heap_used", "heap_mapped" and "heap_free" (NaN when not measured), or None with fewer than
-    two whole cycles."""
+    the medians of the `REPORTED` fields (NaN when not measured), or None with fewer than two whole cycles."""
     cycles: dict[int, list[Sample]] = {}
     for sample in post:
         cycles.setdefault(int((sample.t_s - start_s) // period_s), []).append(sample)
@@ -196,8 +206,8 @@ def _cycle_growth(post: list[Sample], period_s: float, start_s: float):
     def summary(cycle: list[Sample]) -> dict[str, float]:
         rss = [s.rss_mb for s in cycle]
         low = statistics.quantiles(rss, n=20, method="inclusive")[0]
-        heap = {name: statistics.median(getattr(s, f"{name}_mb") for s in cycle) for name in ("heap_used", "heap_mapped", "heap_free")}
-        return {"peak": max(rss), "median": statistics.median(rss), "low": low, **heap}
+        reported = {name: statistics.median(getattr(s, name) for s in cycle) for name in REPORTED}
+        return {"peak": max(rss), "median": statistics.median(rss), "low": low, **reported}
 
     return summary(whole[0]), summary(whole[-1]), len(whole)
 
@@ -205,21 +215,37 @@ def _cycle_growth(post: list[Sample], period_s: float, start_s: float):
 # -- measuring the process ------------------------------------------------------------------------------------
 def process_figures() -> tuple[float, int, int, int]:
     """(RSS in MB, OS threads, Python threads, open file descriptors) of this process; NaN/-1 off Linux."""
-    rss, threads = float("nan"), -1
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1]) / 1024.0
-                elif line.startswith("Threads:"):
-                    threads = int(line.split()[1])
-    except OSError:
-        pass
+    status = _proc_status()
+    rss = status.get("VmRSS", float("nan") * 1024) / 1024.0
+    threads = int(status.get("Threads", -1))
     try:
         fds = len(os.listdir("/proc/self/fd"))
     except OSError:
         fds = -1
     return rss, threads, threading.active_count(), fds
+
+
+def resident_split() -> tuple[float, float]:
+    """(anonymous, file-backed) resident memory of this process in MB (/proc RssAnon, RssFile; NaN off Linux).
+    Mapped files (libraries, models) are resident as the kernel pages them in and can be dropped under
+    memory pressure; a leak is anonymous."""
+    status = _proc_status()
+    return status.get("RssAnon", float("nan")) / 1024.0, status.get("RssFile", float("nan")) / 1024.0
+
+
+def _proc_status() -> dict[str, float]:
+    """The numeric fields of /proc/self/status (kB for memory); empty where there is none."""
+    fields: dict[str, float] = {}
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                parts = value.split()
+                if parts and parts[0].isdigit():
+                    fields[name] = float(parts[0])
+    except OSError:
+        pass
+    return fields
 
 
 # -- the plot ---------------------------------------------------------------------------------------------------
@@ -235,8 +261,10 @@ def write_plot(samples: list[Sample], path: Path, warmup_s: float, title: str = 
         return None
     minutes = [s.t_s / 60.0 for s in samples]
     panels = (
-        ("memory (MB)", [("rss_mb", "RSS"), ("heap_used_mb", "malloc in use"), ("heap_free_mb", "malloc free")]),
+        ("memory (MB)", [("rss_mb", "RSS"), ("rss_anon_mb", "anonymous"), ("rss_file_mb", "mapped files"),
+                         ("heap_used_mb", "malloc in use"), ("heap_free_mb", "malloc free")]),
         ("malloc mapped (MB)", [("heap_mapped_mb", "mapped blocks (virtual)")]),
+        ("Python blocks", [("py_blocks", "sys.getallocatedblocks()")]),
         ("threads", [("threads_os", "OS"), ("threads_py", "Python")]),
         ("open fds", [("fds", "fds")]),
         ("refcount(None)", [("none_refs", "None")]),

@@ -174,18 +174,22 @@ def test_one_sample_taken_mid_mode_switch_is_not_growth():
     assert verdict.figures["rss_last_cycle_peak_mb"] == 800.0
 
 
-def test_malloc_figures_are_reported_per_cycle_not_judged():
-    """Where glibc counts them, the first and last whole cycles' medians of malloc's in-use and kept-free
-    bytes are reported (they tell a leak from memory the allocator keeps); they never fail a run."""
-    samples = [dataclasses.replace(s, heap_used_mb=300.0 + s.t_s / 100.0,
-                                   heap_mapped_mb=900.0, heap_free_mb=40.0) for s in cyclic()]
+def test_memory_breakdown_is_reported_per_cycle_not_judged():
+    """Where measured, the first and last whole cycles' medians of what RSS is made of (anonymous and
+    file-backed, malloc's in-use, mapped and kept-free bytes, Python's blocks) are reported (they tell a
+    leak from memory the allocator keeps or files the kernel paged in); they never fail a run."""
+    samples = [dataclasses.replace(s, rss_anon_mb=350.0, rss_file_mb=250.0 + s.t_s / 100.0,
+                                   heap_used_mb=300.0 + s.t_s / 100.0, heap_mapped_mb=900.0, heap_free_mb=40.0,
+                                   py_blocks=1e6) for s in cyclic()]
     verdict = judge(samples, LIMITS, warmup_s=600.0, period_s=600.0)
     assert verdict.ok, verdict.failures
-    assert verdict.figures["heap_used_first_cycle_mb"] == pytest.approx(300.0 + 895 / 100.0)  # median t of 600-1190 s
-    assert verdict.figures["heap_used_last_cycle_mb"] > verdict.figures["heap_used_first_cycle_mb"] + 10
-    assert verdict.figures["heap_free_last_cycle_mb"] == 40.0 and verdict.figures["heap_mapped_first_cycle_mb"] == 900.0
-    unmeasured = judge(cyclic(), LIMITS, warmup_s=600.0, period_s=600.0)  # NaN (no glibc): left out
-    assert "heap_used_first_cycle_mb" not in unmeasured.figures
+    figures = verdict.figures
+    assert figures["heap_used_mb_first_cycle"] == pytest.approx(300.0 + 895 / 100.0)  # median t of 600-1190 s
+    assert figures["heap_used_mb_last_cycle"] > figures["heap_used_mb_first_cycle"] + 10
+    assert figures["heap_free_mb_last_cycle"] == 40.0 and figures["heap_mapped_mb_first_cycle"] == 900.0
+    assert figures["rss_anon_mb_last_cycle"] == 350.0 and figures["py_blocks_first_cycle"] == 1e6
+    unmeasured = judge(cyclic(), LIMITS, warmup_s=600.0, period_s=600.0)  # NaN (not Linux): left out
+    assert not any(key.startswith(("heap_", "rss_anon", "py_blocks")) for key in unmeasured.figures)
     from collections import Counter
 
     from app.soak import SoakOptions, SoakResult, format_summary
@@ -193,8 +197,18 @@ def test_malloc_figures_are_reported_per_cycle_not_judged():
     lines = format_summary(SoakResult(SoakOptions("demo"), verdict, samples, Counter(), [], [], {}, Path("soak.csv"),
                                       None, 3000.0, True)).splitlines()
     assert any(line.startswith("  cycles   3 whole") for line in lines), lines
+    assert any(line.startswith("  resident") and "anonymous 350 -> 350 MB" in line for line in lines), lines
     assert any(line.startswith("  malloc") and "in use 309 -> " in line and "mapped blocks 900 -> 900" in line
                for line in lines), lines
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_resident_split_adds_up_to_the_rss():
+    from app.soak_samples import process_figures, resident_split
+
+    anon, files = resident_split()
+    rss = process_figures()[0]
+    assert anon > 10 and files > 1 and anon + files == pytest.approx(rss, abs=rss * 0.1)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallinfo2")
