@@ -30,6 +30,9 @@ def _estimate_alpha_cf():
     return estimate_alpha_cf
 
 
+_MIN_ROOM = 2**23  # factor entries: 64 MB of float64 values and 64 MB of int64 row indices
+
+
 def _sized_ichol(matrix):
     """pymatting's thresholded incomplete Cholesky preconditioner with storage sized to the system.
 
@@ -37,10 +40,13 @@ def _sized_ichol(matrix):
     touched) on every solve: fine where memory is overcommitted, a failure under `ulimit -v` or strict
     overcommit. With the fill-in it keeps, the factor held 2.3-3.5x the entries of the unknown pixels'
     Laplacian in a throwaway check (three photographs at 480 rows, a 15-pixel unknown band), so the room
-    starts at 8x and grows 4-fold when a factor needs more, up to pymatting's own default."""
+    starts at 8x and grows 4-fold when a factor needs more, up to pymatting's own default. It is at least
+    `_MIN_ROOM` entries, so that each array is larger than glibc's largest mmap threshold (32 MB): mapped
+    on its own and handed back when freed, as pymatting's default is. Smaller ones came from malloc's arenas,
+    which kept them: with post-matting on, the soak of d25badd had RSS about 50 MB above that of 35881b2."""
     from pymatting.preconditioner.ichol import ichol
 
-    room, most = 8 * matrix.nnz + matrix.shape[0], int(4e9 / 16)
+    room, most = max(8 * matrix.nnz + matrix.shape[0], _MIN_ROOM), int(4e9 / 16)
     while True:
         try:
             return ichol(matrix, max_nnz=min(room, most))
