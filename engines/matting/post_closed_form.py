@@ -43,7 +43,7 @@ def _sized_ichol(matrix):
     starts at 8x and grows 4-fold when a factor needs more, up to pymatting's own default. It is at least
     `_MIN_ROOM` entries, so that each array is larger than glibc's largest mmap threshold (32 MB): mapped
     on its own and handed back when freed, as pymatting's default is. Smaller ones came from malloc's arenas,
-    which kept them: with post-matting on, the soak of d25badd had RSS about 50 MB above that of 35881b2."""
+    which kept them: with post-matting on, the soak of d25badd had RSS about 70 MB above that of 35881b2."""
     from pymatting.preconditioner.ichol import ichol
 
     room, most = max(8 * matrix.nnz + matrix.shape[0], _MIN_ROOM), int(4e9 / 16)
