@@ -19,7 +19,9 @@ the final sample is comparable whatever step the schedule was at.
 
 Files in OUT: soak.csv (the samples), soak.png (their plot), soak.json (verdict, figures, the actions
 performed and what they produced), each replaced atomically except the CSV, which grows row by row.
-Samples, the verdict and the plot: `app.soak_samples`."""
+
+Samples, the verdict and the plot: `app.soak_samples`.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from pathlib import Path
 
 from app.allocator import ARENAS, heap_figures, limit_malloc_arenas
 from app.virtual_camera import MEMORY_BACKEND, CountingCamera, counting_backend_unless_device
-from app.soak_samples import Limits, Sample, Verdict, judge, process_figures, resident_split, write_plot
+from app.soak_samples import REPORTED, Limits, Sample, Verdict, judge, process_figures, resident_split, write_plot
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +113,6 @@ class SoakResult:
         return 0 if self.verdict.ok else 1
 
 
-_BREAKDOWN = (("anonymous", "rss_anon_mb", " MB"), ("mapped files", "rss_file_mb", " MB"), ("malloc in use", "heap_used_mb",
-              " MB"), ("malloc kept free", "heap_free_mb", " MB"), ("malloc large blocks (virtual)", "heap_mapped_mb",
-              " MB"), ("Python blocks", "py_blocks", ""))
-
-
 def format_summary(result: SoakResult) -> str:
     """The lines `main.py soak` prints."""
     v, f = result.verdict, result.verdict.figures
@@ -134,10 +131,10 @@ def format_summary(result: SoakResult) -> str:
             lines.append(f"  cycles   {f['rss_cycles']:.0f} whole after warm-up; first -> last: RSS low "
                          f"{f['rss_first_cycle_low_mb']:.0f} -> {f['rss_last_cycle_low_mb']:.0f} MB, median "
                          f"{f['rss_first_cycle_median_mb']:.0f} -> {f['rss_last_cycle_median_mb']:.0f} MB")
-        parts = [(label, key, unit) for label, key, unit in _BREAKDOWN if f"{key}_first_cycle" in f]
+        parts = [f"{label} {f[key + '_first_cycle']:.0f} -> {f[key + '_last_cycle']:.0f}"
+                 + (" MB" if key.endswith("_mb") else "") for key, label in REPORTED.items() if f"{key}_first_cycle" in f]
         if parts:  # what RSS is made of, medians of the first -> the last whole cycle
-            lines.append("  made of  " + ", ".join(f"{label} {f[key + '_first_cycle']:.0f} -> {f[key + '_last_cycle']:.0f}"
-                                                   f"{unit}" for label, key, unit in parts))
+            lines.append("  made of  " + ", ".join(parts))
         lines.append(f"  threads  OS {f['threads_os_end']:.0f} at the end (max {f['threads_os_max']:.0f} after warm-up), "
                      f"Python {f['threads_py_end']:.0f} (max {f['threads_py_max']:.0f})")
         lines.append(f"  fds      {f['fds_end']:.0f} at the end (max {f['fds_max']:.0f} after warm-up)")

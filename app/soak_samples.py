@@ -101,8 +101,10 @@ class Sample:
         return [f.name for f in dataclasses.fields(Sample)]
 
 
-# the Sample fields whose first and last whole cycles' medians the verdict reports (never judges)
-REPORTED = ("rss_anon_mb", "rss_file_mb", "heap_used_mb", "heap_mapped_mb", "heap_free_mb", "py_blocks")
+# the Sample fields whose first and last whole cycles' medians the verdict reports (never judges), and their labels
+REPORTED = {"rss_anon_mb": "anonymous", "rss_file_mb": "mapped files", "heap_used_mb": "malloc in use",
+            "heap_free_mb": "malloc kept free", "heap_mapped_mb": "malloc large blocks (virtual)",
+            "py_blocks": "Python blocks"}
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,7 @@ def _cycle_growth(post: list[Sample], period_s: float, start_s: float):
 def process_figures() -> tuple[float, int, int, int]:
     """(RSS in MB, OS threads, Python threads, open file descriptors) of this process; NaN/-1 off Linux."""
     status = _proc_status()
-    rss = status.get("VmRSS", float("nan") * 1024) / 1024.0
+    rss = status.get("VmRSS", float("nan")) / 1024.0
     threads = int(status.get("Threads", -1))
     try:
         fds = len(os.listdir("/proc/self/fd"))
@@ -261,10 +263,10 @@ def write_plot(samples: list[Sample], path: Path, warmup_s: float, title: str = 
         return None
     minutes = [s.t_s / 60.0 for s in samples]
     panels = (
-        ("memory (MB)", [("rss_mb", "RSS"), ("rss_anon_mb", "anonymous"), ("rss_file_mb", "mapped files"),
-                         ("heap_used_mb", "malloc in use"), ("heap_free_mb", "malloc free")]),
-        ("malloc mapped (MB)", [("heap_mapped_mb", "mapped blocks (virtual)")]),
-        ("Python blocks", [("py_blocks", "sys.getallocatedblocks()")]),
+        ("memory (MB)", [("rss_mb", "RSS")] + [(name, REPORTED[name]) for name in
+                                               ("rss_anon_mb", "rss_file_mb", "heap_used_mb", "heap_free_mb")]),
+        ("malloc mapped (MB)", [("heap_mapped_mb", REPORTED["heap_mapped_mb"])]),
+        ("Python blocks", [("py_blocks", REPORTED["py_blocks"])]),
         ("threads", [("threads_os", "OS"), ("threads_py", "Python")]),
         ("open fds", [("fds", "fds")]),
         ("refcount(None)", [("none_refs", "None")]),

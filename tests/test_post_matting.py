@@ -203,7 +203,6 @@ def test_closed_form_sizes_the_preconditioner_to_the_system(monkeypatch):
     import pymatting
     import pymatting.preconditioner.ichol  # noqa: F401 (the package's name `ichol` is the function)
 
-    from engines.matting import post_closed_form
     from engines.matting.post_closed_form import ClosedFormMatting
 
     image, _, trimap = _disk_scene()
@@ -222,8 +221,7 @@ def test_closed_form_sizes_the_preconditioner_to_the_system(monkeypatch):
     sized = ClosedFormMatting().refine(image, start, depth, trimap)
     # the first room: at least 2^23 entries (each array above glibc's 32 MB mmap threshold), far under 250 million
     assert len(asked) == 2 and asked[0] == 2**23 and asked[1] == 4 * asked[0], asked
-    monkeypatch.setattr(post_closed_form, "_sized_ichol", None)  # pymatting's default preconditioner
-    default = ClosedFormMatting()
+    default = ClosedFormMatting()  # with pymatting's default preconditioner
     default._solver = lambda *args, preconditioner=None, **kwargs: pymatting.estimate_alpha_cf(*args, **kwargs)
     np.testing.assert_allclose(sized, default.refine(image, start, depth, trimap), atol=1e-6)
 
